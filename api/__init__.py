@@ -1,0 +1,1 @@
+"""fitq's HTTP API (FastAPI). Never imports tensorflow, keras or ``worker``."""

@@ -1,0 +1,143 @@
+"""The API's reads and writes of jobs (the worker has its own, in worker/jobstore.py)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models.errors import Conflict, NotFound
+from models.settings import Settings
+from models.spec import JobSpec
+from models.tables import CANCELLED, FINISHED, QUEUED, RUNNING, Job, JobEvent, utcnow
+from models.validation import check_spec
+
+
+def spec_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(session: Session, spec: JobSpec, settings: Settings,
+               idempotency_key: str | None) -> tuple[Job, bool]:
+    """Validates and stores a job; returns it and whether it is new.
+
+    With an ``idempotency_key`` already used for the same spec, returns that job; for
+    another spec, raises ``Conflict``.
+    """
+    digest = spec_hash(spec)
+    if idempotency_key is not None:
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return _same_spec(existing, digest, idempotency_key), False
+    warnings = check_spec(spec, settings)
+    stored = spec.model_copy(update={"seed": spec.seed if spec.seed is not None
+                                     else secrets.randbelow(2**31)})
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex, name=spec.name, queue=spec.queue, status=QUEUED,
+        spec=stored.model_dump(mode="json"), warnings=warnings, idempotency_key=idempotency_key,
+        spec_hash=digest, created_at=now, updated_at=now, attempts=0, cancel_requested=False,
+    )
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=now))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return _same_spec(existing, digest, idempotency_key or ""), False
+    return job, True
+
+
+def _same_spec(job: Job, digest: str, key: str) -> Job:
+    if job.spec_hash != digest:
+        raise Conflict(f"Idempotency-Key {key!r} was used for job {job.id} with a different "
+                       "spec; use a new key for a new job")
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    return job
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return dt.datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"received cursor={cursor!r}, expected a next_cursor from a previous "
+                         "page") from exc
+
+
+def list_jobs(session: Session, *, status: str | None, queue: str | None, name: str | None,
+              cursor: str | None, limit: int) -> tuple[list[Job], str | None]:
+    """Newest first; ``cursor`` continues after the last job of the previous page."""
+    query = select(Job)
+    if status:
+        query = query.where(Job.status == status)
+    if queue:
+        query = query.where(Job.queue == queue)
+    if name:
+        query = query.where(Job.name == name)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created,
+                                and_(Job.created_at == created, Job.id < job_id)))
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """Cancels a queued job at once; asks a running one to stop. Idempotent."""
+    job = get_job(session, job_id)
+    now = utcnow()
+    done = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == QUEUED)
+        .values(status=CANCELLED, stop_reason="cancelled", finished_at=now, updated_at=now,
+                cancel_requested=True)
+    ).rowcount  # type: ignore[attr-defined]
+    if done:
+        session.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled while queued",
+                             at=now))
+    else:
+        asked = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == RUNNING,
+                              Job.cancel_requested.is_(False))
+            .values(cancel_requested=True, updated_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+        if asked:
+            session.add(JobEvent(job_id=job_id, kind="cancel_requested", at=now,
+                                 message="cancel requested while running"))
+    session.commit()
+    session.refresh(job)
+    if job.status in FINISHED and job.status != CANCELLED:
+        raise Conflict(f"job {job_id} already {job.status}; only queued or running jobs can be "
+                       "cancelled")
+    return job
+
+
+def etag_of(payload: Any) -> str:
+    body = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'

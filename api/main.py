@@ -1,0 +1,51 @@
+"""The FastAPI application: ``create_app()`` for uvicorn, tests and ``fitq api``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.body import BodyMiddleware
+from api.routes import health, jobs
+from models.db import make_engine, make_session_factory
+from models.migrate import check_migrated
+from models.queueing import make_celery
+from models.settings import Settings, get_settings
+
+log = logging.getLogger("fitq.api")
+DESCRIPTION = """Submit a Keras `model.fit()` call as a job spec; Celery workers train it and
+record every epoch's metrics and every checkpoint. Epochs are 1-based everywhere."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API, wired to the configured database and broker.
+
+    Refuses to start on a database that is not at the latest migration.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.resolved_database_url)
+        check_migrated(engine)
+        app.state.settings = settings
+        app.state.session_factory = make_session_factory(engine)
+        app.state.celery = make_celery(settings, name="fitq-api")
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="fitq", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(BodyMiddleware, max_body_bytes=settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory api.main:app_factory``."""
+    return create_app()

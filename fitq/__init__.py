@@ -1,0 +1,1 @@
+"""The ``fitq`` command: runs the service (up, api, worker, migrate)."""

@@ -1,0 +1,3 @@
+from fitq.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The one settings object of fitq (environment variables with the ``FITQ_`` prefix)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """fitq's configuration, read from ``FITQ_*`` environment variables.
+
+    Attributes:
+        data_dir: Folder for the embedded database, the embedded broker and job
+            artifacts. Defaults to ``./fitq-data``.
+        database_url: SQLAlchemy URL. Defaults to SQLite in ``data_dir``.
+        broker_url: Celery broker URL. Defaults to kombu's filesystem transport in
+            ``data_dir/broker``.
+        artifacts_dir: Where jobs write checkpoints, logs and TensorBoard files; a
+            volume that every worker and the API share. Defaults to
+            ``data_dir/artifacts``.
+        lease_seconds: How long a worker's claim on a job lasts without a heartbeat.
+        max_epochs: Largest ``fit.epochs`` a job may ask for.
+        max_runtime_seconds: Largest ``max_runtime_seconds`` a job may ask for.
+        max_inline_values: Largest number of numbers inline ``x``/``y`` data may hold.
+        max_body_bytes: Largest JSON request body the API accepts.
+        broker_polling_interval: Seconds between polls of the embedded broker.
+        progress_interval: Seconds between in-epoch progress writes (and cancel checks).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
+
+    data_dir: Path = Path("fitq-data")
+    database_url: str | None = None
+    broker_url: str | None = None
+    artifacts_dir: Path | None = None
+    lease_seconds: float = Field(default=60.0, gt=0)
+    max_epochs: int = Field(default=10_000, gt=0)
+    max_runtime_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    max_inline_values: int = Field(default=200_000, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    broker_polling_interval: float = Field(default=0.05, gt=0)
+    progress_interval: float = Field(default=0.5, gt=0)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'fitq.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.resolved_data_dir / "broker"
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        if self.artifacts_dir is not None:
+            return self.artifacts_dir.expanduser().resolve()
+        return self.resolved_data_dir / "artifacts"
+
+    def job_dir(self, job_id: str) -> Path:
+        """The artifact folder that belongs to one job."""
+        return self.resolved_artifacts_dir / "jobs" / job_id
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

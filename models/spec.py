@@ -1,0 +1,256 @@
+"""The job spec: a ``model.fit()`` call written down as data.
+
+Field names, defaults and constraints are Keras' own wherever Keras has them. The
+schema here catches wrong types and values; ``models.validation`` then checks what
+needs the whole spec (metric names, shapes, placeholders) before anything is queued.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.names import DEFAULT_QUEUE
+
+Mode = Literal["auto", "min", "max"]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """Where the model comes from: exactly one of ``builtin`` or ``keras_config``.
+
+    Attributes:
+        builtin: A registered architecture (``mlp``, ``cnn``), sized to the data.
+        params: The architecture's parameters (see ``docs/spec.md``).
+        keras_config: What ``model.to_json()`` / ``model.get_config()`` gives, for a
+            model of Keras' own layers (no Lambda, no custom objects).
+    """
+
+    builtin: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    keras_config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.builtin is None) == (self.keras_config is None):
+            raise ValueError(
+                "give exactly one of 'builtin' (e.g. 'mlp') or 'keras_config' "
+                f"(received builtin={self.builtin!r}, "
+                f"keras_config={'set' if self.keras_config is not None else None})"
+            )
+        if self.keras_config is not None and self.params:
+            raise ValueError("'params' goes with 'builtin', not with 'keras_config'")
+        return self
+
+
+class ObjectSpec(_Strict):
+    """A Keras object by class name and config, as ``keras.*.serialize`` writes it."""
+
+    class_name: str = Field(max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompileSpec(_Strict):
+    """The arguments of ``model.compile()``.
+
+    Attributes:
+        optimizer: A name (``adam``) or ``{class_name, config}``. Defaults to
+            ``rmsprop``, as Keras.
+        loss: A loss name or ``{class_name, config}``.
+        metrics: Metric names or ``{class_name, config}``. Defaults to none.
+    """
+
+    optimizer: str | ObjectSpec = "rmsprop"
+    loss: str | ObjectSpec
+    metrics: list[str | ObjectSpec] = Field(default_factory=list, max_length=16)
+
+
+class DataRef(_Strict):
+    """One data set: a stored dataset, or small inline arrays.
+
+    Attributes:
+        dataset: ``builtin:digits`` (or ``iris``, ``wine``, ``breast_cancer``).
+        split: Which part of a built-in dataset: ``train`` (70%), ``validation``
+            (15%), ``test`` (15%) of a fixed permutation, or ``all``. Defaults to
+            ``all``.
+        take: Use only the first ``take`` samples of it. Defaults to all of them.
+        x: Inline inputs, a (nested) list of numbers, first axis the samples.
+        y: Inline labels: class indices, or numbers for regression.
+    """
+
+    dataset: str | None = Field(default=None, max_length=128)
+    split: Literal["train", "validation", "test", "all"] = "all"
+    take: PositiveInt | None = None
+    x: list[Any] | None = None
+    y: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataRef:
+        inline = self.x is not None or self.y is not None
+        if (self.dataset is None) == (not inline):
+            raise ValueError(
+                "give either 'dataset' (e.g. 'builtin:digits') or both inline 'x' and 'y'"
+            )
+        if inline and (self.x is None or self.y is None):
+            raise ValueError("inline data needs both 'x' and 'y'")
+        if inline and self.split != "all":
+            raise ValueError("'split' applies to a 'dataset', not to inline data")
+        return self
+
+
+class DataSpec(_Strict):
+    """Training, validation and test data.
+
+    Attributes:
+        train: The data fit() trains on.
+        validation: ``validation_data``; or use ``fit.validation_split``.
+        test: Evaluated once, after training.
+    """
+
+    train: DataRef
+    validation: DataRef | None = None
+    test: DataRef | None = None
+
+
+class FitSpec(_Strict):
+    """The arguments of ``model.fit()``, with Keras' names and defaults.
+
+    ``verbose`` defaults to 2 (one line per epoch in the job's log) rather than
+    Keras' ``"auto"``; it changes only what the log shows. ``workers`` and
+    ``use_multiprocessing`` set data-loading parallelism for file-backed datasets and
+    are ignored for in-memory arrays, as Keras ignores them there.
+    """
+
+    batch_size: PositiveInt | None = None
+    epochs: PositiveInt = 1
+    steps_per_epoch: PositiveInt | None = None
+    verbose: Literal["auto", 0, 1, 2] = 2
+    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    validation_freq: PositiveInt | list[PositiveInt] = 1
+    shuffle: bool = True
+    validation_batch_size: PositiveInt | None = None
+    validation_steps: PositiveInt | None = None
+    class_weight: dict[int, Annotated[float, Field(ge=0.0)]] | Literal["balanced"] | None = None
+    initial_epoch: NonNegInt = 0
+    workers: PositiveInt = 1
+    use_multiprocessing: bool = False
+
+
+class EarlyStoppingSpec(_Strict):
+    """``keras.callbacks.EarlyStopping``, with its arguments and defaults."""
+
+    type: Literal["EarlyStopping"]
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    patience: NonNegInt = 0
+    verbose: Literal[0, 1] = 0
+    mode: Mode = "auto"
+    baseline: float | None = None
+    restore_best_weights: bool = False
+    start_from_epoch: NonNegInt = 0
+
+
+class ModelCheckpointSpec(_Strict):
+    """``keras.callbacks.ModelCheckpoint``.
+
+    ``filepath`` is a file name inside the job's ``checkpoints/`` folder, with
+    ``{epoch}`` and metric placeholders (``epoch{epoch:02d}-{val_loss:.3f}.keras``);
+    it ends in ``.keras``, or ``.weights.h5`` with ``save_weights_only``.
+    ``save_freq`` is ``"epoch"`` or a number of batches.
+    """
+
+    type: Literal["ModelCheckpoint"]
+    filepath: str = Field(min_length=1, max_length=200)
+    monitor: str = "val_loss"
+    verbose: Literal[0, 1] = 0
+    save_best_only: bool = False
+    save_weights_only: bool = False
+    mode: Mode = "auto"
+    save_freq: Literal["epoch"] | PositiveInt = "epoch"
+    initial_value_threshold: float | None = None
+
+
+class TensorBoardSpec(_Strict):
+    """``keras.callbacks.TensorBoard``; ``log_dir`` is always the job's ``tensorboard/``."""
+
+    type: Literal["TensorBoard"]
+    histogram_freq: NonNegInt = 0
+    write_graph: bool = True
+    write_images: bool = False
+    write_steps_per_second: bool = False
+    update_freq: Literal["epoch", "batch"] | PositiveInt = "epoch"
+
+
+class ReduceLROnPlateauSpec(_Strict):
+    """``keras.callbacks.ReduceLROnPlateau``, with its arguments and defaults."""
+
+    type: Literal["ReduceLROnPlateau"]
+    monitor: str = "val_loss"
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+    patience: NonNegInt = 10
+    verbose: Literal[0, 1] = 0
+    mode: Mode = "auto"
+    min_delta: float = 1e-4
+    cooldown: NonNegInt = 0
+    min_lr: float = Field(default=0.0, ge=0.0)
+
+
+class CSVLoggerSpec(_Strict):
+    """``keras.callbacks.CSVLogger``; ``filename`` is a name inside the job's folder."""
+
+    type: Literal["CSVLogger"]
+    filename: str = Field(default="training.csv", min_length=1, max_length=100)
+    separator: str = Field(default=",", min_length=1, max_length=1)
+    append: bool = False
+
+
+class TerminateOnNaNSpec(_Strict):
+    """``keras.callbacks.TerminateOnNaN``: a NaN or infinite loss ends the job ``failed``."""
+
+    type: Literal["TerminateOnNaN"]
+
+
+CallbackSpec = Annotated[
+    EarlyStoppingSpec
+    | ModelCheckpointSpec
+    | TensorBoardSpec
+    | ReduceLROnPlateauSpec
+    | CSVLoggerSpec
+    | TerminateOnNaNSpec,
+    Field(discriminator="type"),
+]
+
+
+class JobSpec(_Strict):
+    """A training job: a model, its data and the arguments of ``model.fit()``.
+
+    Attributes:
+        name: A label for people. Optional.
+        queue: The Celery queue; workers subscribe with ``--queues``. Defaults to
+            ``default``.
+        seed: Seeds Keras, so the same spec gives the same history. When omitted,
+            fitq picks one and records it in the stored spec.
+        max_runtime_seconds: Stop training after this long (``stop_reason:
+            max_runtime``). Optional.
+        model: The model source.
+        compile: The arguments of ``model.compile()``.
+        data: Training, validation and test data.
+        fit: The arguments of ``model.fit()``.
+        callbacks: Keras callbacks, declared as data.
+    """
+
+    name: str | None = Field(default=None, max_length=200)
+    queue: str = Field(default=DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    max_runtime_seconds: PositiveInt | None = None
+    model: ModelSpec
+    compile: CompileSpec
+    data: DataSpec
+    fit: FitSpec = Field(default_factory=FitSpec)
+    callbacks: list[CallbackSpec] = Field(default_factory=list, max_length=16)

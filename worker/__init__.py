@@ -1,0 +1,1 @@
+"""fitq's Celery worker: thin tasks over the training runner in ``worker.training``."""

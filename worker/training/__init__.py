@@ -1,0 +1,1 @@
+"""Training: the runner, Keras builders, data pipelines and callbacks. Knows nothing of Celery."""

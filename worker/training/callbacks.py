@@ -1,0 +1,50 @@
+"""Builds the Keras callbacks a job spec declares, with paths inside the job's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from models.spec import (
+    CSVLoggerSpec,
+    EarlyStoppingSpec,
+    ModelCheckpointSpec,
+    ReduceLROnPlateauSpec,
+    TensorBoardSpec,
+    TerminateOnNaNSpec,
+)
+
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+SpecCallback = (
+    EarlyStoppingSpec | ModelCheckpointSpec | TensorBoardSpec | ReduceLROnPlateauSpec
+    | CSVLoggerSpec | TerminateOnNaNSpec
+)
+
+
+def inside(job_dir: Path, name: str) -> Path:
+    """``job_dir / name``, refusing anything that resolves outside ``job_dir``."""
+    root = job_dir.resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise ValueError(f"{name!r} resolves outside the job's folder")
+    return path
+
+
+def build_callback(spec: SpecCallback, job_dir: Path) -> keras.callbacks.Callback:
+    args = spec.model_dump(exclude={"type"})
+    if isinstance(spec, EarlyStoppingSpec):
+        return keras.callbacks.EarlyStopping(**args)
+    if isinstance(spec, ModelCheckpointSpec):
+        (job_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        args["filepath"] = str(inside(job_dir / CHECKPOINT_DIR, spec.filepath))
+        return keras.callbacks.ModelCheckpoint(**args)
+    if isinstance(spec, TensorBoardSpec):
+        return keras.callbacks.TensorBoard(log_dir=str(job_dir / TENSORBOARD_DIR), **args)
+    if isinstance(spec, ReduceLROnPlateauSpec):
+        return keras.callbacks.ReduceLROnPlateau(**args)
+    if isinstance(spec, CSVLoggerSpec):
+        args["filename"] = str(inside(job_dir, spec.filename))
+        return keras.callbacks.CSVLogger(**args)
+    return keras.callbacks.TerminateOnNaN()

@@ -1,0 +1,84 @@
+"""Loads the arrays a job trains, validates and tests on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
+from models.spec import DataRef, DataSpec
+
+
+@dataclass
+class Arrays:
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class JobData:
+    train: Arrays
+    validation: Arrays | None
+    test: Arrays | None
+    n_classes: int | None  # None for real-valued targets
+
+
+def load_builtin(name: str) -> Arrays:
+    """A built-in dataset, scaled as ``models.datasets`` documents."""
+    from sklearn import datasets as skd
+
+    meta = BUILTIN_DATASETS[name]
+    loader = {
+        "digits": skd.load_digits, "iris": skd.load_iris, "wine": skd.load_wine,
+        "breast_cancer": skd.load_breast_cancer,
+    }[name]
+    bunch = loader()
+    x = np.asarray(bunch.data, dtype=np.float64)
+    if meta.scaling == "divide16":
+        x = x / 16.0
+    else:
+        std = x.std(axis=0)
+        x = (x - x.mean(axis=0)) / np.where(std == 0, 1.0, std)
+    x = x.astype(np.float32).reshape((len(x), *meta.feature_shape))
+    return Arrays(x, np.asarray(bunch.target, dtype=np.int64))
+
+
+def load_ref(ref: DataRef) -> Arrays:
+    if ref.dataset is not None:
+        name = ref.dataset.removeprefix(BUILTIN_PREFIX)
+        whole = load_builtin(name)
+        idx = split_indices(len(whole.x), ref.split)
+        arrays = Arrays(whole.x[idx], whole.y[idx])
+    else:
+        x = np.asarray(ref.x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x.reshape(-1, 1)
+        y_raw = np.asarray(ref.y, dtype=np.float64)
+        integral = y_raw.ndim == 1 and bool(np.all(y_raw == np.round(y_raw))) and y_raw.min() >= 0
+        arrays = Arrays(x, y_raw.astype(np.int64) if integral else y_raw.astype(np.float32))
+    if ref.take is not None:
+        arrays = Arrays(arrays.x[: ref.take], arrays.y[: ref.take])
+    return arrays
+
+
+def load_job_data(spec: DataSpec) -> JobData:
+    train = load_ref(spec.train)
+    validation = load_ref(spec.validation) if spec.validation else None
+    test = load_ref(spec.test) if spec.test else None
+    n_classes: int | None = None
+    if train.y.dtype.kind == "i":
+        builtin = spec.train.dataset
+        if builtin is not None:
+            n_classes = BUILTIN_DATASETS[builtin.removeprefix(BUILTIN_PREFIX)].n_classes
+        else:
+            n_classes = 1 + max(int(a.y.max()) for a in (train, validation, test)
+                                if a is not None and a.y.dtype.kind == "i")
+    return JobData(train, validation, test, n_classes)
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """``n_samples / (n_classes_present * count)`` per class, as scikit-learn's "balanced"."""
+    counts = np.bincount(y.astype(np.int64), minlength=n_classes)
+    present = int((counts > 0).sum())
+    return {int(c): float(len(y) / (present * counts[c])) for c in range(n_classes) if counts[c]}

@@ -1,0 +1,171 @@
+"""The reporting callback: writes each epoch, each checkpoint and in-epoch progress.
+
+It goes last in the callback list, so at an epoch's end it sees what EarlyStopping
+and ModelCheckpoint did in that epoch. Between batches it does nothing but read a
+clock unless ``interval`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.catalog import monitor_direction
+
+
+class JobCancelled(Exception):
+    """A cancel was requested for the running job."""
+
+
+class MaxRuntimeExceeded(Exception):
+    """The job ran past its ``max_runtime_seconds``."""
+
+
+class Sink:
+    """Where the callback reports; the database store in production, a list in a test."""
+
+    def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
+        raise NotImplementedError
+
+    def record_epoch(self, epoch: int, metrics: dict[str, float | None], lr: float | None,
+                     duration_s: float, best: dict[str, Any] | None) -> bool:
+        raise NotImplementedError
+
+    def record_checkpoint(self, epoch: int, path: str, monitor: str | None, value: float | None,
+                          is_best: bool, size_bytes: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class _Watched:
+    callback: keras.callbacks.ModelCheckpoint
+    template: str
+    direction: str
+    best: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    out = float(np.asarray(value))
+    return out if math.isfinite(out) else None
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ReportingCallback(keras.callbacks.Callback):
+    """Reports a job's training to a ``Sink``.
+
+    Args:
+        sink: Receives epochs, checkpoints and progress.
+        job_dir: The job's folder; checkpoint paths are recorded relative to it.
+        checkpoints: The job's ModelCheckpoint callbacks, to see which files they write.
+        monitor: The metric whose best epoch the job shows, and its ``mode``.
+        interval: Seconds between progress writes and cancel checks. Defaults to 0.5.
+        deadline: ``time.monotonic()`` past which training stops. Defaults to none.
+        clock: The clock, ``time.monotonic`` unless a test gives another.
+    """
+
+    def __init__(self, sink: Sink, job_dir: Path, checkpoints: list[keras.callbacks.ModelCheckpoint],
+                 monitor: tuple[str, str], interval: float = 0.5, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.sink = sink
+        self.job_dir = job_dir
+        self.watched = [
+            _Watched(cb, cb.filepath, monitor_direction(cb.monitor, cb.mode)) for cb in checkpoints
+        ]
+        self.monitor, self.monitor_direction = monitor[0], monitor_direction(*monitor)
+        self.best: dict[str, Any] | None = None
+        self.interval = interval
+        self.deadline = deadline
+        self.clock = clock
+        self.epoch = 0
+        self.steps: int | None = None
+        self._epoch_start = 0.0
+        self._last_report = 0.0
+        self._seen: dict[str, tuple[int, int, int] | None] = {}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.steps = self.params.get("steps") if self.params else None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch + 1
+        self._check(self.sink.progress(self.epoch, 0, self.steps))
+        self._last_report = self.clock()
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = self.clock()
+        if now - self._last_report < self.interval:
+            return
+        self._last_report = now
+        self._check(self.sink.progress(self.epoch, batch + 1, self.steps))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        duration = time.perf_counter() - self._epoch_start
+        logs = logs or {}
+        metrics = {key: _number(value) for key, value in logs.items()}
+        self._update_best(metrics)
+        cancelled = self.sink.record_epoch(self.epoch, metrics, self._learning_rate(), duration,
+                                           self.best)
+        for watched in self.watched:
+            self._record_checkpoint(watched, epoch, logs, metrics)
+        self._check(cancelled)
+
+    def _check(self, cancel_requested: bool) -> None:
+        if cancel_requested:
+            raise JobCancelled()
+        if self.deadline is not None and self.clock() > self.deadline:
+            raise MaxRuntimeExceeded()
+
+    def _learning_rate(self) -> float | None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return None
+        return _number(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def _update_best(self, metrics: dict[str, float | None]) -> None:
+        value = metrics.get(self.monitor)
+        if value is None:
+            return
+        better = (self.best is None or (value < self.best["value"] if self.monitor_direction == "min"
+                                        else value > self.best["value"]))
+        if better:
+            self.best = {"epoch": self.epoch, "monitor": self.monitor, "value": value}
+
+    def _record_checkpoint(self, watched: _Watched, epoch: int, logs: dict[str, Any],
+                           metrics: dict[str, float | None]) -> None:
+        try:
+            path = Path(watched.template.format(epoch=epoch + 1, **logs))
+        except (KeyError, ValueError, IndexError):
+            return
+        key = str(path)
+        before = self._seen.get(key)
+        now = _stat(path)
+        if now is None or now == before:
+            return
+        self._seen[key] = now
+        cb = watched.callback
+        value = metrics.get(cb.monitor)
+        is_best = False
+        if value is not None:
+            is_best = watched.best is None or (
+                value < watched.best if watched.direction == "min" else value > watched.best
+            )
+            if is_best:
+                watched.best = value
+        rel = os.path.relpath(path, self.job_dir)
+        self.sink.record_checkpoint(self.epoch, rel, cb.monitor, value, is_best, now[2])

@@ -1,0 +1,173 @@
+"""The training runner: one job spec in, one ``model.fit()`` call, one outcome out.
+
+It knows nothing of Celery. It does what a careful plain script does (seed, enable
+op determinism, build, compile, fit with numpy arrays) and adds only the reporting
+callback, so the recorded history equals the script's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.spec import (
+    EarlyStoppingSpec,
+    JobSpec,
+    ModelCheckpointSpec,
+    ObjectSpec,
+    ReduceLROnPlateauSpec,
+    TerminateOnNaNSpec,
+)
+from worker.training.architectures import build_model
+from worker.training.callbacks import build_callback
+from worker.training.data import balanced_class_weight, load_job_data
+from worker.training.reporting import (
+    JobCancelled,
+    MaxRuntimeExceeded,
+    ReportingCallback,
+    Sink,
+)
+
+LOG_FILE = "train.log"
+TRACEBACK_TAIL_LINES = 30
+
+
+@dataclass
+class Outcome:
+    """How a run ended: ``status`` and ``stop_reason`` as the job records them."""
+
+    status: str
+    stop_reason: str
+    test_metrics: dict[str, float | None] | None = None
+    error: tuple[str, str, str] | None = None
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    class_weight: dict[int, float] | None = None
+
+
+def _object(value: str | ObjectSpec, module: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    return module.deserialize({"class_name": value.class_name, "config": dict(value.config)})
+
+
+def traceback_tail(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return "\n".join(text.splitlines()[-TRACEBACK_TAIL_LINES:])
+
+
+def monitored(spec: JobSpec, has_validation: bool) -> tuple[str, str]:
+    """The metric the job's ``best`` follows: the first monitoring callback's, else a loss."""
+    for cb in spec.callbacks:
+        if isinstance(cb, (EarlyStoppingSpec, ModelCheckpointSpec, ReduceLROnPlateauSpec)):
+            return cb.monitor, cb.mode
+    return ("val_loss" if has_validation else "loss"), "min"
+
+
+def seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0.5) -> Outcome:
+    """Runs the job described by ``spec``, writing artifacts under ``job_dir``."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
+    assert spec.seed is not None, "the API records a seed in every stored spec"
+    seed_everything(spec.seed)
+
+    data = load_job_data(spec.data)
+    x, y = data.train.x, data.train.y
+    target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    model = build_model(spec.model.builtin, spec.model.params, spec.model.keras_config,
+                        tuple(x.shape[1:]), data.n_classes, target_dim)
+    model.compile(
+        optimizer=_object(spec.compile.optimizer, keras.optimizers),
+        loss=_object(spec.compile.loss, keras.losses),
+        metrics=[_object(m, keras.metrics) for m in spec.compile.metrics],
+    )
+
+    fit = spec.fit
+    class_weight: dict[int, float] | None = None
+    if fit.class_weight == "balanced":
+        assert data.n_classes is not None
+        # Keras' validation_split holds out the last fraction, before any shuffling.
+        n_fit = int(len(y) * (1 - fit.validation_split)) if fit.validation_split else len(y)
+        class_weight = balanced_class_weight(y[:n_fit], data.n_classes)
+    elif isinstance(fit.class_weight, dict):
+        class_weight = {int(k): float(v) for k, v in fit.class_weight.items()}
+
+    keras_callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
+    checkpoints = [cb for cb in keras_callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
+    has_validation = data.validation is not None or fit.validation_split > 0
+    reporter = ReportingCallback(sink, job_dir, checkpoints, monitored(spec, has_validation),
+                                 interval=progress_interval, deadline=deadline)
+    validation_data = (data.validation.x, data.validation.y) if data.validation else None
+
+    outcome: Outcome
+    with open(job_dir / LOG_FILE, "a", buffering=1, encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log):
+        print(f"fitq: training with seed {spec.seed} on {len(x)} samples", flush=True)
+        try:
+            history = model.fit(
+                x, y,
+                batch_size=fit.batch_size,
+                epochs=fit.epochs,
+                verbose=fit.verbose,
+                callbacks=[*keras_callbacks, reporter],
+                validation_split=fit.validation_split,
+                validation_data=validation_data,
+                shuffle=fit.shuffle,
+                class_weight=class_weight,
+                initial_epoch=fit.initial_epoch,
+                steps_per_epoch=fit.steps_per_epoch,
+                validation_steps=fit.validation_steps,
+                validation_batch_size=fit.validation_batch_size,
+                validation_freq=fit.validation_freq,
+            )
+        except JobCancelled:
+            print("fitq: cancelled", flush=True)
+            return Outcome("cancelled", "cancelled", class_weight=class_weight)
+        except MaxRuntimeExceeded:
+            print(f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}", flush=True)
+            return Outcome("failed", "max_runtime", class_weight=class_weight, error=(
+                "MaxRuntimeExceeded",
+                f"the job ran past max_runtime_seconds={spec.max_runtime_seconds}", "",
+            ))
+        outcome = _outcome(spec, model, keras_callbacks, history.history)
+        outcome.class_weight = class_weight
+        if outcome.status == "succeeded" and data.test is not None:
+            result = model.evaluate(data.test.x, data.test.y, batch_size=fit.validation_batch_size
+                                    or fit.batch_size, verbose=0, return_dict=True)
+            outcome.test_metrics = {k: _finite(v) for k, v in result.items()}
+            print(f"fitq: test {outcome.test_metrics}", flush=True)
+        print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
+    return outcome
+
+
+def _finite(value: Any) -> float | None:
+    out = float(np.asarray(value))
+    return out if np.isfinite(out) else None
+
+
+def _outcome(spec: JobSpec, model: keras.Model, callbacks: list[Any],
+             history: dict[str, list[Any]]) -> Outcome:
+    losses = history.get("loss") or []
+    terminate_on_nan = any(isinstance(cb, TerminateOnNaNSpec) for cb in spec.callbacks)
+    if terminate_on_nan and losses and not np.isfinite(losses[-1]):
+        return Outcome("failed", "nan_loss", history=history, error=(
+            "NaNLoss", f"the loss became {losses[-1]} in epoch "
+            f"{spec.fit.initial_epoch + len(losses)}; TerminateOnNaN stopped training", "",
+        ))
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
+            return Outcome("succeeded", "early_stopping", history=history)
+    return Outcome("succeeded", "completed", history=history)
