@@ -1,0 +1,27 @@
+"""An in-process API (FastAPI's TestClient) on a migrated SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from models.migrate import upgrade
+from models.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'api.db'}")
+    upgrade(s.resolved_database_url)
+    return s
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real app on a real (SQLite) database; jobs go to the embedded broker's folder."""
+    with TestClient(create_app(settings)) as c:
+        yield c

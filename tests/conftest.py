@@ -1,0 +1,219 @@
+"""Fixtures: a migrated database per backend, and a real running service.
+
+The ``service`` fixture starts the API (uvicorn) and a Celery worker as real
+processes, on SQLite with the embedded broker and on PostgreSQL with Redis. Where
+PostgreSQL or Redis do not answer, the tests that need them skip with the reason;
+under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("FITQ_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FITQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+FINISHED = ("succeeded", "failed", "cancelled")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str
+    broker_url: str | None
+
+    def env(self, data_dir: Path) -> dict[str, str]:
+        env = {"FITQ_DATA_DIR": str(data_dir), "FITQ_DATABASE_URL": self.database_url,
+               "FITQ_PROGRESS_INTERVAL": "0.2"}
+        if self.broker_url:
+            env["FITQ_BROKER_URL"] = self.broker_url
+        return env
+
+
+def _postgres_problem() -> str | None:
+    try:
+        import psycopg
+        import redis
+
+        with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"),
+                             connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - the reason is reported
+        return f"PostgreSQL ({POSTGRES_URL}) or Redis ({REDIS_URL}) unreachable: {exc}"
+    return None
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+
+
+def fresh_postgres_schema(schema: str) -> str:
+    """An empty schema of the test database; returns a URL whose tables live in it."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"),
+                         autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def make_backend(name: str, tmp: Path, schema: str) -> Backend:
+    if name == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp / 'fitq.db'}", None)
+    require_postgres()
+    return Backend("postgres", fresh_postgres_schema(schema), REDIS_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def migrated_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """An empty database of each kind, migrated to the latest schema."""
+    from models.migrate import upgrade
+
+    backend = make_backend(request.param, tmp_path, "fitq_unit")
+    upgrade(backend.database_url)
+    return backend
+
+
+@dataclass
+class Service:
+    """A running API and worker, and an HTTP client for them."""
+
+    backend: Backend
+    data_dir: Path
+    queue: str
+    base_url: str = ""
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    client: httpx.Client = field(init=False)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FITQ_")}
+        env.update(self.backend.env(self.data_dir))
+        env["PYTHONUNBUFFERED"] = "1"
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        return env
+
+    def start_process(self, name: str, *args: str) -> None:
+        log = self.data_dir / f"{name}.log"
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "fitq", *args], cwd=self.data_dir, env=self.env(),
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        )
+
+    def start(self) -> None:
+        from models.migrate import upgrade
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(self.backend.database_url)
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.start_process("api", "api", "--port", str(port))
+        self.start_worker()
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.wait_until(lambda: self._ready(), 60, "the API to answer /readyz")
+        self.wait_until(lambda: "ready." in self.log_text("worker"), 60, "the worker")
+
+    def start_worker(self) -> None:
+        self.start_process("worker", "worker", "--queues", self.queue)
+
+    def _ready(self) -> bool:
+        try:
+            return self.client.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_text(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace") if self.logs[name].exists() else ""
+
+    def wait_until(self, check: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited ({proc.returncode}) while waiting for "
+                                         f"{what}:\n{self.log_text(name)[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n"
+                             f"worker log tail:\n{self.log_text('worker')[-3000:]}")
+
+    def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
+        spec = {**spec, "queue": self.queue}
+        resp = self.client.post("/v1/jobs", json=spec, headers=headers)
+        assert resp.status_code in (200, 201), resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        resp = self.client.get(f"/v1/jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def wait_for(self, job_id: str, statuses: tuple[str, ...] = FINISHED,
+                 timeout: float = 120) -> dict[str, Any]:
+        box: dict[str, Any] = {}
+
+        def check() -> bool:
+            box["job"] = self.job(job_id)
+            return box["job"]["status"] in statuses
+
+        self.wait_until(check, timeout, f"job {job_id} to reach {statuses}")
+        return box["job"]
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
+        return items
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.client.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Service]:
+    """A real API and worker on each backend, shared by the tests of a session."""
+    tmp = tmp_path_factory.mktemp(f"svc-{request.param}")
+    svc = Service(make_backend(request.param, tmp, "fitq_e2e"), tmp,
+                  f"test-{uuid.uuid4().hex[:8]}")
+    svc.start()
+    yield svc
+    svc.stop()
