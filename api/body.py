@@ -66,7 +66,14 @@ class BodyMiddleware:
                 await _reply(send, 422, [{"loc": ["body"], "type": "yaml_invalid",
                                           "msg": f"the body is not valid YAML: {exc}"}])
                 return
-            body = json.dumps(data).encode()
+            try:
+                body = json.dumps(data, allow_nan=False).encode()
+            except (TypeError, ValueError) as exc:
+                await _reply(send, 422, [{"loc": ["body"], "type": "yaml_invalid",
+                                          "msg": "the YAML holds a value JSON cannot (a date, "
+                                          f"binary data or NaN); expected numbers, strings, "
+                                          f"lists and maps: {exc}"}])
+                return
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"]
                                 if k not in (b"content-type", b"content-length")] + [

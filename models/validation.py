@@ -7,6 +7,7 @@ Keras: shapes and class counts come from ``models.datasets`` and the inline arra
 
 from __future__ import annotations
 
+import math
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +157,7 @@ def _as_array(values: list[Any], loc: Loc, budget: int, problems: _Problems) -> 
         return None
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         problems.add(loc, "expected a rectangular nested list of numbers (every sample the same "
                      "shape, no strings or nulls)")
         return None
@@ -247,6 +248,8 @@ def _check_object(
         elif not isinstance(item, (int, float, bool, str, type(None), list)):
             problems.add(loc + ("config", key), f"expected a number, boolean or string, "
                          f"received {type(item).__name__}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            problems.add(loc + ("config", key), f"expected a finite number, received {item}")
 
 
 def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
