@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -151,6 +152,100 @@ def has_tensorflow(pid: int) -> bool:
         return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- other load
+
+
+def _in_tree(pid: int, procs: dict[int, tuple[int, int]], memo: dict[int, bool]) -> bool:
+    """Whether ``pid`` descends from the root that ``memo`` starts with as True."""
+    chain = []
+    while pid not in memo:
+        chain.append(pid)
+        pid = procs[pid][0] if pid in procs else 0
+    for p in chain:
+        memo[p] = memo[pid]
+    return memo[pid]
+
+
+def monitor(out: Path, root: int, period: float = 0.5) -> None:
+    """Appends ``time cpu_seconds`` lines: CPU used by processes outside ``root``'s tree.
+
+    Runs as a separate process so that it costs the measured processes no GIL. A
+    process seen for the first time counts all its CPU; one that exits between two
+    samples loses its last interval, so the figure is a slight underestimate.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    prev: dict[int, int] | None = None
+    total = 0
+    with open(out, "a", buffering=1) as f:
+        while os.getppid() == root:
+            procs: dict[int, tuple[int, int]] = {}
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    fields = _stat_fields(int(entry))
+                    if fields is not None:
+                        procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+            memo: dict[int, bool] = {root: True, 0: False, 1: False}
+            now = {pid: ticks for pid, (_, ticks) in procs.items()
+                   if not _in_tree(pid, procs, memo)}
+            if prev is not None:
+                total += sum(max(0, t - prev.get(pid, 0)) for pid, t in now.items())
+            prev = now
+            f.write(f"{time.time():.3f} {total / tick:.2f}\n")
+            time.sleep(period)
+
+
+@dataclass
+class LoadWatch:
+    """Starts the monitor and answers how busy other processes kept the machine."""
+
+    path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    phases: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--monitor", str(self.path),
+                                      "--root", str(os.getpid())])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+    def cores(self, t0: float, t1: float) -> float | None:
+        """Average CPUs used by other processes between two ``time.time()`` values."""
+        try:
+            rows = [tuple(map(float, line.split()))
+                    for line in self.path.read_text().splitlines() if line.strip()]
+        except OSError:
+            return None
+        inside = [r for r in rows if t0 <= r[0] <= t1]
+        if len(inside) < 2:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Any:
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.phases.append((name, t0, time.time()))
+
+    def wait_quiet(self, limit_s: float, max_cores: float = 0.15) -> float | None:
+        """Waits (up to ``limit_s``) until other processes use under ``max_cores``."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            time.sleep(3)
+            now = time.time()
+            busy = self.cores(now - 3, now)
+            if busy is not None and busy < max_cores:
+                return busy
+            if time.monotonic() > deadline:
+                log(f"other processes still use {busy} CPUs; going on anyway")
+                return busy
+            log(f"other processes use {busy} CPUs; waiting for a quieter machine")
 
 
 # --------------------------------------------------------------------------- the service
@@ -324,14 +419,18 @@ class Service:
             self.client.close()
 
     def log_problems(self) -> list[str]:
-        """Lines of the API's and worker's logs that look like trouble."""
-        words = ("ERROR", "CRITICAL", "Traceback", "WARNING", "Exception")
-        out = []
+        """Lines of the API's and worker's logs that look like trouble, deduplicated."""
+        words = ("ERROR", "CRITICAL", "Traceback", "WARNING", "Exception", "E0000")
+        counts: dict[str, int] = {}
+        first: dict[str, str] = {}
         for name in ("api", "worker"):
             for line in self.log_text(name).splitlines():
                 if any(w in line for w in words):
-                    out.append(f"{name}: {line.strip()[:300]}")
-        return out
+                    text = f"{name}: {re.sub(r'^[[][^]]*[]] ?', '', line.strip())[:240]}"
+                    key = re.sub(r"[0-9a-f]{32}|\d+", "#", text)
+                    counts[key] = counts.get(key, 0) + 1
+                    first.setdefault(key, text)
+        return [f"{counts[k]:3d} x {first[k]}" for k in counts]
 
 
 # --------------------------------------------------------------------------- 1 and 2: service
@@ -378,15 +477,26 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
         runs = []
         spec = digits_job()
         for i in range(n_e2e):
+            pids = {name: proc.pid for name, proc in svc.procs.items()}
+            ticks0 = {name: cpu_ticks(pid) or 0 for name, pid in pids.items()}
             posted = time.time()
             job = svc.submit(spec)
             done, seen = svc.wait_finished(job["id"])
+            cpu = {name: ((cpu_ticks(pid) or 0) - ticks0[name]) / os.sysconf("SC_CLK_TCK")
+                   for name, pid in pids.items()}
             rows = svc.metrics(job["id"])
+            first_begin = parse_ts(rows[0]["recorded_at"]) - dt.timedelta(
+                seconds=rows[0]["duration_s"])
             runs.append({
+                "setup_s": (first_begin - parse_ts(done["started_at"])).total_seconds(),
+                "training_s": (parse_ts(rows[-1]["recorded_at"]) - first_begin).total_seconds(),
+                "tail_s": seconds_between(done["finished_at"], rows[-1]["recorded_at"]),
                 "service_s": seconds_between(done["finished_at"], done["created_at"]),
                 "queue_s": seconds_between(done["started_at"], done["created_at"]),
                 "run_s": seconds_between(done["finished_at"], done["started_at"]),
                 "wall_s": seen - posted,
+                "api_cpu_s": cpu["api"],
+                "worker_main_cpu_s": cpu["worker"],
                 "epochs": len(rows),
                 "epoch_sum_s": sum(r["duration_s"] for r in rows),
                 "last": rows[-1]["metrics"] if rows else {},
@@ -590,96 +700,122 @@ def verdict(ok: bool) -> str:
 
 
 def summarize(m: dict[str, str], svc: dict[str, Any], plain: list[dict[str, Any]],
-              cb: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+              cb: dict[str, list[dict[str, Any]]], load: LoadWatch,
+              quiet: float | None) -> tuple[str, dict[str, Any]]:
+    med = statistics.median
     lat = svc["latency_s"]
-    lat_med, lat_max = statistics.median(lat), max(lat)
+    lat_med, lat_max = med(lat), max(lat)
 
     e2e = svc["e2e"]
-    service_med = statistics.median(r["service_s"] for r in e2e)
-    wall_med = statistics.median(r["wall_s"] for r in e2e)
-    queue_med = statistics.median(r["queue_s"] for r in e2e)
-    run_med = statistics.median(r["run_s"] for r in e2e)
-    fit_med = statistics.median(p["fit_s"] for p in plain)
-    work_med = statistics.median(p["load_s"] + p["fit_s"] + p["eval_s"] for p in plain)
-    proc_med = statistics.median(p["with_process_s"] for p in plain)
-    import_med = statistics.median(p["import_s"] for p in plain)
+    service_med = med(r["service_s"] for r in e2e)
+    wall_med = med(r["wall_s"] for r in e2e)
+    fit_med = med(p["fit_s"] for p in plain)
+    work_med = med(p["load_s"] + p["fit_s"] + p["eval_s"] for p in plain)
+    proc_med = med(p["with_process_s"] for p in plain)
+    import_med = med(p["import_s"] for p in plain)
     overhead = service_med - fit_med
     overhead_wall = wall_med - fit_med
     same = all(abs(r["last"].get("loss", float("nan")) - p["last"]["loss"]) < 1e-6
                for r in e2e for p in plain)
 
-    plain_epoch = statistics.fmean(r["steady"] for r in cb["plain"])
-    rep_epoch = statistics.fmean(r["steady"] for r in cb["reporting"])
-    added = rep_epoch / plain_epoch - 1
-    plain_fit = statistics.fmean(r["fit_s"] for r in cb["plain"])
-    rep_fit = statistics.fmean(r["fit_s"] for r in cb["reporting"])
+    plain_epoch = med(r["steady"] for r in cb["plain"])
+    rep_epoch = med(r["steady"] for r in cb["reporting"])
+    pair_ratios = [r["steady"] / p["steady"] for p, r in zip(cb["plain"], cb["reporting"],
+                                                              strict=True)]
+    added = med(pair_ratios) - 1
+    plain_fit = med(r["fit_s"] for r in cb["plain"])
+    rep_fit = med(r["fit_s"] for r in cb["reporting"])
     sink_per_epoch = statistics.fmean(r["sink_s"] / len(r["epochs"]) for r in cb["reporting"])
-    calls = statistics.fmean(r["sink_calls"] for r in cb["reporting"])
+    calls = statistics.fmean(r["sink_calls"] / len(r["epochs"]) for r in cb["reporting"])
 
     figures = {
         "latency_median_s": lat_med, "latency_max_s": lat_max, "overhead_s": overhead,
         "overhead_wall_s": overhead_wall, "callback_added": added,
     }
+
+    def busy(name: str) -> str:
+        for n, t0, t1 in load.phases:
+            if n == name:
+                cores = load.cores(t0, t1)
+                return "unknown" if cores is None else f"{cores:.2f}"
+        return "unknown"
+
+    def e2e_line(r: dict[str, Any]) -> str:
+        return (f"recorded {r['service_s']:.2f} s = queue {ms(r['queue_s'])} + setup "
+                f"{ms(r['setup_s'])} + training {r['training_s']:.2f} s + tail "
+                f"{ms(r['tail_s'])}; wall {r['wall_s']:.2f} s; {r['epochs']} epochs; CPU "
+                f"meanwhile of the API {r['api_cpu_s']:.2f} s and of the worker's main "
+                f"process {r['worker_main_cpu_s']:.2f} s")
+
+    def plain_line(p: dict[str, Any]) -> str:
+        return (f"build+fit {p['fit_s']:.2f} s, data load {ms(p['load_s'])}, test evaluate "
+                f"{ms(p['eval_s'])}, import {p['import_s']:.2f} s, process spawn to fit "
+                f"returned {p['with_process_s']:.2f} s")
+
     lines = [
         BEGIN_MARK, "",
         f"Run of {m['date']}: `.venv/bin/python bench/run.py`.", "",
         "| machine | |", "|---|---|",
         *(f"| {k} | {v} |" for k, v in m.items()), "",
         "| measurement | result | target | verdict |", "|---|---|---|---|",
-        f"| 1. submit-to-start, idle warm worker (median of {len(lat)}) | {ms(lat_med)} | "
+        f"| 1. submit-to-start on an idle, warm worker: median of {len(lat)} | {ms(lat_med)} | "
         f"< 1 s | {verdict(lat_med < TARGET_LATENCY_S)} |",
-        f"| 1. submit-to-start, idle warm worker (max of {len(lat)}) | {ms(lat_max)} | "
+        f"| 1. submit-to-start on an idle, warm worker: max of {len(lat)} | {ms(lat_max)} | "
         f"< 1 s | {verdict(lat_max < TARGET_LATENCY_S)} |",
-        f"| 2. end-to-end overhead, recorded (finished_at - created_at minus plain fit; "
-        f"medians of {len(e2e)}) | {ms(overhead)} | < 0.5 s | "
+        f"| 2. end-to-end overhead, recorded: median(finished_at - created_at) - "
+        f"median(plain build+fit), {len(e2e)} runs each | {ms(overhead)} | < 0.5 s | "
         f"{verdict(overhead < TARGET_OVERHEAD_S)} |",
-        f"| 2. end-to-end overhead, client wall (POST to seen succeeded at 50 ms polling, "
-        f"minus plain fit) | {ms(overhead_wall)} | < 0.5 s | "
+        f"| 2. end-to-end overhead, client wall: median(POST to `succeeded` seen, polling "
+        f"every 50 ms) - median(plain build+fit) | {ms(overhead_wall)} | < 0.5 s | "
         f"{verdict(overhead_wall < TARGET_OVERHEAD_S)} |",
-        f"| 3. reporting callback, added steady-state epoch time (mean of {len(cb['plain'])} "
-        f"fits each) | {added * 100:+.1f} % | < 2 % | "
+        f"| 3. reporting callback, added steady-state epoch time: median of {len(pair_ratios)} "
+        f"paired ratios - 1 | {added * 100:+.1f} % | < 2 % | "
         f"{verdict(added < TARGET_CALLBACK_FRACTION)} |",
         "",
         "Details:", "",
-        f"- Idle submit-to-start, each job: {', '.join(ms(x) for x in lat)}. The first "
-        f"job of the session (child warmed, first job): {ms(svc['warmup_latency_s'])}.",
-        f"- Start-up from spawning the processes: API ready {svc['startup']['api_ready_s']:.1f} s,"
-        f" worker `ready.` {svc['startup']['worker_ready_s']:.1f} s, first pool child done "
-        f"importing TensorFlow {svc['startup']['first_child_warm_s']:.1f} s.",
-        f"- After a job ends, its replacement child was idle and warm after "
-        f"{', '.join(f'{x:.1f}' for x in svc['refill_s'])} s (fresh child per job: "
-        "`worker_max_tasks_per_child=1`). A job submitted the moment the previous one was "
-        f"seen finished waited {ms(svc['back_to_back_latency_s'])} to start (not a target; "
-        "shows the cost of the fresh child).",
-        "- Digits, 20 epochs, no callbacks (EarlyStopping, ModelCheckpoint and TensorBoard "
-        "of `examples/digits.yaml` removed), test set evaluated after fit. Service, per run: "
-        + "; ".join(f"recorded {r['service_s']:.2f} s (queue {r['queue_s']:.2f} + run "
-                    f"{r['run_s']:.2f}), wall {r['wall_s']:.2f} s, epochs {r['epochs']}, sum of "
-                    f"recorded epoch durations {r['epoch_sum_s']:.2f} s" for r in e2e) + ".",
-        f"- Medians: service recorded {service_med:.2f} s (queue {ms(queue_med)}, claim to "
-        f"finish {run_med:.2f} s), client wall {wall_med:.2f} s.",
-        "- Plain script in a fresh process, per run: "
-        + "; ".join(f"build+fit {p['fit_s']:.2f} s, data load {ms(p['load_s'])}, test "
-                    f"evaluate {ms(p['eval_s'])}, import {p['import_s']:.2f} s, from process "
-                    f"spawn to fit returned {p['with_process_s']:.2f} s" for p in plain) + ".",
-        f"- Medians: plain build+fit {fit_med:.2f} s; plain load+build+fit+evaluate (all the "
-        f"work the runner's `train()` does) {work_med:.2f} s, so the service's overhead "
-        f"beyond that work is {ms(service_med - work_med)}; plain from process spawn "
-        f"{proc_med:.2f} s (of which import {import_med:.2f} s).",
-        f"- Same training: the service's last-epoch loss {'equals' if same else 'DIFFERS FROM'}"
-        " the plain script's (same seed, op determinism on both).",
-        f"- Reporting callback: plain steady-state epoch {plain_epoch * 1000:.1f} ms, with "
-        f"ReportingCallback + StoreSink on SQLite {rep_epoch * 1000:.1f} ms "
-        f"(ratio {rep_epoch / plain_epoch:.3f}); whole fit {plain_fit:.2f} s vs "
-        f"{rep_fit:.2f} s. Time inside the sink's database writes: "
-        f"{sink_per_epoch * 1000:.2f} ms per epoch ({calls / 20:.1f} writes per epoch, "
-        "progress interval 0.5 s). Per fit, plain: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"]) + " ms; reporting: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"]) + " ms.",
+        f"- 1. Each idle job, submit to start: {', '.join(ms(x) for x in lat)}. The session's "
+        f"first job (first child, warmed): {ms(svc['warmup_latency_s'])}.",
+        f"- Start-up, from spawning both processes: API ready "
+        f"{svc['startup']['api_ready_s']:.1f} s, worker logged `ready.` at "
+        f"{svc['startup']['worker_ready_s']:.1f} s, first pool child done importing TensorFlow "
+        f"at {svc['startup']['first_child_warm_s']:.1f} s.",
+        f"- Fresh child per job (`worker_max_tasks_per_child=1`): after each job the "
+        f"replacement child was idle and warm after "
+        f"{', '.join(f'{x:.1f}' for x in svc['refill_s'])} s. A job submitted the moment the "
+        f"previous one was seen finished waited {ms(svc['back_to_back_latency_s'])} to start "
+        "(not a target; it is the cost of that fresh child).",
+        "- 2. The job: `examples/digits.yaml` (MLP 64 units, dropout 0.2, adam, batch 32, 20 "
+        "epochs, validation split, test split evaluated after fit) with all its callbacks "
+        "removed (no EarlyStopping, ModelCheckpoint or TensorBoard), so every run trains 20 "
+        "epochs. Setup = claim to first epoch's start (seed, data load, build, compile); tail "
+        "= last epoch recorded to finished (test evaluate, outcome write).",
+        "- 2. Service, per run: " + "; ".join(e2e_line(r) for r in e2e) + ".",
+        "- 2. Plain script in a fresh process, per run: "
+        + "; ".join(plain_line(p) for p in plain) + ".",
+        f"- 2. Medians: service {service_med:.2f} s recorded, {wall_med:.2f} s wall; plain "
+        f"build+fit {fit_med:.2f} s; plain load+build+fit+evaluate (all the work the runner's "
+        f"`train()` does) {work_med:.2f} s, so beyond that work the service adds "
+        f"{ms(service_med - work_med)}; plain from process spawn to fit returned "
+        f"{proc_med:.2f} s (import {import_med:.2f} s).",
+        f"- 2. Same training: the service's last-epoch loss "
+        f"{'equals' if same else '**differs from**'} the plain script's (same seed, op "
+        "determinism in both).",
+        f"- 3. Same fit, one process, alternating order: plain steady-state epoch (epochs 2-20) "
+        f"median {plain_epoch * 1000:.1f} ms, with ReportingCallback + StoreSink on SQLite "
+        f"{rep_epoch * 1000:.1f} ms; whole fit {plain_fit:.2f} s vs {rep_fit:.2f} s. Paired "
+        f"ratios: {', '.join(f'{x:.3f}' for x in pair_ratios)}. Per fit (ms), plain: "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"]) + "; reporting: "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"]) + ".",
+        f"- 3. Time inside the sink's database writes: {sink_per_epoch * 1000:.2f} ms per "
+        f"epoch ({calls:.1f} writes per epoch at the default 0.5 s progress interval), "
+        f"{sink_per_epoch / plain_epoch * 100:.1f} % of the plain epoch.",
+        f"- Other processes' CPU use (cores, of {m['cpus (nproc)']}) before the run: "
+        f"{'unknown' if quiet is None else f'{quiet:.2f}'}; during 1+2 (service): "
+        f"{busy('service')}; plain fits: {busy('plain')}; 3: {busy('callback')}.",
     ]
     if svc["log_problems"]:
-        lines += ["", "Warnings and errors in the API and worker logs:", "", "```",
-                  *svc["log_problems"][:30], "```"]
+        lines += ["", "Warnings and errors in the API and worker logs (count x first "
+                  "occurrence):", "", "```", *svc["log_problems"][:30], "```"]
     else:
         lines += ["", "No warnings or errors in the API and worker logs."]
     lines += ["", END_MARK]
@@ -703,24 +839,40 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=5, help="idle-latency jobs (5)")
     parser.add_argument("--e2e", type=int, default=3, help="service and plain digits runs (3)")
-    parser.add_argument("--pairs", type=int, default=4,
-                        help="plain/reporting fit pairs, alternating order (4)")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="plain/reporting fit pairs, alternating order (5)")
+    parser.add_argument("--wait-quiet", type=float, default=120, metavar="S",
+                        help="wait up to S seconds for other processes to go quiet (120)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--plain-fit", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--monitor", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plain_fit:
         plain_fit(args.plain_fit)
+        return 0
+    if args.monitor:
+        monitor(args.monitor, args.root)
         return 0
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="fitq-bench-"))
     log(f"work folder {work}")
-    m = machine()
-    svc = measure_service(work, args.jobs, args.e2e)
-    plain = measure_plain(work, args.e2e)
-    cb = measure_callback(work, args.pairs)
-    section, figures = summarize(m, svc, plain, cb)
+    load = LoadWatch(work / "load.txt")
+    load.start()
+    try:
+        m = machine()
+        quiet = load.wait_quiet(args.wait_quiet)
+        with load.phase("service"):
+            svc = measure_service(work, args.jobs, args.e2e)
+        with load.phase("plain"):
+            plain = measure_plain(work, args.e2e)
+        with load.phase("callback"):
+            cb = measure_callback(work, args.pairs)
+        section, figures = summarize(m, svc, plain, cb, load, quiet)
+    finally:
+        load.stop()
     print(section.replace(BEGIN_MARK, "").replace(END_MARK, "").strip())
     print(f"\n(total {time.monotonic() - started:.0f} s; work folder {work}"
           f"{'' if args.keep else ', removed'})")

@@ -29,6 +29,24 @@ LOSSES = {
 LOSS_CONFIG_KEYS = {"from_logits", "label_smoothing", "delta", "axis", "name", "ignore_class"}
 # Losses whose labels are class indices (the rest take one-hot or real targets).
 SPARSE_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
+BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "hinge", "Hinge"}
+ONE_HOT_LOSSES = {"categorical_crossentropy", "CategoricalCrossentropy"}
+
+
+def output_head(loss: str, n_classes: int | None, target_dim: int) -> tuple[int, str]:
+    """Units and activation of a built-in model's output layer, from the loss.
+
+    Class indices with a sparse loss get one softmax unit per class; a binary loss
+    one sigmoid unit; one-hot targets a softmax per column; anything else (a
+    regression) one linear unit per target.
+    """
+    if loss in SPARSE_LOSSES and n_classes is not None:
+        return n_classes, "softmax"
+    if loss in BINARY_LOSSES:
+        return target_dim, "sigmoid"
+    if loss in ONE_HOT_LOSSES:
+        return target_dim, "softmax"
+    return target_dim, "linear"
 
 # Metric identifiers accepted as strings; Keras logs each under the string given.
 METRIC_NAMES = {

@@ -38,6 +38,7 @@ CHECKPOINT_SUFFIXES = (".keras",)
 WEIGHTS_SUFFIXES = (".weights.h5",)
 SAFE_NAME_CHARS = set(string.ascii_letters + string.digits + "_-.=")
 SMALL_BATCH = 8
+MAX_CLASSES = 8192
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,10 @@ def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -
     if train and loss_name in catalog.SPARSE_LOSSES and train.n_classes is None:
         problems.add(("compile", "loss"), f"{loss_name} needs integer class labels, but the "
                      "training labels are real numbers")
+    elif train and loss_name in catalog.SPARSE_LOSSES and train.n_classes \
+            and train.n_classes > MAX_CLASSES:
+        problems.add(("compile", "loss"), f"the labels go up to {train.n_classes - 1}, expected "
+                     f"at most {MAX_CLASSES} classes for {loss_name}")
 
 
 def _check_fit(

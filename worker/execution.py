@@ -39,6 +39,13 @@ class StoreSink:
         self.store.record_checkpoint(epoch, path, monitor, value, is_best, size_bytes)
 
 
+def clip(text: str, head: int = 1000, tail: int = 3000) -> str:
+    """Long messages keep both ends: TensorFlow puts the cause at the end."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters ...]\n{text[-tail:]}"
+
+
 def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> str:
     """Claims ``job_id`` and trains it; returns what happened, for the worker's log.
 
@@ -63,7 +70,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "lost"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
-        store.finish("failed", "error", error=(type(exc).__name__, str(exc)[:4000],
+        store.finish("failed", "error", error=(type(exc).__name__, clip(str(exc)),
                                                 traceback_tail(exc)))
         return "failed"
     if outcome.class_weight is not None:

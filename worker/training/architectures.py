@@ -9,25 +9,24 @@ import keras
 from models.architectures import CNNParams, MLPParams
 
 
-def _output(n_classes: int | None, target_dim: int, activation: str | None) -> keras.layers.Layer:
-    if n_classes is None:
-        return keras.layers.Dense(target_dim, activation=activation or "linear")
-    return keras.layers.Dense(n_classes, activation=activation or "softmax")
+Head = tuple[int, str]  # output units and default activation (models.catalog.output_head)
 
 
-def build_mlp(p: MLPParams, input_shape: tuple[int, ...], n_classes: int | None,
-              target_dim: int) -> keras.Model:
+def _output(head: Head, activation: str | None) -> keras.layers.Layer:
+    return keras.layers.Dense(head[0], activation=activation or head[1])
+
+
+def build_mlp(p: MLPParams, input_shape: tuple[int, ...], head: Head) -> keras.Model:
     layers: list[Any] = [keras.Input(shape=input_shape), keras.layers.Flatten()]
     for units in p.hidden_units:
         layers.append(keras.layers.Dense(units, activation=p.activation))
         if p.dropout:
             layers.append(keras.layers.Dropout(p.dropout))
-    layers.append(_output(n_classes, target_dim, p.output_activation))
+    layers.append(_output(head, p.output_activation))
     return keras.Sequential(layers, name="mlp")
 
 
-def build_cnn(p: CNNParams, input_shape: tuple[int, ...], n_classes: int | None,
-              target_dim: int) -> keras.Model:
+def build_cnn(p: CNNParams, input_shape: tuple[int, ...], head: Head) -> keras.Model:
     layers: list[Any] = [keras.Input(shape=input_shape)]
     if len(input_shape) == 2:
         layers.append(keras.layers.Reshape((*input_shape, 1)))
@@ -41,17 +40,17 @@ def build_cnn(p: CNNParams, input_shape: tuple[int, ...], n_classes: int | None,
     layers += [keras.layers.Flatten(), keras.layers.Dense(p.dense_units, activation=p.activation)]
     if p.dropout:
         layers.append(keras.layers.Dropout(p.dropout))
-    layers.append(_output(n_classes, target_dim, p.output_activation))
+    layers.append(_output(head, p.output_activation))
     return keras.Sequential(layers, name="cnn")
 
 
 def build_model(builtin: str | None, params: dict[str, Any], keras_config: dict[str, Any] | None,
-                input_shape: tuple[int, ...], n_classes: int | None, target_dim: int) -> keras.Model:
+                input_shape: tuple[int, ...], head: Head) -> keras.Model:
     """The job's model; a ``keras_config`` has passed fitq's allowlist at submit time."""
     if builtin == "mlp":
-        return build_mlp(MLPParams.model_validate(params), input_shape, n_classes, target_dim)
+        return build_mlp(MLPParams.model_validate(params), input_shape, head)
     if builtin == "cnn":
-        return build_cnn(CNNParams.model_validate(params), input_shape, n_classes, target_dim)
+        return build_cnn(CNNParams.model_validate(params), input_shape, head)
     assert keras_config is not None
     config = {k: v for k, v in keras_config.items() if k != "compile_config"}
     model = keras.saving.deserialize_keras_object(config, safe_mode=True)

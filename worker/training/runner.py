@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.catalog import output_head
 from models.spec import (
     EarlyStoppingSpec,
     JobSpec,
@@ -37,7 +38,7 @@ from worker.training.reporting import (
 )
 
 LOG_FILE = "train.log"
-TRACEBACK_TAIL_LINES = 30
+TRACEBACK_TAIL_FRAMES = 8
 
 
 @dataclass
@@ -59,8 +60,11 @@ def _object(value: str | ObjectSpec, module: Any) -> Any:
 
 
 def traceback_tail(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    return "\n".join(text.splitlines()[-TRACEBACK_TAIL_LINES:])
+    """The last frames of ``exc``'s traceback and its first message line."""
+    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
+    first_line = (str(exc).splitlines() or [""])[0]
+    return "Traceback (most recent call last):\n" + "".join(frames) + (
+        f"{type(exc).__name__}: {first_line}")
 
 
 def monitored(spec: JobSpec, has_validation: bool) -> tuple[str, str]:
@@ -87,8 +91,10 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0
     data = load_job_data(spec.data)
     x, y = data.train.x, data.train.y
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
+    head = output_head(loss, data.n_classes, target_dim)
     model = build_model(spec.model.builtin, spec.model.params, spec.model.keras_config,
-                        tuple(x.shape[1:]), data.n_classes, target_dim)
+                        tuple(x.shape[1:]), head)
     model.compile(
         optimizer=_object(spec.compile.optimizer, keras.optimizers),
         loss=_object(spec.compile.loss, keras.losses),

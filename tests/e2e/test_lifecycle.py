@@ -1,0 +1,149 @@
+"""A job's life through the real API and a real Celery worker, on both backends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from models.queueing import make_celery, publish_job
+from models.settings import Settings
+from tests.conftest import ROOT, Service
+from tests.factories import digits_spec
+
+pytestmark = pytest.mark.e2e
+
+
+def test_example_spec_trains_with_rows_appearing_while_it_runs(service: Service) -> None:
+    spec = yaml.safe_load((ROOT / "examples/digits.yaml").read_text())
+    job = service.submit(spec)
+    seen_running: set[int] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = service.job(job["id"])["status"]
+        rows = service.metrics(job["id"])
+        if status == "running":
+            seen_running.add(len(rows))
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    done = service.job(job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    # Rows appeared one by one while the job ran, not all at the end.
+    assert len([n for n in seen_running if n > 0]) >= 3, seen_running
+    rows = service.metrics(job["id"])
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0]["metrics"])
+    assert all(r["lr"] == pytest.approx(0.001) and r["duration_s"] > 0 for r in rows)
+    assert done["stop_reason"] in ("completed", "early_stopping")
+    assert set(done["test_metrics"]) == {"loss", "accuracy"}
+    assert done["best"]["monitor"] == "val_loss"
+    assert done["best"]["value"] == min(r["metrics"]["val_loss"] for r in rows)
+
+    job_dir = service.data_dir / "artifacts" / "jobs" / job["id"]
+    checkpoints = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+    assert [c["epoch"] for c in checkpoints] == [r["epoch"] for r in rows]
+    for c in checkpoints:
+        assert c["path"] == f"checkpoints/epoch{c['epoch']:02d}-{c['value']:.3f}.keras"
+        assert (job_dir / c["path"]).stat().st_size == c["size_bytes"]
+    assert sum(c["is_best"] for c in checkpoints) == 1
+    first = checkpoints[0]
+    download = service.client.get(f"/v1/jobs/{job['id']}/checkpoints/{first['id']}/file")
+    assert download.status_code == 200
+    assert download.content == (job_dir / first["path"]).read_bytes()
+    assert list((job_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((job_dir / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+    log = service.client.get(f"/v1/jobs/{job['id']}/logs").text
+    assert f"Epoch {len(rows)}/20" in log and "val_loss" in log
+
+
+def test_cancel_running_job_stops_within_two_seconds(service: Service) -> None:
+    spec = digits_spec(**{"fit.epochs": 500, "fit.batch_size": 8, "callbacks": [
+        {"type": "ModelCheckpoint", "filepath": "last.keras", "monitor": "loss"}]})
+    job = service.submit(spec)
+    service.wait_until(lambda: len(service.metrics(job["id"])) >= 2, 120, "two epochs")
+    asked = time.monotonic()
+    resp = service.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 202
+    done = service.wait_for(job["id"], timeout=10)
+    elapsed = time.monotonic() - asked
+    print(f"cancel took {elapsed:.2f}s")
+    assert done["status"] == "cancelled" and done["stop_reason"] == "cancelled"
+    assert elapsed < 2.0
+    rows = service.metrics(job["id"])
+    assert all(r["recorded_at"] <= done["finished_at"] for r in rows)
+    time.sleep(1.0)
+    assert len(service.metrics(job["id"])) == len(rows)
+    checkpoints = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+    assert checkpoints and (service.data_dir / "artifacts" / "jobs" / job["id"]
+                            / checkpoints[0]["path"]).is_file()
+    # A finished job cannot be cancelled again into another state; a cancelled one says so.
+    assert service.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+
+
+def test_queued_job_cancelled_never_starts(service: Service) -> None:
+    blocker = service.submit(digits_spec(**{"fit.epochs": 500}))
+    service.wait_for(blocker["id"], ("running",), timeout=60)
+    waiting = service.submit(digits_spec())
+    assert service.client.post(f"/v1/jobs/{waiting['id']}/cancel").json()["status"] == "cancelled"
+    service.client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    service.wait_for(blocker["id"], timeout=20)
+    time.sleep(8)  # the worker takes the cancelled job's message and must leave it alone
+    job = service.job(waiting["id"])
+    assert job["status"] == "cancelled" and job["attempts"] == 0 and job["started_at"] is None
+
+
+def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -> None:
+    keras_config = {
+        "module": "keras", "class_name": "Sequential", "registered_name": None,
+        "config": {"name": "too_few_outputs", "layers": [
+            {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+             "config": {"batch_shape": [None, 8, 8, 1], "name": "in"}},
+            {"module": "keras.layers", "class_name": "Flatten", "registered_name": None,
+             "config": {"name": "flat"}},
+            {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": "out", "units": 3, "activation": "softmax"}},
+        ]},
+    }
+    bad = service.submit(digits_spec(**{"model.builtin": ..., "model.params": ...,
+                                        "model.keras_config": keras_config}))
+    done = service.wait_for(bad["id"], timeout=120)
+    assert done["status"] == "failed" and done["stop_reason"] == "error"
+    assert done["error"]["type"] == "InvalidArgumentError"
+    assert "[0, 3)" in done["error"]["message"]  # a label beyond the 3 outputs
+    assert "Traceback" in done["error"]["traceback_tail"]
+    good = service.submit(digits_spec())
+    assert service.wait_for(good["id"], timeout=120)["status"] == "succeeded"
+
+
+def test_nan_loss_with_terminate_on_nan_fails_with_nan_loss(service: Service) -> None:
+    spec = digits_spec(**{
+        "data.train": {"x": [[float(i)] for i in range(64)], "y": [float(i * 1000) for i in range(64)]},
+        "data.validation": ..., "model.params": {"hidden_units": [8]},
+        "compile": {"optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
+                    "loss": "mse"},
+        "fit.epochs": 50, "callbacks": [{"type": "TerminateOnNaN"}],
+    })
+    done = service.wait_for(service.submit(spec)["id"], timeout=120)
+    assert done["status"] == "failed" and done["stop_reason"] == "nan_loss"
+    assert done["error"]["type"] == "NaNLoss"
+    assert len(service.metrics(done["id"])) < 50
+
+
+def test_a_second_delivery_of_a_finished_job_does_nothing(service: Service) -> None:
+    job = service.submit(digits_spec(**{"fit.epochs": 2}))
+    done = service.wait_for(job["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    env = service.backend.env(service.data_dir)
+    settings = Settings(data_dir=Path(env["FITQ_DATA_DIR"]), database_url=env["FITQ_DATABASE_URL"],
+                        broker_url=env.get("FITQ_BROKER_URL"))
+    publish_job(make_celery(settings), job["id"], service.queue)
+    probe = service.submit(digits_spec(**{"fit.epochs": 1}))  # queued behind the duplicate
+    assert service.wait_for(probe["id"], timeout=120)["status"] == "succeeded"
+    again = service.job(job["id"])
+    assert again["attempts"] == 1 and again["finished_at"] == done["finished_at"]
+    kinds = [e["kind"] for e in service.client.get(f"/v1/jobs/{job['id']}/history").json()["items"]]
+    assert kinds == ["created", "started", "finished"]
+    assert len(service.metrics(job["id"])) == 2
