@@ -18,9 +18,16 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 
 async def _reply(send: Send, status: int, detail: Any) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -31,16 +38,23 @@ class BodyMiddleware:
         self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") \
-                or scope["path"].startswith(self.exempt_prefixes):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE")
+            or scope["path"].startswith(self.exempt_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _reply(send, 413, f"request body of {int(declared)} bytes is over the limit of "
-                         f"{limit} bytes (FITQ_MAX_BODY_BYTES)")
+            await _reply(
+                send,
+                413,
+                f"request body of {int(declared)} bytes is over the limit of "
+                f"{limit} bytes (FITQ_MAX_BODY_BYTES)",
+            )
             return
         chunks: list[bytes] = []
         size = 0
@@ -52,8 +66,11 @@ class BodyMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _reply(send, 413, f"request body is over the limit of {limit} bytes "
-                             "(FITQ_MAX_BODY_BYTES)")
+                await _reply(
+                    send,
+                    413,
+                    f"request body is over the limit of {limit} bytes (FITQ_MAX_BODY_BYTES)",
+                )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -63,20 +80,39 @@ class BodyMiddleware:
             try:
                 data = yaml.safe_load(body.decode("utf-8"))
             except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                await _reply(send, 422, [{"loc": ["body"], "type": "yaml_invalid",
-                                          "msg": f"the body is not valid YAML: {exc}"}])
+                await _reply(
+                    send,
+                    422,
+                    [
+                        {
+                            "loc": ["body"],
+                            "type": "yaml_invalid",
+                            "msg": f"the body is not valid YAML: {exc}",
+                        }
+                    ],
+                )
                 return
             try:
                 body = json.dumps(data, allow_nan=False).encode()
             except (TypeError, ValueError) as exc:
-                await _reply(send, 422, [{"loc": ["body"], "type": "yaml_invalid",
-                                          "msg": "the YAML holds a value JSON cannot (a date, "
-                                          f"binary data or NaN); expected numbers, strings, "
-                                          f"lists and maps: {exc}"}])
+                await _reply(
+                    send,
+                    422,
+                    [
+                        {
+                            "loc": ["body"],
+                            "type": "yaml_invalid",
+                            "msg": "the YAML holds a value JSON cannot (a date, "
+                            f"binary data or NaN); expected numbers, strings, "
+                            f"lists and maps: {exc}",
+                        }
+                    ],
+                )
                 return
             scope = dict(scope)
-            scope["headers"] = [(k, v) for k, v in scope["headers"]
-                                if k not in (b"content-type", b"content-length")] + [
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
+            ] + [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
             ]

@@ -23,8 +23,9 @@ def _echo(error: dict[str, Any]) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422,
-                            content={"detail": jsonable_encoder([_echo(e) for e in exc.errors()])})
+        return JSONResponse(
+            status_code=422, content={"detail": jsonable_encoder([_echo(e) for e in exc.errors()])}
+        )
 
     @app.exception_handler(SpecError)
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:

@@ -26,8 +26,9 @@ def spec_hash(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_job(session: Session, spec: JobSpec, settings: Settings,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+def create_job(
+    session: Session, spec: JobSpec, settings: Settings, idempotency_key: str | None
+) -> tuple[Job, bool]:
     """Validates and stores a job; returns it and whether it is new.
 
     With an ``idempotency_key`` already used for the same spec, returns that job; for
@@ -39,16 +40,28 @@ def create_job(session: Session, spec: JobSpec, settings: Settings,
         if existing is not None:
             return _same_spec(existing, digest, idempotency_key), False
     warnings = check_spec(spec, settings)
-    stored = spec.model_copy(update={"seed": spec.seed if spec.seed is not None
-                                     else secrets.randbelow(2**31)})
+    stored = spec.model_copy(
+        update={"seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31)}
+    )
     now = utcnow()
     job = Job(
-        id=uuid.uuid4().hex, name=spec.name, queue=spec.queue, status=QUEUED,
-        spec=stored.model_dump(mode="json"), warnings=warnings, idempotency_key=idempotency_key,
-        spec_hash=digest, created_at=now, updated_at=now, attempts=0, cancel_requested=False,
+        id=uuid.uuid4().hex,
+        name=spec.name,
+        queue=spec.queue,
+        status=QUEUED,
+        spec=stored.model_dump(mode="json"),
+        warnings=warnings,
+        idempotency_key=idempotency_key,
+        spec_hash=digest,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+        cancel_requested=False,
     )
     session.add(job)
-    session.add(JobEvent(job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=now))
+    session.add(
+        JobEvent(job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=now)
+    )
     try:
         session.commit()
     except IntegrityError:
@@ -62,8 +75,10 @@ def create_job(session: Session, spec: JobSpec, settings: Settings,
 
 def _same_spec(job: Job, digest: str, key: str) -> Job:
     if job.spec_hash != digest:
-        raise Conflict(f"Idempotency-Key {key!r} was used for job {job.id} with a different "
-                       "spec; use a new key for a new job")
+        raise Conflict(
+            f"Idempotency-Key {key!r} was used for job {job.id} with a different "
+            "spec; use a new key for a new job"
+        )
     return job
 
 
@@ -85,12 +100,20 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         created, job_id = raw.split("|", 1)
         return dt.datetime.fromisoformat(created), job_id
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"received cursor={cursor!r}, expected a next_cursor from a previous "
-                         "page") from exc
+        raise ValueError(
+            f"received cursor={cursor!r}, expected a next_cursor from a previous page"
+        ) from exc
 
 
-def list_jobs(session: Session, *, status: str | None, queue: str | None, name: str | None,
-              cursor: str | None, limit: int) -> tuple[list[Job], str | None]:
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None,
+    queue: str | None,
+    name: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
     """Newest first; ``cursor`` continues after the last job of the previous page."""
     query = select(Job)
     if status:
@@ -101,10 +124,12 @@ def list_jobs(session: Session, *, status: str | None, queue: str | None, name: 
         query = query.where(Job.name == name)
     if cursor:
         created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created,
-                                and_(Job.created_at == created, Job.id < job_id)))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
-                                .limit(limit + 1)))
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
@@ -114,27 +139,41 @@ def cancel_job(session: Session, job_id: str) -> Job:
     job = get_job(session, job_id)
     now = utcnow()
     done = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == QUEUED)
-        .values(status=CANCELLED, stop_reason="cancelled", finished_at=now, updated_at=now,
-                cancel_requested=True)
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(
+            status=CANCELLED,
+            stop_reason="cancelled",
+            finished_at=now,
+            updated_at=now,
+            cancel_requested=True,
+        )
     ).rowcount  # type: ignore[attr-defined]
     if done:
-        session.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled while queued",
-                             at=now))
+        session.add(
+            JobEvent(job_id=job_id, kind="cancelled", message="cancelled while queued", at=now)
+        )
     else:
         asked = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == RUNNING,
-                              Job.cancel_requested.is_(False))
+            update(Job)
+            .where(Job.id == job_id, Job.status == RUNNING, Job.cancel_requested.is_(False))
             .values(cancel_requested=True, updated_at=now)
         ).rowcount  # type: ignore[attr-defined]
         if asked:
-            session.add(JobEvent(job_id=job_id, kind="cancel_requested", at=now,
-                                 message="cancel requested while running"))
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="cancel_requested",
+                    at=now,
+                    message="cancel requested while running",
+                )
+            )
     session.commit()
     session.refresh(job)
     if job.status in FINISHED and job.status != CANCELLED:
-        raise Conflict(f"job {job_id} already {job.status}; only queued or running jobs can be "
-                       "cancelled")
+        raise Conflict(
+            f"job {job_id} already {job.status}; only queued or running jobs can be cancelled"
+        )
     return job
 
 

@@ -54,18 +54,34 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> JobOut:
         error = None
         if job.error_type:
-            error = JobError(type=job.error_type, message=job.error_message or "",
-                             traceback_tail=job.error_traceback or "")
+            error = JobError(
+                type=job.error_type,
+                message=job.error_message or "",
+                traceback_tail=job.error_traceback or "",
+            )
         return cls(
-            id=job.id, name=job.name, queue=job.queue, status=job.status,
-            stop_reason=job.stop_reason, spec=job.spec, created_at=job.created_at,
-            started_at=job.started_at, finished_at=job.finished_at, attempts=job.attempts,
+            id=job.id,
+            name=job.name,
+            queue=job.queue,
+            status=job.status,
+            stop_reason=job.stop_reason,
+            spec=job.spec,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            attempts=job.attempts,
             cancel_requested=job.cancel_requested,
-            progress=Progress(epoch=job.progress_epoch, epochs=int(job.spec["fit"]["epochs"]),
-                              step=job.progress_step, steps=job.progress_steps),
+            progress=Progress(
+                epoch=job.progress_epoch,
+                epochs=int(job.spec["fit"]["epochs"]),
+                step=job.progress_step,
+                steps=job.progress_steps,
+            ),
             latest_metrics=job.latest_metrics,
             best=Best.model_validate(job.best) if job.best else None,
-            test_metrics=job.test_metrics, warnings=list(job.warnings or []), error=error,
+            test_metrics=job.test_metrics,
+            warnings=list(job.warnings or []),
+            error=error,
         )
 
 
@@ -83,8 +99,13 @@ class EpochOut(BaseModel):
 
     @classmethod
     def of(cls, row: EpochMetric) -> EpochOut:
-        return cls(epoch=row.epoch, metrics=row.metrics, lr=row.lr, duration_s=row.duration_s,
-                   recorded_at=row.recorded_at)
+        return cls(
+            epoch=row.epoch,
+            metrics=row.metrics,
+            lr=row.lr,
+            duration_s=row.duration_s,
+            recorded_at=row.recorded_at,
+        )
 
 
 class MetricsList(BaseModel):
@@ -104,8 +125,16 @@ class CheckpointOut(BaseModel):
 
     @classmethod
     def of(cls, row: Checkpoint) -> CheckpointOut:
-        return cls(id=row.id, epoch=row.epoch, path=row.path, monitor=row.monitor, value=row.value,
-                   is_best=row.is_best, size_bytes=row.size_bytes, created_at=row.created_at)
+        return cls(
+            id=row.id,
+            epoch=row.epoch,
+            path=row.path,
+            monitor=row.monitor,
+            value=row.value,
+            is_best=row.is_best,
+            size_bytes=row.size_bytes,
+            created_at=row.created_at,
+        )
 
 
 class CheckpointList(BaseModel):

@@ -1,9 +1,9 @@
 """``fitq``: start the service on its embedded default, or its parts one by one.
 
-    fitq up [--host 127.0.0.1] [--port 8000]   migrate, then the API and one worker
-    fitq api [--host] [--port]                 the API alone
-    fitq worker [--queues q1,q2]               one Celery worker (concurrency 1)
-    fitq migrate                               bring the database to the latest schema
+fitq up [--host 127.0.0.1] [--port 8000]   migrate, then the API and one worker
+fitq api [--host] [--port]                 the API alone
+fitq worker [--queues q1,q2]               one Celery worker (concurrency 1)
+fitq migrate                               bring the database to the latest schema
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ def _describe(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     db = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
-    broker = (f"embedded (files under {settings.broker_folder})" if settings.broker_is_embedded
-              else settings.resolved_broker_url.split("@")[-1])
+    broker = (
+        f"embedded (files under {settings.broker_folder})"
+        if settings.broker_is_embedded
+        else settings.resolved_broker_url.split("@")[-1]
+    )
     return f"database: {db}\nbroker:   {broker}\nartifacts: {settings.resolved_artifacts_dir}"
 
 
@@ -70,10 +73,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import app
 
     name = f"fitq-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main([
-        "worker", "--queues", args.queues, "--concurrency", "1", "--pool", "prefork",
-        "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            args.queues,
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--hostname",
+            name,
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -89,10 +105,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    print(f"fitq: API at http://{args.host}:{args.port}  (docs at "
-          f"http://{args.host}:{args.port}/docs)\n"
-          f"fitq: one worker on queues {args.queues!r} (pid {worker.pid})\n{_describe(settings)}",
-          flush=True)
+    print(
+        f"fitq: API at http://{args.host}:{args.port}  (docs at "
+        f"http://{args.host}:{args.port}/docs)\n"
+        f"fitq: one worker on queues {args.queues!r} (pid {worker.pid})\n{_describe(settings)}",
+        flush=True,
+    )
     try:
         return _serve_api(settings, args.host, args.port)
     except KeyboardInterrupt:
@@ -108,8 +126,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fitq", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fitq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def server(p: argparse.ArgumentParser) -> None:

@@ -48,18 +48,33 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in (
         BuiltinDataset(
-            "digits", 1797, (8, 8, 1), 10,
+            "digits",
+            1797,
+            (8, 8, 1),
+            10,
             (178, 182, 177, 183, 181, 182, 181, 179, 174, 180),
-            "divide16", "8x8 grayscale handwritten digits, 10 classes",
+            "divide16",
+            "8x8 grayscale handwritten digits, 10 classes",
         ),
         BuiltinDataset(
             "iris", 150, (4,), 3, (50, 50, 50), "standardize", "iris flowers, 4 features, 3 classes"
         ),
         BuiltinDataset(
-            "wine", 178, (13,), 3, (59, 71, 48), "standardize", "wine cultivars, 13 features, 3 classes"
+            "wine",
+            178,
+            (13,),
+            3,
+            (59, 71, 48),
+            "standardize",
+            "wine cultivars, 13 features, 3 classes",
         ),
         BuiltinDataset(
-            "breast_cancer", 569, (30,), 2, (212, 357), "standardize",
+            "breast_cancer",
+            569,
+            (30,),
+            2,
+            (212, 357),
+            "standardize",
             "breast cancer diagnosis, 30 features, 2 classes",
         ),
     )

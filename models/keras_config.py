@@ -39,16 +39,20 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
 
     top = config.get("class_name")
     if top not in catalog.MODEL_CLASSES:
-        fail(loc + ("class_name",),
-             f"expected a Sequential or Functional model config, received class_name={top!r}")
+        fail(
+            loc + ("class_name",),
+            f"expected a Sequential or Functional model config, received class_name={top!r}",
+        )
         return problems
     layers = (config.get("config") or {}).get("layers")
     if not isinstance(layers, list) or not layers:
         fail(loc + ("config", "layers"), "expected a non-empty list of layers")
         return problems
     if len(layers) > MAX_LAYERS:
-        fail(loc + ("config", "layers"),
-             f"received {len(layers)} layers, expected at most {MAX_LAYERS}")
+        fail(
+            loc + ("config", "layers"),
+            f"received {len(layers)} layers, expected at most {MAX_LAYERS}",
+        )
 
     def walk(node: Any, where: Loc, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -67,8 +71,11 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
                 continue
             if key == "activation" and isinstance(value, str):
                 if value not in catalog.ACTIVATIONS:
-                    fail(where + (key,), f"received activation {value!r}, expected one of "
-                         f"{sorted(catalog.ACTIVATIONS)}")
+                    fail(
+                        where + (key,),
+                        f"received activation {value!r}, expected one of "
+                        f"{sorted(catalog.ACTIVATIONS)}",
+                    )
             if key in SIZE_KEYS and isinstance(value, int) and value > MAX_UNITS:
                 fail(where + (key,), f"received {key}={value}, expected at most {MAX_UNITS}")
             walk(value, where + (key,), depth + 1)
@@ -78,12 +85,17 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
         registered = node.get("registered_name")
         allowed = MODULE_CLASSES.get(module) if isinstance(module, str) else None
         if allowed is None or cls not in allowed:
-            fail(where, f"received {module}.{cls}, which is not one of Keras' own layers, "
-                 "initializers, regularizers or constraints that fitq allows "
-                 "(Lambda and custom objects are refused)")
+            fail(
+                where,
+                f"received {module}.{cls}, which is not one of Keras' own layers, "
+                "initializers, regularizers or constraints that fitq allows "
+                "(Lambda and custom objects are refused)",
+            )
         elif registered not in (None, cls):
-            fail(where + ("registered_name",),
-                 f"received registered_name={registered!r}, expected null or {cls!r}")
+            fail(
+                where + ("registered_name",),
+                f"received registered_name={registered!r}, expected null or {cls!r}",
+            )
 
     walk(config, loc, 0)
     return problems

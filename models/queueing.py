@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from models.names import DEFAULT_QUEUE, TASK_RUN_JOB
 from models.settings import Settings
@@ -39,7 +39,7 @@ def make_celery(settings: Settings, name: str = "fitq") -> Celery:
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         task_default_queue=DEFAULT_QUEUE,
-        task_queues=[Queue(DEFAULT_QUEUE)],
+        task_queues=[Queue(DEFAULT_QUEUE)],  # type: ignore[no-untyped-call]
         task_create_missing_queues=True,
         task_acks_late=True,
         task_reject_on_worker_lost=False,

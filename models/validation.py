@@ -73,13 +73,19 @@ def check_spec(spec: JobSpec, settings: Settings) -> list[str]:
     train = _data_info(spec.data.train, ("data", "train"), settings, problems)
     validation = (
         _data_info(spec.data.validation, ("data", "validation"), settings, problems)
-        if spec.data.validation else None
+        if spec.data.validation
+        else None
     )
-    test = _data_info(spec.data.test, ("data", "test"), settings, problems) if spec.data.test else None
+    test = (
+        _data_info(spec.data.test, ("data", "test"), settings, problems) if spec.data.test else None
+    )
     for info, loc in ((validation, ("data", "validation")), (test, ("data", "test"))):
         if info and train and info.feature_shape != train.feature_shape:
-            problems.add(loc, f"samples have shape {list(info.feature_shape)}, expected the "
-                         f"training data's shape {list(train.feature_shape)}")
+            problems.add(
+                loc,
+                f"samples have shape {list(info.feature_shape)}, expected the "
+                f"training data's shape {list(train.feature_shape)}",
+            )
 
     _check_model(spec, train, problems)
     _check_compile(spec, train, problems)
@@ -87,8 +93,11 @@ def check_spec(spec: JobSpec, settings: Settings) -> list[str]:
     _check_callbacks(spec, has_validation, problems, warnings)
 
     if spec.max_runtime_seconds and spec.max_runtime_seconds > settings.max_runtime_seconds:
-        problems.add(("max_runtime_seconds",), f"received {spec.max_runtime_seconds}, expected "
-                     f"at most {settings.max_runtime_seconds} (FITQ_MAX_RUNTIME_SECONDS)")
+        problems.add(
+            ("max_runtime_seconds",),
+            f"received {spec.max_runtime_seconds}, expected "
+            f"at most {settings.max_runtime_seconds} (FITQ_MAX_RUNTIME_SECONDS)",
+        )
     if problems.items:
         raise SpecError(problems.items)
     return warnings
@@ -114,8 +123,10 @@ def _data_info(ref: DataRef, loc: Loc, settings: Settings, problems: _Problems) 
         info = _inline_info(ref, loc, settings, problems)
     if info and ref.take is not None:
         if ref.take > info.n_samples:
-            problems.add(loc + ("take",), f"received take={ref.take}, but the data has only "
-                         f"{info.n_samples} samples")
+            problems.add(
+                loc + ("take",),
+                f"received take={ref.take}, but the data has only {info.n_samples} samples",
+            )
             return None
         return DataInfo(ref.take, info.feature_shape, info.n_classes, None)
     return info
@@ -123,13 +134,15 @@ def _data_info(ref: DataRef, loc: Loc, settings: Settings, problems: _Problems) 
 
 def _dataset_info(ref: DataRef, loc: Loc, problems: _Problems) -> DataInfo | None:
     name = ref.dataset or ""
-    if not name.startswith(BUILTIN_PREFIX) or name[len(BUILTIN_PREFIX):] not in BUILTIN_DATASETS:
+    if not name.startswith(BUILTIN_PREFIX) or name[len(BUILTIN_PREFIX) :] not in BUILTIN_DATASETS:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
         problems.add(loc + ("dataset",), f"unknown dataset {name!r}, expected one of {known}")
         return None
-    ds = BUILTIN_DATASETS[name[len(BUILTIN_PREFIX):]]
+    ds = BUILTIN_DATASETS[name[len(BUILTIN_PREFIX) :]]
     n = len(split_indices(ds.n_samples, ref.split))
-    return DataInfo(n, ds.feature_shape, ds.n_classes, ds.class_counts if ref.split == "all" else None)
+    return DataInfo(
+        n, ds.feature_shape, ds.n_classes, ds.class_counts if ref.split == "all" else None
+    )
 
 
 def _count_values(node: Any, budget: int, depth: int = 0) -> int:
@@ -153,14 +166,21 @@ def _as_array(values: list[Any], loc: Loc, budget: int, problems: _Problems) -> 
         problems.add(loc, str(exc))
         return None
     if count > budget:
-        problems.add(loc, f"inline data holds more than {budget} numbers (FITQ_MAX_INLINE_VALUES); "
-                     "upload it as a dataset instead", "too_large")
+        problems.add(
+            loc,
+            f"inline data holds more than {budget} numbers (FITQ_MAX_INLINE_VALUES); "
+            "upload it as a dataset instead",
+            "too_large",
+        )
         return None
     try:
         array = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
-        problems.add(loc, "expected a rectangular nested list of numbers (every sample the same "
-                     "shape, no strings or nulls)")
+        problems.add(
+            loc,
+            "expected a rectangular nested list of numbers (every sample the same "
+            "shape, no strings or nulls)",
+        )
         return None
     if array.ndim == 0 or array.shape[0] == 0:
         problems.add(loc, "expected at least one sample")
@@ -171,15 +191,20 @@ def _as_array(values: list[Any], loc: Loc, budget: int, problems: _Problems) -> 
     return array
 
 
-def _inline_info(ref: DataRef, loc: Loc, settings: Settings, problems: _Problems) -> DataInfo | None:
+def _inline_info(
+    ref: DataRef, loc: Loc, settings: Settings, problems: _Problems
+) -> DataInfo | None:
     assert ref.x is not None and ref.y is not None
     x = _as_array(ref.x, loc + ("x",), settings.max_inline_values, problems)
     y = _as_array(ref.y, loc + ("y",), settings.max_inline_values, problems)
     if x is None or y is None:
         return None
     if x.shape[0] != y.shape[0]:
-        problems.add(loc + ("y",), f"received {y.shape[0]} labels for {x.shape[0]} samples in x, "
-                     "expected one label per sample")
+        problems.add(
+            loc + ("y",),
+            f"received {y.shape[0]} labels for {x.shape[0]} samples in x, "
+            "expected one label per sample",
+        )
         return None
     feature_shape = tuple(int(d) for d in x.shape[1:]) or (1,)
     if y.ndim == 1 and np.all(y == np.round(y)) and y.min() >= 0:
@@ -194,8 +219,10 @@ def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> 
     if model.builtin is not None:
         params_model = ARCHITECTURES.get(model.builtin)
         if params_model is None:
-            problems.add(("model", "builtin"), f"unknown architecture {model.builtin!r}, expected "
-                         f"one of {sorted(ARCHITECTURES)}")
+            problems.add(
+                ("model", "builtin"),
+                f"unknown architecture {model.builtin!r}, expected one of {sorted(ARCHITECTURES)}",
+            )
             return
         try:
             params: BaseModel = params_model.model_validate(model.params)
@@ -203,15 +230,22 @@ def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> 
             problems.extend_validation_error(("model", "params"), exc)
             return
         if model.builtin == "cnn" and train and len(train.feature_shape) not in (2, 3):
-            problems.add(("model", "builtin"), "the cnn architecture needs image-shaped samples "
-                         "(height, width[, channels]); received samples of shape "
-                         f"{list(train.feature_shape)}")
-        if train and train.n_classes is None and getattr(params, "output_activation", None) in (
-            "softmax", "sigmoid"
+            problems.add(
+                ("model", "builtin"),
+                "the cnn architecture needs image-shaped samples "
+                "(height, width[, channels]); received samples of shape "
+                f"{list(train.feature_shape)}",
+            )
+        if (
+            train
+            and train.n_classes is None
+            and getattr(params, "output_activation", None) in ("softmax", "sigmoid")
         ):
-            problems.add(("model", "params", "output_activation"),
-                         "the training labels are real numbers (regression), expected "
-                         "output_activation 'linear' or null")
+            problems.add(
+                ("model", "params", "output_activation"),
+                "the training labels are real numbers (regression), expected "
+                "output_activation 'linear' or null",
+            )
         return
     assert model.keras_config is not None
     found = check_keras_config(model.keras_config, ("model", "keras_config"))
@@ -223,14 +257,24 @@ def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> 
     if declared is not None:
         expected = tuple(None if d is None else int(d) for d in declared)
         got = train.feature_shape
-        if len(expected) != len(got) or any(e not in (None, g) for e, g in zip(expected, got)):
-            problems.add(("model", "keras_config"), f"the model's input shape is {list(expected)}, "
-                         f"but the training samples have shape {list(got)}")
+        mismatch = len(expected) != len(got) or any(
+            e not in (None, g) for e, g in zip(expected, got, strict=True)
+        )
+        if mismatch:
+            problems.add(
+                ("model", "keras_config"),
+                f"the model's input shape is {list(expected)}, "
+                f"but the training samples have shape {list(got)}",
+            )
 
 
 def _check_object(
-    value: str | ObjectSpec, loc: Loc, names: dict[str, str] | set[str], config_keys: set[str],
-    what: str, problems: _Problems,
+    value: str | ObjectSpec,
+    loc: Loc,
+    names: dict[str, str] | set[str],
+    config_keys: set[str],
+    what: str,
+    problems: _Problems,
 ) -> None:
     if isinstance(value, str):
         if value not in names:
@@ -240,102 +284,165 @@ def _check_object(
     if what == "metric":
         classes = set(catalog.METRIC_CLASSES)
     if value.class_name not in classes:
-        problems.add(loc + ("class_name",), f"unknown {what} class {value.class_name!r}, expected "
-                     f"one of {sorted(classes)}")
+        problems.add(
+            loc + ("class_name",),
+            f"unknown {what} class {value.class_name!r}, expected one of {sorted(classes)}",
+        )
     for key, item in value.config.items():
         if key not in config_keys:
-            problems.add(loc + ("config", key), f"unknown {what} argument {key!r}, expected one "
-                         f"of {sorted(config_keys)}")
+            problems.add(
+                loc + ("config", key),
+                f"unknown {what} argument {key!r}, expected one of {sorted(config_keys)}",
+            )
         elif not isinstance(item, (int, float, bool, str, type(None), list)):
-            problems.add(loc + ("config", key), f"expected a number, boolean or string, "
-                         f"received {type(item).__name__}")
+            problems.add(
+                loc + ("config", key),
+                f"expected a number, boolean or string, received {type(item).__name__}",
+            )
         elif isinstance(item, float) and not math.isfinite(item):
             problems.add(loc + ("config", key), f"expected a finite number, received {item}")
 
 
 def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
     c = spec.compile
-    _check_object(c.optimizer, ("compile", "optimizer"), catalog.OPTIMIZERS,
-                  catalog.OPTIMIZER_CONFIG_KEYS, "optimizer", problems)
-    _check_object(c.loss, ("compile", "loss"), catalog.LOSSES, catalog.LOSS_CONFIG_KEYS,
-                  "loss", problems)
+    _check_object(
+        c.optimizer,
+        ("compile", "optimizer"),
+        catalog.OPTIMIZERS,
+        catalog.OPTIMIZER_CONFIG_KEYS,
+        "optimizer",
+        problems,
+    )
+    _check_object(
+        c.loss, ("compile", "loss"), catalog.LOSSES, catalog.LOSS_CONFIG_KEYS, "loss", problems
+    )
     for i, metric in enumerate(c.metrics):
-        _check_object(metric, ("compile", "metrics", i), catalog.METRIC_NAMES,
-                      catalog.METRIC_CONFIG_KEYS, "metric", problems)
+        _check_object(
+            metric,
+            ("compile", "metrics", i),
+            catalog.METRIC_NAMES,
+            catalog.METRIC_CONFIG_KEYS,
+            "metric",
+            problems,
+        )
     keys = log_keys(spec)
     if len(set(keys)) != len(keys):
-        problems.add(("compile", "metrics"), f"metrics log under the names {keys}; each name "
-                     "must appear once")
+        problems.add(
+            ("compile", "metrics"),
+            f"metrics log under the names {keys}; each name must appear once",
+        )
     loss_name = c.loss if isinstance(c.loss, str) else c.loss.class_name
     if train and loss_name in catalog.SPARSE_LOSSES and train.n_classes is None:
-        problems.add(("compile", "loss"), f"{loss_name} needs integer class labels, but the "
-                     "training labels are real numbers")
-    elif train and loss_name in catalog.SPARSE_LOSSES and train.n_classes \
-            and train.n_classes > MAX_CLASSES:
-        problems.add(("compile", "loss"), f"the labels go up to {train.n_classes - 1}, expected "
-                     f"at most {MAX_CLASSES} classes for {loss_name}")
+        problems.add(
+            ("compile", "loss"),
+            f"{loss_name} needs integer class labels, but the training labels are real numbers",
+        )
+    elif (
+        train
+        and loss_name in catalog.SPARSE_LOSSES
+        and train.n_classes
+        and train.n_classes > MAX_CLASSES
+    ):
+        problems.add(
+            ("compile", "loss"),
+            f"the labels go up to {train.n_classes - 1}, expected "
+            f"at most {MAX_CLASSES} classes for {loss_name}",
+        )
 
 
 def _check_fit(
-    spec: JobSpec, train: DataInfo | None, validation: DataInfo | None, settings: Settings,
-    problems: _Problems, warnings: list[str],
+    spec: JobSpec,
+    train: DataInfo | None,
+    validation: DataInfo | None,
+    settings: Settings,
+    problems: _Problems,
+    warnings: list[str],
 ) -> bool:
     fit = spec.fit
     if fit.epochs > settings.max_epochs:
-        problems.add(("fit", "epochs"), f"received {fit.epochs}, expected at most "
-                     f"{settings.max_epochs} (FITQ_MAX_EPOCHS)")
+        problems.add(
+            ("fit", "epochs"),
+            f"received {fit.epochs}, expected at most {settings.max_epochs} (FITQ_MAX_EPOCHS)",
+        )
     if fit.initial_epoch >= fit.epochs:
-        problems.add(("fit", "initial_epoch"), f"received initial_epoch={fit.initial_epoch} with "
-                     f"epochs={fit.epochs}; expected initial_epoch < epochs (epochs is the index "
-                     "of the last epoch, not a count)")
+        problems.add(
+            ("fit", "initial_epoch"),
+            f"received initial_epoch={fit.initial_epoch} with "
+            f"epochs={fit.epochs}; expected initial_epoch < epochs (epochs is the index "
+            "of the last epoch, not a count)",
+        )
     if isinstance(fit.validation_freq, int):
         if fit.validation_freq > fit.epochs:
-            problems.add(("fit", "validation_freq"), f"received {fit.validation_freq}, which is "
-                         f"beyond epochs={fit.epochs}; validation would never run")
+            problems.add(
+                ("fit", "validation_freq"),
+                f"received {fit.validation_freq}, which is "
+                f"beyond epochs={fit.epochs}; validation would never run",
+            )
     else:
         if not fit.validation_freq:
-            problems.add(("fit", "validation_freq"), "expected a positive integer or a non-empty "
-                         "list of epochs")
+            problems.add(
+                ("fit", "validation_freq"),
+                "expected a positive integer or a non-empty list of epochs",
+            )
         for i, epoch in enumerate(fit.validation_freq):
             if epoch > fit.epochs:
-                problems.add(("fit", "validation_freq", i), f"received epoch {epoch}, expected "
-                             f"1..{fit.epochs} (epochs are 1-based)")
+                problems.add(
+                    ("fit", "validation_freq", i),
+                    f"received epoch {epoch}, expected 1..{fit.epochs} (epochs are 1-based)",
+                )
     if spec.data.validation is not None and fit.validation_split:
-        problems.add(("fit", "validation_split"), "give validation data or validation_split, "
-                     "not both (Keras uses validation data and ignores the split)")
+        problems.add(
+            ("fit", "validation_split"),
+            "give validation data or validation_split, "
+            "not both (Keras uses validation data and ignores the split)",
+        )
     has_validation = spec.data.validation is not None or fit.validation_split > 0
     n_train = train.n_samples if train else None
     if train and fit.validation_split > 0:
         n_val = train.n_samples - int(train.n_samples * (1 - fit.validation_split))
         n_train = train.n_samples - n_val
         if n_val == 0 or n_train == 0:
-            problems.add(("fit", "validation_split"), f"received {fit.validation_split} of "
-                         f"{train.n_samples} samples, which leaves an empty split")
+            problems.add(
+                ("fit", "validation_split"),
+                f"received {fit.validation_split} of "
+                f"{train.n_samples} samples, which leaves an empty split",
+            )
     if not has_validation:
         for field in ("validation_steps", "validation_batch_size"):
             if getattr(fit, field) is not None:
-                warnings.append(f"fit.{field} is set but there is no validation data; it has "
-                                "no effect")
+                warnings.append(
+                    f"fit.{field} is set but there is no validation data; it has no effect"
+                )
     if isinstance(fit.class_weight, dict) and train:
         if train.n_classes is None:
-            problems.add(("fit", "class_weight"), "class_weight needs class labels, but the "
-                         "training labels are real numbers")
+            problems.add(
+                ("fit", "class_weight"),
+                "class_weight needs class labels, but the training labels are real numbers",
+            )
         else:
             for key in fit.class_weight:
                 if not 0 <= key < train.n_classes:
-                    problems.add(("fit", "class_weight", key), f"received class {key}, expected "
-                                 f"a class index in 0..{train.n_classes - 1}")
+                    problems.add(
+                        ("fit", "class_weight", key),
+                        f"received class {key}, expected a class index in 0..{train.n_classes - 1}",
+                    )
     if fit.class_weight == "balanced" and train and train.n_classes is None:
-        problems.add(("fit", "class_weight"), "'balanced' needs class labels, but the training "
-                     "labels are real numbers")
+        problems.add(
+            ("fit", "class_weight"),
+            "'balanced' needs class labels, but the training labels are real numbers",
+        )
     batch = fit.batch_size or 32
     if fit.steps_per_epoch and n_train and batch * fit.steps_per_epoch < n_train:
-        warnings.append(f"fit.steps_per_epoch={fit.steps_per_epoch} x batch_size={batch} = "
-                        f"{batch * fit.steps_per_epoch} < {n_train} training samples: each epoch "
-                        "skips data; raise steps_per_epoch or leave it null")
+        warnings.append(
+            f"fit.steps_per_epoch={fit.steps_per_epoch} x batch_size={batch} = "
+            f"{batch * fit.steps_per_epoch} < {n_train} training samples: each epoch "
+            "skips data; raise steps_per_epoch or leave it null"
+        )
     if fit.batch_size is not None and fit.batch_size < SMALL_BATCH:
-        warnings.append(f"fit.batch_size={fit.batch_size} is very small: batches are likely "
-                        "biased and training slow; use the largest batch memory allows")
+        warnings.append(
+            f"fit.batch_size={fit.batch_size} is very small: batches are likely "
+            "biased and training slow; use the largest batch memory allows"
+        )
     return has_validation
 
 
@@ -349,11 +456,14 @@ def _template_fields(template: str) -> list[tuple[str, str]]:
         if name is None:
             continue
         if conversion or not name.isidentifier():
-            raise ValueError(f"placeholder {{{name}}} is not a plain name (no attribute, index "
-                             "or conversion)")
+            raise ValueError(
+                f"placeholder {{{name}}} is not a plain name (no attribute, index or conversion)"
+            )
         if spec and not _small_format(spec):
-            raise ValueError(f"format {spec!r} of {{{name}}} is not a small numeric format "
-                             "such as '02d' or '.3f'")
+            raise ValueError(
+                f"format {spec!r} of {{{name}}} is not a small numeric format "
+                "such as '02d' or '.3f'"
+            )
         fields.append((name, spec or ""))
     return fields
 
@@ -374,15 +484,21 @@ def _check_file_name(
         problems.add(loc, f"received {name!r}: {exc}")
         return []
     if name.startswith(".") or ".." in name:
-        problems.add(loc, f"received {name!r}; expected a file name inside the job's folder "
-                     "(no leading '.', no '..')")
+        problems.add(
+            loc,
+            f"received {name!r}; expected a file name inside the job's folder "
+            "(no leading '.', no '..')",
+        )
     if suffixes and not name.endswith(suffixes):
         problems.add(loc, f"received {name!r}; expected a name ending in {' or '.join(suffixes)}")
     names = [f for f, _ in fields]
     for field in names:
         if field not in allowed_fields:
-            problems.add(loc, f"placeholder {{{field}}} names nothing Keras logs; expected "
-                         f"one of {sorted(allowed_fields)}")
+            problems.add(
+                loc,
+                f"placeholder {{{field}}} names nothing Keras logs; expected "
+                f"one of {sorted(allowed_fields)}",
+            )
     return names
 
 
@@ -398,24 +514,43 @@ def _check_callbacks(
         seen[cb.type] = seen.get(cb.type, 0) + 1
         if isinstance(cb, (EarlyStoppingSpec, ModelCheckpointSpec, ReduceLROnPlateauSpec)):
             if cb.monitor not in available:
-                hint = (" (val_* metrics need validation data or fit.validation_split)"
-                        if cb.monitor.startswith("val_") and not has_validation else "")
-                problems.add(loc + ("monitor",), f"received monitor={cb.monitor!r}, which no "
-                             f"compiled metric produces; expected one of {sorted(available)}{hint}")
+                hint = (
+                    " (val_* metrics need validation data or fit.validation_split)"
+                    if cb.monitor.startswith("val_") and not has_validation
+                    else ""
+                )
+                problems.add(
+                    loc + ("monitor",),
+                    f"received monitor={cb.monitor!r}, which no "
+                    f"compiled metric produces; expected one of {sorted(available)}{hint}",
+                )
         if isinstance(cb, ModelCheckpointSpec):
             suffixes = WEIGHTS_SUFFIXES if cb.save_weights_only else CHECKPOINT_SUFFIXES
-            names = _check_file_name(cb.filepath, loc + ("filepath",), available | {"epoch"},
-                                     suffixes, problems)
-            if any(n.startswith("val_") for n in names) and not cb.save_best_only and not every_epoch:
-                problems.add(loc + ("filepath",), "val_* placeholders are only filled on epochs "
-                             "that validate; with validation_freq other than 1, set "
-                             "save_best_only or drop them")
+            names = _check_file_name(
+                cb.filepath, loc + ("filepath",), available | {"epoch"}, suffixes, problems
+            )
+            if (
+                any(n.startswith("val_") for n in names)
+                and not cb.save_best_only
+                and not every_epoch
+            ):
+                problems.add(
+                    loc + ("filepath",),
+                    "val_* placeholders are only filled on epochs "
+                    "that validate; with validation_freq other than 1, set "
+                    "save_best_only or drop them",
+                )
             if cb.save_freq != "epoch" and any(n != "epoch" for n in names):
-                problems.add(loc + ("filepath",), "with save_freq in batches only {epoch} is "
-                             "filled in; metric placeholders need save_freq='epoch'")
+                problems.add(
+                    loc + ("filepath",),
+                    "with save_freq in batches only {epoch} is "
+                    "filled in; metric placeholders need save_freq='epoch'",
+                )
             if "epoch" not in names and not cb.save_best_only:
-                warnings.append(f"callbacks[{i}].filepath has no {{epoch}} and save_best_only is "
-                                "false: one file is overwritten every epoch; add {epoch:02d}")
+                warnings.append(
+                    f"callbacks[{i}].filepath has no {{epoch}} and save_best_only is "
+                    "false: one file is overwritten every epoch; add {epoch:02d}"
+                )
         if isinstance(cb, CSVLoggerSpec):
             _check_file_name(cb.filename, loc + ("filename",), set(), (), problems)
             if cb.filename.endswith((".keras", ".h5")):
@@ -423,5 +558,7 @@ def _check_callbacks(
         if isinstance(cb, (TensorBoardSpec, CSVLoggerSpec)) and seen[cb.type] > 1:
             problems.add(loc, f"{cb.type} appears more than once; its files would collide")
         if isinstance(cb, EarlyStoppingSpec) and cb.start_from_epoch >= spec.fit.epochs:
-            warnings.append(f"callbacks[{i}].start_from_epoch={cb.start_from_epoch} >= epochs: "
-                            "EarlyStopping will never act")
+            warnings.append(
+                f"callbacks[{i}].start_from_epoch={cb.start_from_epoch} >= epochs: "
+                "EarlyStopping will never act"
+            )

@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("FITQ_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "FITQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("FITQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 FINISHED = ("succeeded", "failed", "cancelled")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -43,8 +44,11 @@ class Backend:
     broker_url: str | None
 
     def env(self, data_dir: Path) -> dict[str, str]:
-        env = {"FITQ_DATA_DIR": str(data_dir), "FITQ_DATABASE_URL": self.database_url,
-               "FITQ_PROGRESS_INTERVAL": "0.2"}
+        env = {
+            "FITQ_DATA_DIR": str(data_dir),
+            "FITQ_DATABASE_URL": self.database_url,
+            "FITQ_PROGRESS_INTERVAL": "0.2",
+        }
         if self.broker_url:
             env["FITQ_BROKER_URL"] = self.broker_url
         return env
@@ -55,8 +59,9 @@ def _postgres_problem() -> str | None:
         import psycopg
         import redis
 
-        with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"),
-                             connect_timeout=3) as conn:
+        with psycopg.connect(
+            POSTGRES_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
+        ) as conn:
             conn.execute("SELECT 1")
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001 - the reason is reported
@@ -76,8 +81,9 @@ def fresh_postgres_schema(schema: str) -> str:
     """An empty schema of the test database; returns a URL whose tables live in it."""
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        POSTGRES_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True
+    ) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.execute(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in POSTGRES_URL else "?"
@@ -124,8 +130,11 @@ class Service:
         log = self.data_dir / f"{name}.log"
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "fitq", *args], cwd=self.data_dir, env=self.env(),
-            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "fitq", *args],
+            cwd=self.data_dir,
+            env=self.env(),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
         )
 
     def start(self) -> None:
@@ -160,11 +169,15 @@ class Service:
                 return
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited ({proc.returncode}) while waiting for "
-                                         f"{what}:\n{self.log_text(name)[-3000:]}")
+                    raise AssertionError(
+                        f"{name} exited ({proc.returncode}) while waiting for "
+                        f"{what}:\n{self.log_text(name)[-3000:]}"
+                    )
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n"
-                             f"worker log tail:\n{self.log_text('worker')[-3000:]}")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}\n"
+            f"worker log tail:\n{self.log_text('worker')[-3000:]}"
+        )
 
     def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
         spec = {**spec, "queue": self.queue}
@@ -179,8 +192,9 @@ class Service:
         body: dict[str, Any] = resp.json()
         return body
 
-    def wait_for(self, job_id: str, statuses: tuple[str, ...] = FINISHED,
-                 timeout: float = 120) -> dict[str, Any]:
+    def wait_for(
+        self, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 120
+    ) -> dict[str, Any]:
         box: dict[str, Any] = {}
 
         def check() -> bool:
@@ -208,12 +222,12 @@ class Service:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     """A real API and worker on each backend, shared by the tests of a session."""
     tmp = tmp_path_factory.mktemp(f"svc-{request.param}")
-    svc = Service(make_backend(request.param, tmp, "fitq_e2e"), tmp,
-                  f"test-{uuid.uuid4().hex[:8]}")
+    svc = Service(make_backend(request.param, tmp, "fitq_e2e"), tmp, f"test-{uuid.uuid4().hex[:8]}")
     svc.start()
     yield svc
     svc.stop()

@@ -12,8 +12,11 @@ def digits_spec(**overrides: Any) -> dict[str, Any]:
         "name": "test-digits",
         "seed": 7,
         "model": {"builtin": "mlp", "params": {"hidden_units": [16]}},
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
-                    "metrics": ["accuracy"]},
+        "compile": {
+            "optimizer": "adam",
+            "loss": "sparse_categorical_crossentropy",
+            "metrics": ["accuracy"],
+        },
         "data": {
             "train": {"dataset": "builtin:digits", "split": "train", "take": 300},
             "validation": {"dataset": "builtin:digits", "split": "validation", "take": 100},

@@ -18,7 +18,7 @@ app = make_celery(get_settings(), name="fitq-worker")
 app.conf.include = ["worker.tasks"]
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up(**_: Any) -> None:
     # Pay tensorflow's import before a job arrives, so training starts at once.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

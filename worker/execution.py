@@ -30,12 +30,25 @@ class StoreSink:
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
         return self.store.progress(epoch, step, steps)
 
-    def record_epoch(self, epoch: int, metrics: dict[str, float | None], lr: float | None,
-                     duration_s: float, best: dict[str, Any] | None) -> bool:
+    def record_epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        lr: float | None,
+        duration_s: float,
+        best: dict[str, Any] | None,
+    ) -> bool:
         return self.store.record_epoch(epoch, metrics, lr, duration_s, best)
 
-    def record_checkpoint(self, epoch: int, path: str, monitor: str | None, value: float | None,
-                          is_best: bool, size_bytes: int) -> None:
+    def record_checkpoint(
+        self,
+        epoch: int,
+        path: str,
+        monitor: str | None,
+        value: float | None,
+        is_best: bool,
+        size_bytes: int,
+    ) -> None:
         self.store.record_checkpoint(epoch, path, monitor, value, is_best, size_bytes)
 
 
@@ -70,11 +83,13 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "lost"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
-        store.finish("failed", "error", error=(type(exc).__name__, clip(str(exc)),
-                                                traceback_tail(exc)))
+        store.finish(
+            "failed", "error", error=(type(exc).__name__, clip(str(exc)), traceback_tail(exc))
+        )
         return "failed"
     if outcome.class_weight is not None:
         store.event("class_weight", f"class_weight used: {outcome.class_weight}")
-    store.finish(outcome.status, outcome.stop_reason, test_metrics=outcome.test_metrics,
-                 error=outcome.error)
+    store.finish(
+        outcome.status, outcome.stop_reason, test_metrics=outcome.test_metrics, error=outcome.error
+    )
     return outcome.status

@@ -35,5 +35,6 @@ def readyz(session: SessionDep, celery: CeleryDep, settings: SettingsDep) -> JSO
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["broker"] = f"error: {type(exc).__name__}: {exc}"[:300]
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
+    )

@@ -42,15 +42,27 @@ def _cached(request: Request, payload: object) -> Response:
     return JSONResponse(body, headers={"ETag": etag})
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={
-    200: {"model": JobOut, "description": "The job an earlier request with this "
-          "Idempotency-Key created."},
-    409: {"description": "The Idempotency-Key was used with another spec."},
-    422: {"description": "The spec is invalid; `detail` lists each field path and why."},
-})
-def submit_job(spec: JobSpec, session: SessionDep, settings: SettingsDep, celery: CeleryDep,
-               response: Response,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "The job an earlier request with this Idempotency-Key created.",
+        },
+        409: {"description": "The Idempotency-Key was used with another spec."},
+        422: {"description": "The spec is invalid; `detail` lists each field path and why."},
+    },
+)
+def submit_job(
+    spec: JobSpec,
+    session: SessionDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
     """Validate a job spec completely, store it as `queued` and wake a worker."""
     job, created = store.create_job(session, spec, settings, idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -65,23 +77,36 @@ def submit_job(spec: JobSpec, session: SessionDep, settings: SettingsDep, celery
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep,
-              status: Annotated[str | None, Query(description="queued, running, succeeded, "
-                                                  "failed or cancelled")] = None,
-              queue: Annotated[str | None, Query(max_length=64)] = None,
-              name: Annotated[str | None, Query(max_length=200)] = None,
-              cursor: Annotated[str | None, Query(max_length=200)] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobList:
+def list_jobs(
+    session: SessionDep,
+    status: Annotated[
+        str | None, Query(description="queued, running, succeeded, failed or cancelled")
+    ] = None,
+    queue: Annotated[str | None, Query(max_length=64)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobList:
     """List jobs, newest first, a page at a time."""
     if status is not None and status not in STATUSES:
-        raise HTTPException(422, [{"loc": ["query", "status"], "type": "enum",
-                                   "msg": f"received {status!r}, expected one of {list(STATUSES)}"}])
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", "status"],
+                    "type": "enum",
+                    "msg": f"received {status!r}, expected one of {list(STATUSES)}",
+                }
+            ],
+        )
     try:
-        rows, next_cursor = store.list_jobs(session, status=status, queue=queue, name=name,
-                                            cursor=cursor, limit=limit)
+        rows, next_cursor = store.list_jobs(
+            session, status=status, queue=queue, name=name, cursor=cursor, limit=limit
+        )
     except ValueError as exc:
-        raise HTTPException(422, [{"loc": ["query", "cursor"], "msg": str(exc),
-                                   "type": "value_error"}]) from exc
+        raise HTTPException(
+            422, [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
+        ) from exc
     return JobList(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
@@ -91,38 +116,57 @@ def get_job(job_id: str, session: SessionDep, request: Request) -> Response:
     return _cached(request, JobOut.of(store.get_job(session, job_id)))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsList,
-            responses={304: {"description": "Not modified"}})
-def get_metrics(job_id: str, session: SessionDep, request: Request,
-                after_epoch: Annotated[int, Query(ge=0, description="Only epochs after this.")] = 0,
-                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsList,
+    responses={304: {"description": "Not modified"}},
+)
+def get_metrics(
+    job_id: str,
+    session: SessionDep,
+    request: Request,
+    after_epoch: Annotated[int, Query(ge=0, description="Only epochs after this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
     """Each recorded epoch's metrics, ordered by epoch."""
     store.get_job(session, job_id)
     rows = session.scalars(
-        select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > after_epoch)
-        .order_by(EpochMetric.epoch).limit(limit)
+        select(EpochMetric)
+        .where(EpochMetric.job_id == job_id, EpochMetric.epoch > after_epoch)
+        .order_by(EpochMetric.epoch)
+        .limit(limit)
     ).all()
     items = [EpochOut.of(r) for r in rows]
-    return _cached(request, MetricsList(items=items, last_epoch=items[-1].epoch if items
-                                        else (after_epoch or None)))
+    return _cached(
+        request,
+        MetricsList(items=items, last_epoch=items[-1].epoch if items else (after_epoch or None)),
+    )
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
 def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
     """The files ModelCheckpoint wrote for this job; the best one is marked."""
     store.get_job(session, job_id)
-    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
-                           .order_by(Checkpoint.epoch, Checkpoint.id)).all()
+    rows = session.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.epoch, Checkpoint.id)
+    ).all()
     return CheckpointList(items=[CheckpointOut.of(r) for r in rows])
 
 
-@router.get("/{job_id}/checkpoints/{checkpoint_id}/file", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-def download_checkpoint(job_id: str, checkpoint_id: int, session: SessionDep,
-                        settings: SettingsDep) -> FileResponse:
+@router.get(
+    "/{job_id}/checkpoints/{checkpoint_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_checkpoint(
+    job_id: str, checkpoint_id: int, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
     """Download one recorded checkpoint file."""
-    row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id,
-                                                  Checkpoint.id == checkpoint_id))
+    row = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id)
+    )
     if row is None:
         raise NotFound("checkpoint", f"{job_id}/{checkpoint_id}")
     root = settings.job_dir(job_id).resolve()
@@ -132,17 +176,24 @@ def download_checkpoint(job_id: str, checkpoint_id: int, session: SessionDep,
     return FileResponse(path, filename=Path(row.path).name, media_type="application/octet-stream")
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses={409: {"description": "The job already succeeded or failed."}})
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses={409: {"description": "The job already succeeded or failed."}},
+)
 def cancel_job(job_id: str, session: SessionDep) -> JobOut:
     """Cancel a job: a queued one never starts; a running one stops between batches."""
     return JobOut.of(store.cancel_job(session, job_id))
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
-def get_logs(job_id: str, session: SessionDep, settings: SettingsDep,
-             tail_bytes: Annotated[int, Query(ge=1, le=16 * 1024 * 1024)] = LOG_TAIL_BYTES,
-             ) -> PlainTextResponse:
+def get_logs(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    tail_bytes: Annotated[int, Query(ge=1, le=16 * 1024 * 1024)] = LOG_TAIL_BYTES,
+) -> PlainTextResponse:
     """The training log (Keras' output at the spec's `fit.verbose`), its last bytes."""
     store.get_job(session, job_id)
     path = settings.job_dir(job_id) / "train.log"
@@ -158,7 +209,9 @@ def get_logs(job_id: str, session: SessionDep, settings: SettingsDep,
 def get_history(job_id: str, session: SessionDep) -> EventList:
     """What happened to the job: created, started (each attempt), cancel, finished."""
     store.get_job(session, job_id)
-    rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
-                           .order_by(JobEvent.id)).all()
-    return EventList(items=[EventOut(at=r.at, kind=r.kind, message=r.message, attempt=r.attempt)
-                            for r in rows])
+    rows = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+    ).all()
+    return EventList(
+        items=[EventOut(at=r.at, kind=r.kind, message=r.message, attempt=r.attempt) for r in rows]
+    )

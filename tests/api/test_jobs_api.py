@@ -20,10 +20,13 @@ def test_submit_returns_201_with_location_and_a_recorded_seed(client: TestClient
 
 def test_yaml_body_is_accepted(client: TestClient) -> None:
     with open("examples/digits.yaml", "rb") as f:
-        resp = client.post("/v1/jobs", content=f.read(),
-                           headers={"Content-Type": "application/yaml"})
+        resp = client.post(
+            "/v1/jobs", content=f.read(), headers={"Content-Type": "application/yaml"}
+        )
     assert resp.status_code == 201, resp.text
-    assert resp.json()["spec"]["callbacks"][1]["filepath"] == "epoch{epoch:02d}-{val_loss:.3f}.keras"
+    assert (
+        resp.json()["spec"]["callbacks"][1]["filepath"] == "epoch{epoch:02d}-{val_loss:.3f}.keras"
+    )
 
 
 def test_get_job_supports_etag(client: TestClient) -> None:
@@ -45,8 +48,10 @@ def test_unknown_job_is_404(client: TestClient) -> None:
 
 
 def test_list_filters_and_paginates_newest_first(client: TestClient) -> None:
-    ids = [client.post("/v1/jobs", json=digits_spec(name=f"j{i}", queue="q" + str(i % 2))).json()["id"]
-           for i in range(5)]
+    ids = [
+        client.post("/v1/jobs", json=digits_spec(name=f"j{i}", queue="q" + str(i % 2))).json()["id"]
+        for i in range(5)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -82,8 +87,9 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_spec(client: T
     second = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "ci-123"})
     assert first.status_code == 201 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
-    other = client.post("/v1/jobs", json=digits_spec(**{"fit.epochs": 4}),
-                        headers={"Idempotency-Key": "ci-123"})
+    other = client.post(
+        "/v1/jobs", json=digits_spec(**{"fit.epochs": 4}), headers={"Idempotency-Key": "ci-123"}
+    )
     assert other.status_code == 409 and "ci-123" in other.json()["detail"]
     assert len(client.get("/v1/jobs").json()["items"]) == 1
 

@@ -60,8 +60,13 @@ def test_example_spec_trains_with_rows_appearing_while_it_runs(service: Service)
 
 
 def test_cancel_running_job_stops_within_two_seconds(service: Service) -> None:
-    spec = digits_spec(**{"fit.epochs": 500, "fit.batch_size": 8, "callbacks": [
-        {"type": "ModelCheckpoint", "filepath": "last.keras", "monitor": "loss"}]})
+    spec = digits_spec(
+        **{
+            "fit.epochs": 500,
+            "fit.batch_size": 8,
+            "callbacks": [{"type": "ModelCheckpoint", "filepath": "last.keras", "monitor": "loss"}],
+        }
+    )
     job = service.submit(spec)
     service.wait_until(lambda: len(service.metrics(job["id"])) >= 2, 120, "two epochs")
     asked = time.monotonic()
@@ -77,8 +82,10 @@ def test_cancel_running_job_stops_within_two_seconds(service: Service) -> None:
     time.sleep(1.0)
     assert len(service.metrics(job["id"])) == len(rows)
     checkpoints = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
-    assert checkpoints and (service.data_dir / "artifacts" / "jobs" / job["id"]
-                            / checkpoints[0]["path"]).is_file()
+    assert (
+        checkpoints
+        and (service.data_dir / "artifacts" / "jobs" / job["id"] / checkpoints[0]["path"]).is_file()
+    )
     # A finished job cannot be cancelled again into another state; a cancelled one says so.
     assert service.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
 
@@ -97,18 +104,38 @@ def test_queued_job_cancelled_never_starts(service: Service) -> None:
 
 def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -> None:
     keras_config = {
-        "module": "keras", "class_name": "Sequential", "registered_name": None,
-        "config": {"name": "too_few_outputs", "layers": [
-            {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-             "config": {"batch_shape": [None, 8, 8, 1], "name": "in"}},
-            {"module": "keras.layers", "class_name": "Flatten", "registered_name": None,
-             "config": {"name": "flat"}},
-            {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
-             "config": {"name": "out", "units": 3, "activation": "softmax"}},
-        ]},
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {
+            "name": "too_few_outputs",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "registered_name": None,
+                    "config": {"batch_shape": [None, 8, 8, 1], "name": "in"},
+                },
+                {
+                    "module": "keras.layers",
+                    "class_name": "Flatten",
+                    "registered_name": None,
+                    "config": {"name": "flat"},
+                },
+                {
+                    "module": "keras.layers",
+                    "class_name": "Dense",
+                    "registered_name": None,
+                    "config": {"name": "out", "units": 3, "activation": "softmax"},
+                },
+            ],
+        },
     }
-    bad = service.submit(digits_spec(**{"model.builtin": ..., "model.params": ...,
-                                        "model.keras_config": keras_config}))
+    bad = service.submit(
+        digits_spec(
+            **{"model.builtin": ..., "model.params": ..., "model.keras_config": keras_config}
+        )
+    )
     done = service.wait_for(bad["id"], timeout=120)
     assert done["status"] == "failed" and done["stop_reason"] == "error"
     assert done["error"]["type"] == "InvalidArgumentError"
@@ -119,13 +146,22 @@ def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -
 
 
 def test_nan_loss_with_terminate_on_nan_fails_with_nan_loss(service: Service) -> None:
-    spec = digits_spec(**{
-        "data.train": {"x": [[float(i)] for i in range(64)], "y": [float(i * 1000) for i in range(64)]},
-        "data.validation": ..., "model.params": {"hidden_units": [8]},
-        "compile": {"optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
-                    "loss": "mse"},
-        "fit.epochs": 50, "callbacks": [{"type": "TerminateOnNaN"}],
-    })
+    spec = digits_spec(
+        **{
+            "data.train": {
+                "x": [[float(i)] for i in range(64)],
+                "y": [float(i * 1000) for i in range(64)],
+            },
+            "data.validation": ...,
+            "model.params": {"hidden_units": [8]},
+            "compile": {
+                "optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
+                "loss": "mse",
+            },
+            "fit.epochs": 50,
+            "callbacks": [{"type": "TerminateOnNaN"}],
+        }
+    )
     done = service.wait_for(service.submit(spec)["id"], timeout=120)
     assert done["status"] == "failed" and done["stop_reason"] == "nan_loss"
     assert done["error"]["type"] == "NaNLoss"
@@ -137,8 +173,11 @@ def test_a_second_delivery_of_a_finished_job_does_nothing(service: Service) -> N
     done = service.wait_for(job["id"], timeout=120)
     assert done["status"] == "succeeded" and done["attempts"] == 1
     env = service.backend.env(service.data_dir)
-    settings = Settings(data_dir=Path(env["FITQ_DATA_DIR"]), database_url=env["FITQ_DATABASE_URL"],
-                        broker_url=env.get("FITQ_BROKER_URL"))
+    settings = Settings(
+        data_dir=Path(env["FITQ_DATA_DIR"]),
+        database_url=env["FITQ_DATABASE_URL"],
+        broker_url=env.get("FITQ_BROKER_URL"),
+    )
     publish_job(make_celery(settings), job["id"], service.queue)
     probe = service.submit(digits_spec(**{"fit.epochs": 1}))  # queued behind the duplicate
     assert service.wait_for(probe["id"], timeout=120)["status"] == "succeeded"

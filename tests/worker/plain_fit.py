@@ -33,8 +33,11 @@ def digits(split: str, take: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mlp(units: int, dropout: float = 0.0) -> keras.Model:
-    layers: list[Any] = [keras.Input(shape=(8, 8, 1)), keras.layers.Flatten(),
-                         keras.layers.Dense(units, activation="relu")]
+    layers: list[Any] = [
+        keras.Input(shape=(8, 8, 1)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(units, activation="relu"),
+    ]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(10, activation="softmax"))
@@ -62,12 +65,14 @@ def run(case: str, out: Path) -> dict[str, Any]:
     elif case == "early_stopping":
         x, y = digits("train", 60)
         kwargs.update(epochs=40, batch_size=16)
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+        )
     elif case == "checkpoint_best":
         kwargs.update(epochs=5)
-        callbacks.append(keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss",
-                                                         save_best_only=True))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True)
+        )
     elif case == "checkpoint_all":
         kwargs.pop("validation_data")
         kwargs.update(epochs=4, validation_split=0.2, shuffle=True)

@@ -20,32 +20,57 @@ from tests.conftest import ROOT, Service
 from tests.factories import digits_spec
 
 pytestmark = pytest.mark.e2e
-CKPT = {"type": "ModelCheckpoint", "filepath": "epoch{epoch:02d}-{val_loss:.3f}.keras",
-        "monitor": "val_loss"}
+CKPT = {
+    "type": "ModelCheckpoint",
+    "filepath": "epoch{epoch:02d}-{val_loss:.3f}.keras",
+    "monitor": "val_loss",
+}
 
 CASES: dict[str, dict[str, Any]] = {
     "validation_freq": {"fit.epochs": 6, "fit.validation_freq": 2},
     "early_stopping": {
-        "fit.epochs": 40, "fit.batch_size": 16, "data.train.take": 60,
+        "fit.epochs": 40,
+        "fit.batch_size": 16,
+        "data.train.take": 60,
         "model.params": {"hidden_units": [128]},
         "compile.optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}},
-        "callbacks": [{"type": "EarlyStopping", "monitor": "val_loss", "patience": 2,
-                       "restore_best_weights": True}],
+        "callbacks": [
+            {
+                "type": "EarlyStopping",
+                "monitor": "val_loss",
+                "patience": 2,
+                "restore_best_weights": True,
+            }
+        ],
     },
     "checkpoint_best": {"fit.epochs": 5, "callbacks": [{**CKPT, "save_best_only": True}]},
-    "checkpoint_all": {"fit.epochs": 4, "fit.validation_split": 0.2, "data.validation": ...,
-                       "callbacks": [CKPT]},
+    "checkpoint_all": {
+        "fit.epochs": 4,
+        "fit.validation_split": 0.2,
+        "data.validation": ...,
+        "callbacks": [CKPT],
+    },
     "class_weight": {"fit.class_weight": {"0": 2.0, "1": 0.5, "7": 3.0}},
     "steps_per_epoch": {"fit.epochs": 4, "fit.steps_per_epoch": 3, "fit.batch_size": 16},
-    "initial_epoch": {"fit.epochs": 5, "fit.initial_epoch": 2, "fit.validation_freq": [3, 5],
-                      "fit.shuffle": False},
+    "initial_epoch": {
+        "fit.epochs": 5,
+        "fit.initial_epoch": 2,
+        "fit.validation_freq": [3, 5],
+        "fit.shuffle": False,
+    },
 }
 
 
 def plain(case: str, out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests/worker/plain_fit.py"), case, str(out)],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests/worker/plain_fit.py"), case, str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result

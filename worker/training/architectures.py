@@ -8,7 +8,6 @@ import keras
 
 from models.architectures import CNNParams, MLPParams
 
-
 Head = tuple[int, str]  # output units and default activation (models.catalog.output_head)
 
 
@@ -32,8 +31,9 @@ def build_cnn(p: CNNParams, input_shape: tuple[int, ...], head: Head) -> keras.M
         layers.append(keras.layers.Reshape((*input_shape, 1)))
     size = min(input_shape[0], input_shape[1])
     for filters in p.filters:
-        layers.append(keras.layers.Conv2D(filters, p.kernel_size, padding="same",
-                                          activation=p.activation))
+        layers.append(
+            keras.layers.Conv2D(filters, p.kernel_size, padding="same", activation=p.activation)
+        )
         if size >= 4:
             layers.append(keras.layers.MaxPooling2D(2))
             size //= 2
@@ -44,8 +44,13 @@ def build_cnn(p: CNNParams, input_shape: tuple[int, ...], head: Head) -> keras.M
     return keras.Sequential(layers, name="cnn")
 
 
-def build_model(builtin: str | None, params: dict[str, Any], keras_config: dict[str, Any] | None,
-                input_shape: tuple[int, ...], head: Head) -> keras.Model:
+def build_model(
+    builtin: str | None,
+    params: dict[str, Any],
+    keras_config: dict[str, Any] | None,
+    input_shape: tuple[int, ...],
+    head: Head,
+) -> keras.Model:
     """The job's model; a ``keras_config`` has passed fitq's allowlist at submit time."""
     if builtin == "mlp":
         return build_mlp(MLPParams.model_validate(params), input_shape, head)

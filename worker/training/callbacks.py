@@ -18,8 +18,12 @@ from models.spec import (
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 SpecCallback = (
-    EarlyStoppingSpec | ModelCheckpointSpec | TensorBoardSpec | ReduceLROnPlateauSpec
-    | CSVLoggerSpec | TerminateOnNaNSpec
+    EarlyStoppingSpec
+    | ModelCheckpointSpec
+    | TensorBoardSpec
+    | ReduceLROnPlateauSpec
+    | CSVLoggerSpec
+    | TerminateOnNaNSpec
 )
 
 

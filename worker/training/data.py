@@ -30,7 +30,9 @@ def load_builtin(name: str) -> Arrays:
 
     meta = BUILTIN_DATASETS[name]
     loader = {
-        "digits": skd.load_digits, "iris": skd.load_iris, "wine": skd.load_wine,
+        "digits": skd.load_digits,
+        "iris": skd.load_iris,
+        "wine": skd.load_wine,
         "breast_cancer": skd.load_breast_cancer,
     }[name]
     bunch = loader()
@@ -40,8 +42,8 @@ def load_builtin(name: str) -> Arrays:
     else:
         std = x.std(axis=0)
         x = (x - x.mean(axis=0)) / np.where(std == 0, 1.0, std)
-    x = x.astype(np.float32).reshape((len(x), *meta.feature_shape))
-    return Arrays(x, np.asarray(bunch.target, dtype=np.int64))
+    features = x.astype(np.float32).reshape((len(x), *meta.feature_shape))
+    return Arrays(features, np.asarray(bunch.target, dtype=np.int64))
 
 
 def load_ref(ref: DataRef) -> Arrays:
@@ -72,8 +74,11 @@ def load_job_data(spec: DataSpec) -> JobData:
         if builtin is not None:
             n_classes = BUILTIN_DATASETS[builtin.removeprefix(BUILTIN_PREFIX)].n_classes
         else:
-            n_classes = 1 + max(int(a.y.max()) for a in (train, validation, test)
-                                if a is not None and a.y.dtype.kind == "i")
+            n_classes = 1 + max(
+                int(a.y.max())
+                for a in (train, validation, test)
+                if a is not None and a.y.dtype.kind == "i"
+            )
     return JobData(train, validation, test, n_classes)
 
 

@@ -35,12 +35,25 @@ class Sink:
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
         raise NotImplementedError
 
-    def record_epoch(self, epoch: int, metrics: dict[str, float | None], lr: float | None,
-                     duration_s: float, best: dict[str, Any] | None) -> bool:
+    def record_epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        lr: float | None,
+        duration_s: float,
+        best: dict[str, Any] | None,
+    ) -> bool:
         raise NotImplementedError
 
-    def record_checkpoint(self, epoch: int, path: str, monitor: str | None, value: float | None,
-                          is_best: bool, size_bytes: int) -> None:
+    def record_checkpoint(
+        self,
+        epoch: int,
+        path: str,
+        monitor: str | None,
+        value: float | None,
+        is_best: bool,
+        size_bytes: int,
+    ) -> None:
         raise NotImplementedError
 
 
@@ -65,7 +78,7 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-class ReportingCallback(keras.callbacks.Callback):
+class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
     """Reports a job's training to a ``Sink``.
 
     Args:
@@ -78,9 +91,16 @@ class ReportingCallback(keras.callbacks.Callback):
         clock: The clock, ``time.monotonic`` unless a test gives another.
     """
 
-    def __init__(self, sink: Sink, job_dir: Path, checkpoints: list[keras.callbacks.ModelCheckpoint],
-                 monitor: tuple[str, str], interval: float = 0.5, deadline: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        job_dir: Path,
+        checkpoints: list[keras.callbacks.ModelCheckpoint],
+        monitor: tuple[str, str],
+        interval: float = 0.5,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self.sink = sink
         self.job_dir = job_dir
@@ -119,8 +139,9 @@ class ReportingCallback(keras.callbacks.Callback):
         logs = logs or {}
         metrics = {key: _number(value) for key, value in logs.items()}
         self._update_best(metrics)
-        cancelled = self.sink.record_epoch(self.epoch, metrics, self._learning_rate(), duration,
-                                           self.best)
+        cancelled = self.sink.record_epoch(
+            self.epoch, metrics, self._learning_rate(), duration, self.best
+        )
         for watched in self.watched:
             self._record_checkpoint(watched, epoch, logs, metrics)
         self._check(cancelled)
@@ -141,13 +162,17 @@ class ReportingCallback(keras.callbacks.Callback):
         value = metrics.get(self.monitor)
         if value is None:
             return
-        better = (self.best is None or (value < self.best["value"] if self.monitor_direction == "min"
-                                        else value > self.best["value"]))
+        better = self.best is None or (
+            value < self.best["value"]
+            if self.monitor_direction == "min"
+            else value > self.best["value"]
+        )
         if better:
             self.best = {"epoch": self.epoch, "monitor": self.monitor, "value": value}
 
-    def _record_checkpoint(self, watched: _Watched, epoch: int, logs: dict[str, Any],
-                           metrics: dict[str, float | None]) -> None:
+    def _record_checkpoint(
+        self, watched: _Watched, epoch: int, logs: dict[str, Any], metrics: dict[str, float | None]
+    ) -> None:
         try:
             path = Path(watched.template.format(epoch=epoch + 1, **logs))
         except (KeyError, ValueError, IndexError):

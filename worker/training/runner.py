@@ -63,8 +63,11 @@ def traceback_tail(exc: BaseException) -> str:
     """The last frames of ``exc``'s traceback and its first message line."""
     frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
     first_line = (str(exc).splitlines() or [""])[0]
-    return "Traceback (most recent call last):\n" + "".join(frames) + (
-        f"{type(exc).__name__}: {first_line}")
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(frames)
+        + (f"{type(exc).__name__}: {first_line}")
+    )
 
 
 def monitored(spec: JobSpec, has_validation: bool) -> tuple[str, str]:
@@ -93,8 +96,9 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
-    model = build_model(spec.model.builtin, spec.model.params, spec.model.keras_config,
-                        tuple(x.shape[1:]), head)
+    model = build_model(
+        spec.model.builtin, spec.model.params, spec.model.keras_config, tuple(x.shape[1:]), head
+    )
     model.compile(
         optimizer=_object(spec.compile.optimizer, keras.optimizers),
         loss=_object(spec.compile.loss, keras.losses),
@@ -114,17 +118,26 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0
     keras_callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
     checkpoints = [cb for cb in keras_callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
     has_validation = data.validation is not None or fit.validation_split > 0
-    reporter = ReportingCallback(sink, job_dir, checkpoints, monitored(spec, has_validation),
-                                 interval=progress_interval, deadline=deadline)
+    reporter = ReportingCallback(
+        sink,
+        job_dir,
+        checkpoints,
+        monitored(spec, has_validation),
+        interval=progress_interval,
+        deadline=deadline,
+    )
     validation_data = (data.validation.x, data.validation.y) if data.validation else None
 
     outcome: Outcome
-    with open(job_dir / LOG_FILE, "a", buffering=1, encoding="utf-8") as log, \
-            contextlib.redirect_stdout(log):
+    with (
+        open(job_dir / LOG_FILE, "a", buffering=1, encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+    ):
         print(f"fitq: training with seed {spec.seed} on {len(x)} samples", flush=True)
         try:
             history = model.fit(
-                x, y,
+                x,
+                y,
                 batch_size=fit.batch_size,
                 epochs=fit.epochs,
                 verbose=fit.verbose,
@@ -144,15 +157,26 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0
             return Outcome("cancelled", "cancelled", class_weight=class_weight)
         except MaxRuntimeExceeded:
             print(f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}", flush=True)
-            return Outcome("failed", "max_runtime", class_weight=class_weight, error=(
-                "MaxRuntimeExceeded",
-                f"the job ran past max_runtime_seconds={spec.max_runtime_seconds}", "",
-            ))
+            return Outcome(
+                "failed",
+                "max_runtime",
+                class_weight=class_weight,
+                error=(
+                    "MaxRuntimeExceeded",
+                    f"the job ran past max_runtime_seconds={spec.max_runtime_seconds}",
+                    "",
+                ),
+            )
         outcome = _outcome(spec, model, keras_callbacks, history.history)
         outcome.class_weight = class_weight
         if outcome.status == "succeeded" and data.test is not None:
-            result = model.evaluate(data.test.x, data.test.y, batch_size=fit.validation_batch_size
-                                    or fit.batch_size, verbose=0, return_dict=True)
+            result = model.evaluate(
+                data.test.x,
+                data.test.y,
+                batch_size=fit.validation_batch_size or fit.batch_size,
+                verbose=0,
+                return_dict=True,
+            )
             outcome.test_metrics = {k: _finite(v) for k, v in result.items()}
             print(f"fitq: test {outcome.test_metrics}", flush=True)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
@@ -164,15 +188,23 @@ def _finite(value: Any) -> float | None:
     return out if np.isfinite(out) else None
 
 
-def _outcome(spec: JobSpec, model: keras.Model, callbacks: list[Any],
-             history: dict[str, list[Any]]) -> Outcome:
+def _outcome(
+    spec: JobSpec, model: keras.Model, callbacks: list[Any], history: dict[str, list[Any]]
+) -> Outcome:
     losses = history.get("loss") or []
     terminate_on_nan = any(isinstance(cb, TerminateOnNaNSpec) for cb in spec.callbacks)
     if terminate_on_nan and losses and not np.isfinite(losses[-1]):
-        return Outcome("failed", "nan_loss", history=history, error=(
-            "NaNLoss", f"the loss became {losses[-1]} in epoch "
-            f"{spec.fit.initial_epoch + len(losses)}; TerminateOnNaN stopped training", "",
-        ))
+        return Outcome(
+            "failed",
+            "nan_loss",
+            history=history,
+            error=(
+                "NaNLoss",
+                f"the loss became {losses[-1]} in epoch "
+                f"{spec.fit.initial_epoch + len(losses)}; TerminateOnNaN stopped training",
+                "",
+            ),
+        )
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
             return Outcome("succeeded", "early_stopping", history=history)
