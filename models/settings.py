@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         max_inline_values: Largest number of numbers inline ``x``/``y`` data may hold.
         max_body_bytes: Largest JSON request body the API accepts.
         broker_polling_interval: Seconds between polls of the embedded broker.
-        progress_interval: Seconds between in-epoch progress writes (and cancel checks).
+        progress_interval: Least seconds between in-epoch progress writes (and cancel checks).
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     max_inline_values: int = Field(default=200_000, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     broker_polling_interval: float = Field(default=0.05, gt=0)
-    progress_interval: float = Field(default=0.5, gt=0)
+    progress_interval: float = Field(default=1.0, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

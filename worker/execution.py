@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,37 +20,6 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
 
 
-class StoreSink:
-    """Adapts the job store to the reporting callback's ``Sink``."""
-
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
-
-    def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
-        return self.store.progress(epoch, step, steps)
-
-    def record_epoch(
-        self,
-        epoch: int,
-        metrics: dict[str, float | None],
-        lr: float | None,
-        duration_s: float,
-        best: dict[str, Any] | None,
-    ) -> bool:
-        return self.store.record_epoch(epoch, metrics, lr, duration_s, best)
-
-    def record_checkpoint(
-        self,
-        epoch: int,
-        path: str,
-        monitor: str | None,
-        value: float | None,
-        is_best: bool,
-        size_bytes: int,
-    ) -> None:
-        self.store.record_checkpoint(epoch, path, monitor, value, is_best, size_bytes)
-
-
 def clip(text: str, head: int = 1000, tail: int = 3000) -> str:
     """Long messages keep both ends: TensorFlow puts the cause at the end."""
     if len(text) <= head + tail:
@@ -65,7 +33,6 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     A job that is not ``queued`` (a duplicate delivery, a cancelled job) is left alone.
     Any training error ends the job ``failed`` with its type, message and traceback.
     """
-    from worker.training.reporting import Sink
     from worker.training.runner import traceback_tail, train
 
     settings = settings or get_settings()
@@ -75,9 +42,8 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         log.info("job %s is not queued; nothing to do", job_id)
         return "skipped"
     spec = JobSpec.model_validate(claim.spec)
-    sink: Sink = StoreSink(store)  # type: ignore[assignment]
     try:
-        outcome = train(spec, settings.job_dir(job_id), sink, settings.progress_interval)
+        outcome = train(spec, settings.job_dir(job_id), store, settings.progress_interval)
     except LostOwnership:
         log.warning("job %s attempt %s lost its claim; stopping", job_id, claim.attempt)
         return "lost"

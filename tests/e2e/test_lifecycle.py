@@ -186,3 +186,13 @@ def test_a_second_delivery_of_a_finished_job_does_nothing(service: Service) -> N
     kinds = [e["kind"] for e in service.client.get(f"/v1/jobs/{job['id']}/history").json()["items"]]
     assert kinds == ["created", "started", "finished"]
     assert len(service.metrics(job["id"])) == 2
+
+
+def test_the_celery_parent_process_never_loads_tensorflow(service: Service) -> None:
+    maps = Path(f"/proc/{service.procs['worker'].pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux /proc to read the worker's loaded libraries")
+    job = service.submit(digits_spec(**{"fit.epochs": 1}))
+    assert service.wait_for(job["id"], timeout=120)["status"] == "succeeded"
+    loaded = maps.read_text()
+    assert "libtensorflow" not in loaded and "_pywrap_tensorflow" not in loaded

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -29,11 +29,13 @@ class MaxRuntimeExceeded(Exception):
     """The job ran past its ``max_runtime_seconds``."""
 
 
-class Sink:
-    """Where the callback reports; the database store in production, a list in a test."""
+class Sink(Protocol):
+    """Where the callback reports: ``worker.jobstore.JobStore``, or a list in a test.
 
-    def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
-        raise NotImplementedError
+    ``progress`` and ``record_epoch`` return whether a cancel was requested.
+    """
+
+    def progress(self, epoch: int, step: int | None, steps: int | None) -> bool: ...
 
     def record_epoch(
         self,
@@ -42,8 +44,7 @@ class Sink:
         lr: float | None,
         duration_s: float,
         best: dict[str, Any] | None,
-    ) -> bool:
-        raise NotImplementedError
+    ) -> bool: ...
 
     def record_checkpoint(
         self,
@@ -53,8 +54,7 @@ class Sink:
         value: float | None,
         is_best: bool,
         size_bytes: int,
-    ) -> None:
-        raise NotImplementedError
+    ) -> None: ...
 
 
 @dataclass
@@ -86,7 +86,8 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         job_dir: The job's folder; checkpoint paths are recorded relative to it.
         checkpoints: The job's ModelCheckpoint callbacks, to see which files they write.
         monitor: The metric whose best epoch the job shows, and its ``mode``.
-        interval: Seconds between progress writes and cancel checks. Defaults to 0.5.
+        interval: Least seconds between two progress writes (each also checks for a
+            cancel). Defaults to 1.
         deadline: ``time.monotonic()`` past which training stops. Defaults to none.
         clock: The clock, ``time.monotonic`` unless a test gives another.
     """
@@ -97,7 +98,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         job_dir: Path,
         checkpoints: list[keras.callbacks.ModelCheckpoint],
         monitor: tuple[str, str],
-        interval: float = 0.5,
+        interval: float = 1.0,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -115,7 +116,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.epoch = 0
         self.steps: int | None = None
         self._epoch_start = 0.0
-        self._last_report = 0.0
+        self._last_report = -math.inf
         self._seen: dict[str, tuple[int, int, int] | None] = {}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -123,16 +124,20 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch + 1
-        self._check(self.sink.progress(self.epoch, 0, self.steps))
-        self._last_report = self.clock()
+        self._report_progress(0)
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._report_progress(batch + 1)
+
+    def _report_progress(self, step: int) -> None:
+        # At most one progress write (and cancel check) per interval; epoch ends
+        # check for a cancel through record_epoch anyway.
         now = self.clock()
         if now - self._last_report < self.interval:
             return
         self._last_report = now
-        self._check(self.sink.progress(self.epoch, batch + 1, self.steps))
+        self._check(self.sink.progress(self.epoch, step, self.steps))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         duration = time.perf_counter() - self._epoch_start

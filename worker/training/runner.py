@@ -83,7 +83,7 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 0.5) -> Outcome:
+def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1.0) -> Outcome:
     """Runs the job described by ``spec``, writing artifacts under ``job_dir``."""
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
