@@ -14,6 +14,7 @@ import yaml
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+UNTYPED = ("", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
 
 
 async def _reply(send: Send, status: int, detail: Any) -> None:
@@ -32,8 +33,15 @@ async def _reply(send: Send, status: int, detail: Any) -> None:
 
 
 class BodyMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, exempt_prefixes: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        exempt_prefixes: tuple[str, ...] = (),
+        spec_paths: tuple[str, ...] = ("/v1/jobs",),
+    ):
         self.app = app
+        self.spec_paths = spec_paths
         self.max_body_bytes = max_body_bytes
         self.exempt_prefixes = exempt_prefixes
 
@@ -76,7 +84,10 @@ class BodyMiddleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
-        if content_type in YAML_TYPES:
+        # curl's --data-binary says form-urlencoded unless told otherwise: a job spec
+        # sent that way is read as YAML (of which JSON is a subset).
+        guessed = content_type in UNTYPED and scope["path"] in self.spec_paths
+        if content_type in YAML_TYPES or guessed:
             try:
                 data = yaml.safe_load(body.decode("utf-8"))
             except (yaml.YAMLError, UnicodeDecodeError) as exc:

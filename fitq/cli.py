@@ -106,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     print(
-        f"fitq: API at http://{args.host}:{args.port}  (docs at "
+        f"fitq: starting the API at http://{args.host}:{args.port}  (docs at "
         f"http://{args.host}:{args.port}/docs)\n"
         f"fitq: one worker on queues {args.queues!r} (pid {worker.pid})\n{_describe(settings)}",
         flush=True,

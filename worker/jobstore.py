@@ -118,7 +118,13 @@ class JobStore:
             row = s.execute(
                 update(Job)
                 .where(self._owned())
-                .values(latest_metrics=metrics, best=best, progress_epoch=epoch, updated_at=now)
+                .values(
+                    latest_metrics=metrics,
+                    best=best,
+                    progress_epoch=epoch,
+                    progress_step=Job.progress_steps,
+                    updated_at=now,
+                )
                 .returning(Job.cancel_requested)
             ).first()
             if row is None:

@@ -54,6 +54,11 @@ def _cached(request: Request, payload: object) -> Response:
         409: {"description": "The Idempotency-Key was used with another spec."},
         422: {"description": "The spec is invalid; `detail` lists each field path and why."},
     },
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/yaml": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}
+        }
+    },
 )
 def submit_job(
     spec: JobSpec,

@@ -105,3 +105,15 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/metrics" in schema["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_a_spec_sent_without_content_type_is_read_as_yaml(client: TestClient) -> None:
+    with open("examples/digits.yaml", "rb") as f:
+        body = f.read()
+    resp = client.post(
+        "/v1/jobs", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert resp.status_code == 201, resp.text
+    schema = client.get("/openapi.json").json()
+    content = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "application/yaml"}

@@ -118,6 +118,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._epoch_start = 0.0
         self._last_report = -math.inf
         self._seen: dict[str, tuple[int, int, int] | None] = {}
+        self.stopped_by: JobCancelled | MaxRuntimeExceeded | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.steps = self.params.get("steps") if self.params else None
@@ -149,7 +150,13 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         )
         for watched in self.watched:
             self._record_checkpoint(watched, epoch, logs, metrics)
-        self._check(cancelled)
+        try:
+            self._check(cancelled)
+        except (JobCancelled, MaxRuntimeExceeded) as stop:
+            # The epoch is complete and recorded: let the other callbacks finish it
+            # (the log line, TensorBoard) and stop before the next one.
+            self.stopped_by = stop
+            self.model.stop_training = True
 
     def _check(self, cancel_requested: bool) -> None:
         if cancel_requested:

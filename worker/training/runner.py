@@ -152,6 +152,8 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1
                 validation_batch_size=fit.validation_batch_size,
                 validation_freq=fit.validation_freq,
             )
+            if reporter.stopped_by is not None:
+                raise reporter.stopped_by
         except JobCancelled:
             print("fitq: cancelled", flush=True)
             return Outcome("cancelled", "cancelled", class_weight=class_weight)
