@@ -21,12 +21,13 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # redelivery after the visibility timeout is harmless; keep it long anyway.
         return {"visibility_timeout": 12 * 3600}
     folder = settings.broker_folder
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": settings.broker_polling_interval,
     }

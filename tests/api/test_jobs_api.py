@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import ROOT
 from tests.factories import digits_spec
 
 
@@ -117,3 +118,11 @@ def test_a_spec_sent_without_content_type_is_read_as_yaml(client: TestClient) ->
     schema = client.get("/openapi.json").json()
     content = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(content) == {"application/json", "application/yaml"}
+
+
+def test_embedded_broker_keeps_all_its_files_in_the_data_dir(client: TestClient, settings) -> None:  # type: ignore[no-untyped-def]
+    assert client.post("/v1/jobs", json=digits_spec()).status_code == 201
+    assert len(list((settings.broker_folder / "queue").iterdir())) == 1
+    # kombu's filesystem transport would put exchange files in the working directory.
+    assert (settings.broker_folder / "control").is_dir()
+    assert not (ROOT / "control").exists()
