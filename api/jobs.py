@@ -55,6 +55,7 @@ def create_job(
         spec_hash=digest,
         created_at=now,
         updated_at=now,
+        dispatched_at=now,
         attempts=0,
         cancel_requested=False,
     )

@@ -96,10 +96,12 @@ class EpochOut(BaseModel):
     lr: float | None
     duration_s: float
     recorded_at: dt.datetime
+    attempt: int | None = Field(description="The attempt that recorded this epoch.")
 
     @classmethod
     def of(cls, row: EpochMetric) -> EpochOut:
         return cls(
+            attempt=row.attempt,
             epoch=row.epoch,
             metrics=row.metrics,
             lr=row.lr,

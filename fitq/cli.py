@@ -1,8 +1,9 @@
 """``fitq``: start the service on its embedded default, or its parts one by one.
 
-fitq up [--host 127.0.0.1] [--port 8000]   migrate, then the API and one worker
+fitq up [--host 127.0.0.1] [--port 8000]   migrate, then the API, one worker, the dispatcher
 fitq api [--host] [--port]                 the API alone
 fitq worker [--queues q1,q2]               one Celery worker (concurrency 1)
+fitq dispatcher                            requeue jobs of dead workers, republish lost ones
 fitq migrate                               bring the database to the latest schema
 """
 
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -93,9 +95,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dispatcher_thread(settings: Settings) -> threading.Event:
+    from models.db import make_engine, make_session_factory
+    from models.dispatch import run_forever
+    from models.queueing import make_celery
+
+    stop = threading.Event()
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    threading.Thread(
+        target=run_forever,
+        args=(factory, make_celery(settings, name="fitq-dispatcher"), settings, stop),
+        name="fitq-dispatcher",
+        daemon=True,
+    ).start()
+    return stop
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = _dispatcher_thread(get_settings())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate(settings)
+    stop_dispatcher = _dispatcher_thread(settings)
     worker = subprocess.Popen(
         [sys.executable, "-m", "fitq", "worker", "--queues", args.queues],
         env={**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
@@ -108,7 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(
         f"fitq: starting the API at http://{args.host}:{args.port}  (docs at "
         f"http://{args.host}:{args.port}/docs)\n"
-        f"fitq: one worker on queues {args.queues!r} (pid {worker.pid})\n{_describe(settings)}",
+        f"fitq: one worker on queues {args.queues!r} (pid {worker.pid}), and the dispatcher\n"
+        f"{_describe(settings)}",
         flush=True,
     )
     try:
@@ -116,6 +150,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        stop_dispatcher.set()
         if worker.poll() is None:
             worker.terminate()
             deadline = time.monotonic() + WORKER_STOP_SECONDS
@@ -146,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="default", help="comma-separated queues (default)")
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+    dispatcher = sub.add_parser(
+        "dispatcher", help="requeue the jobs of dead workers and republish lost messages"
+    )
+    dispatcher.set_defaults(func=cmd_dispatcher)
     migrate = sub.add_parser("migrate", help="migrate the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
     return parser

@@ -19,7 +19,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     if not settings.broker_is_embedded:
         # Long jobs: the database (not the broker) decides whether a job runs, so a
         # redelivery after the visibility timeout is harmless; keep it long anyway.
-        return {"visibility_timeout": 12 * 3600}
+        return {"visibility_timeout": settings.broker_visibility_timeout}
     folder = settings.broker_folder
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)

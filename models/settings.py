@@ -28,6 +28,14 @@ class Settings(BaseSettings):
         max_body_bytes: Largest JSON request body the API accepts.
         broker_polling_interval: Seconds between polls of the embedded broker.
         progress_interval: Least seconds between in-epoch progress writes (and cancel checks).
+        dispatcher_interval: Seconds between two passes of the dispatcher (expired
+            leases, lost messages).
+        requeue_seconds: A queued job whose message is nowhere in the broker after
+            this long is published again.
+        broker_visibility_timeout: Redis redelivers an unacknowledged message after
+            this long; the database, not the broker, keeps a job from running twice.
+        db_retry_seconds: Seconds between retries of a training process's writes
+            while the database does not answer.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -43,6 +51,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     broker_polling_interval: float = Field(default=0.05, gt=0)
     progress_interval: float = Field(default=1.0, gt=0)
+    dispatcher_interval: float = Field(default=2.0, gt=0)
+    requeue_seconds: float = Field(default=60.0, gt=0)
+    broker_visibility_timeout: float = Field(default=12 * 3600, gt=0)
+    db_retry_seconds: float = Field(default=1.0, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -240,6 +240,9 @@ class JobSpec(_Strict):
             fitq picks one and records it in the stored spec.
         max_runtime_seconds: Stop training after this long (``stop_reason:
             max_runtime``). Optional.
+        max_attempts: How many attempts may end without an outcome (a worker
+            killed, frozen or lost) before the job fails. Each new attempt resumes
+            from the last completed epoch. Defaults to 3.
         model: The model source.
         compile: The arguments of ``model.compile()``.
         data: Training, validation and test data.
@@ -251,6 +254,7 @@ class JobSpec(_Strict):
     queue: str = Field(default=DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     max_runtime_seconds: PositiveInt | None = None
+    max_attempts: Annotated[int, Strict(), Field(ge=1, le=20)] = 3
     model: ModelSpec
     compile: CompileSpec
     data: DataSpec

@@ -89,6 +89,11 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts that ended without an outcome (a lost lease, a killed process); the
+    # job fails when they reach the spec's max_attempts.
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     worker: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress_epoch: Mapped[int | None] = mapped_column(Integer)
@@ -104,6 +109,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
 
@@ -117,6 +123,10 @@ class EpochMetric(Base):
     lr: Mapped[float | None] = mapped_column(Float)
     duration_s: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    # The state of EarlyStopping / ModelCheckpoint / ReduceLROnPlateau after this
+    # epoch, so that a resumed attempt continues them.
+    callback_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_id_epoch"),)
 

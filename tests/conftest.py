@@ -9,6 +9,7 @@ under ``CI=true`` they fail instead.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,14 +115,17 @@ class Service:
     backend: Backend
     data_dir: Path
     queue: str
+    extra_env: dict[str, str] = field(default_factory=dict)
     base_url: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    expected_alive: set[str] = field(default_factory=set)
     logs: dict[str, Path] = field(default_factory=dict)
     client: httpx.Client = field(init=False)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FITQ_")}
         env.update(self.backend.env(self.data_dir))
+        env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         return env
@@ -129,6 +133,7 @@ class Service:
     def start_process(self, name: str, *args: str) -> None:
         log = self.data_dir / f"{name}.log"
         self.logs[name] = log
+        self.expected_alive.add(name)
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "fitq", *args],
             cwd=self.data_dir,
@@ -145,13 +150,27 @@ class Service:
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.start_process("api", "api", "--port", str(port))
-        self.start_worker()
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.start_worker()
         self.wait_until(lambda: self._ready(), 60, "the API to answer /readyz")
-        self.wait_until(lambda: "ready." in self.log_text("worker"), 60, "the worker")
 
-    def start_worker(self) -> None:
-        self.start_process("worker", "worker", "--queues", self.queue)
+    def start_worker(self, name: str = "worker") -> None:
+        """Starts a worker and waits until it takes jobs."""
+        self.start_process(name, "worker", "--queues", self.queue)
+        self.wait_until(lambda: "ready." in self.log_text(name), 60, name)
+
+    def start_dispatcher(self) -> None:
+        self.start_process("dispatcher", "dispatcher")
+
+    def pool_children(self, name: str = "worker") -> list[int]:
+        """The pids of a worker's pool processes (where jobs train)."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.procs[name].pid}/task").glob("*"):
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return pids
 
     def _ready(self) -> bool:
         try:
@@ -168,7 +187,7 @@ class Service:
             if check():
                 return
             for name, proc in self.procs.items():
-                if proc.poll() is not None:
+                if proc.poll() is not None and name in self.expected_alive:
                     raise AssertionError(
                         f"{name} exited ({proc.returncode}) while waiting for "
                         f"{what}:\n{self.log_text(name)[-3000:]}"
@@ -208,7 +227,22 @@ class Service:
         items: list[dict[str, Any]] = self.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
         return items
 
+    def kill(self, name: str, sig: int = signal.SIGKILL, children_too: bool = True) -> None:
+        """Sends ``sig`` to a process (and its pool children): a crash, a freeze."""
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.expected_alive.discard(name)
+        pids = (self.pool_children(name) if children_too else []) + [self.procs[name].pid]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
+        if sig == signal.SIGKILL:
+            self.procs[name].wait(timeout=10)
+
     def stop(self) -> None:
+        orphans = [pid for name in self.procs if name.startswith("worker")
+                   for pid in self.pool_children(name)]
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -218,6 +252,11 @@ class Service:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid in orphans:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                continue
         self.client.close()
 
 

@@ -8,9 +8,11 @@ from functools import lru_cache
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_session_factory
+from models.queueing import make_celery, publish_job
 from models.settings import Settings, get_settings
 from models.spec import JobSpec
 from worker.jobstore import JobStore, LostOwnership
+from worker.writer import JobWriter
 
 log = logging.getLogger("fitq.worker")
 
@@ -31,31 +33,59 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     """Claims ``job_id`` and trains it; returns what happened, for the worker's log.
 
     A job that is not ``queued`` (a duplicate delivery, a cancelled job) is left alone.
-    Any training error ends the job ``failed`` with its type, message and traceback.
+    A training error ends the job ``failed`` with its type, message and traceback. A
+    lost claim stops the attempt without writing. A stopping worker (SIGTERM) puts
+    the job back in the queue, to resume after its last recorded epoch.
     """
-    from worker.training.runner import traceback_tail, train
+    from worker.training.reporting import Preempted
+    from worker.training.runner import Resume, traceback_tail, train
 
     settings = settings or get_settings()
-    store = JobStore(session_factory(settings.resolved_database_url), job_id)
+    store = JobStore(
+        session_factory(settings.resolved_database_url), job_id, settings.lease_seconds
+    )
     claim = store.claim(worker)
     if claim is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return "skipped"
     spec = JobSpec.model_validate(claim.spec)
+    writer = JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds)
     try:
-        outcome = train(spec, settings.job_dir(job_id), store, settings.progress_interval)
+        outcome = train(
+            spec,
+            settings.job_dir(job_id),
+            writer,
+            settings.progress_interval,
+            Resume(claim.last_epoch, claim.callback_states),
+        )
+        if outcome.class_weight is not None:
+            writer.call(
+                lambda: store.event("class_weight", f"class_weight used: {outcome.class_weight}")
+            )
+        writer.call(
+            lambda: store.finish(
+                outcome.status,
+                outcome.stop_reason,
+                test_metrics=outcome.test_metrics,
+                error=outcome.error,
+            )
+        )
+        return outcome.status
     except LostOwnership:
         log.warning("job %s attempt %s lost its claim; stopping", job_id, claim.attempt)
         return "lost"
+    except Preempted:
+        log.warning("job %s: worker stopping; putting it back in the queue", job_id)
+        if writer.call(lambda: store.requeue("the worker stopped (SIGTERM); resumes elsewhere")):
+            publish_job(make_celery(settings), job_id, spec.queue)
+        return "requeued"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
-        store.finish(
-            "failed", "error", error=(type(exc).__name__, clip(str(exc)), traceback_tail(exc))
-        )
+        error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
+        try:
+            writer.call(lambda: store.finish("failed", "error", error=error))
+        except LostOwnership:
+            return "lost"
         return "failed"
-    if outcome.class_weight is not None:
-        store.event("class_weight", f"class_weight used: {outcome.class_weight}")
-    store.finish(
-        outcome.status, outcome.stop_reason, test_metrics=outcome.test_metrics, error=outcome.error
-    )
-    return outcome.status
+    finally:
+        writer.close()

@@ -1,15 +1,18 @@
-"""The worker's writes to the job database: claim, progress, epochs, checkpoints, outcome.
+"""The worker's writes to the job database: claim, lease, epochs, checkpoints, outcome.
 
-Every write after the claim names the attempt that made it, so a write from an
-attempt that no longer owns the job changes nothing.
+Every write after the claim is fenced by the attempt that made it: it changes a row
+only while the job is ``running`` under that attempt. A write from an attempt that
+no longer owns the job (its lease expired and another attempt took over, or the job
+was finished) changes nothing and raises ``LostOwnership``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,14 +30,18 @@ from models.tables import (
 
 
 class LostOwnership(Exception):
-    """This attempt no longer owns the job (it was cancelled, reaped or finished)."""
+    """This attempt no longer owns the job (it was reaped, cancelled or finished)."""
 
 
 @dataclass(frozen=True)
 class Claim:
+    """A job taken by this process: its attempt number and what earlier ones left."""
+
     job_id: str
     attempt: int
     spec: dict[str, Any]
+    last_epoch: int | None = None  # the last epoch an earlier attempt recorded
+    callback_states: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _upsert(engine: Engine, table: Any) -> Any:
@@ -42,11 +49,18 @@ def _upsert(engine: Engine, table: Any) -> Any:
 
 
 class JobStore:
-    """Database access for one job, from the process that trains it."""
+    """Database access for one job, from the process that trains it.
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str) -> None:
+    Args:
+        factory: Sessions on the job database.
+        job_id: The job.
+        lease_seconds: How long a claim or heartbeat keeps the job this attempt's.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], job_id: str, lease_seconds: float = 60.0):
         self.factory = factory
         self.job_id = job_id
+        self.lease = dt.timedelta(seconds=lease_seconds)
         self.attempt = 0
 
     def _engine(self) -> Engine:
@@ -64,8 +78,9 @@ class JobStore:
                 .values(
                     status=RUNNING,
                     attempts=Job.attempts + 1,
-                    started_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
                     updated_at=now,
+                    lease_expires_at=now + self.lease,
                     worker=worker,
                 )
                 .returning(Job.attempts, Job.spec)
@@ -73,36 +88,49 @@ class JobStore:
             if res is None:
                 return None
             self.attempt = int(res[0])
+            rows = s.execute(
+                select(EpochMetric.epoch, EpochMetric.callback_state).where(
+                    EpochMetric.job_id == self.job_id
+                )
+            ).all()
+            states = {int(e): dict(st) for e, st in rows if st is not None}
+            last = max((int(e) for e, _ in rows), default=None)
             s.add(
                 JobEvent(
                     job_id=self.job_id,
                     kind="started",
                     attempt=self.attempt,
-                    message=f"attempt {self.attempt} on {worker}",
+                    message=f"attempt {self.attempt} on {worker}"
+                    + (f", after epoch {last} was recorded" if last else ""),
                 )
             )
-            return Claim(self.job_id, self.attempt, dict(res[1]))
+            return Claim(self.job_id, self.attempt, dict(res[1]), last, states)
 
     def _owned(self) -> Any:
         return (Job.id == self.job_id) & (Job.status == RUNNING) & (Job.attempts == self.attempt)
 
+    def _touch(self, s: Session, **values: Any) -> bool:
+        """Updates the job row if this attempt owns it (renewing the lease); returns cancel."""
+        now = utcnow()
+        row = s.execute(
+            update(Job)
+            .where(self._owned())
+            .values(updated_at=now, lease_expires_at=now + self.lease, **values)
+            .returning(Job.cancel_requested)
+        ).first()
+        if row is None:
+            raise LostOwnership(self.job_id)
+        return bool(row[0])
+
+    def heartbeat(self) -> bool:
+        """Renews this attempt's lease; returns whether a cancel was requested."""
+        with transaction(self.factory) as s:
+            return self._touch(s)
+
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
         """Records in-epoch progress; returns whether a cancel was requested."""
         with transaction(self.factory) as s:
-            row = s.execute(
-                update(Job)
-                .where(self._owned())
-                .values(
-                    progress_epoch=epoch,
-                    progress_step=step,
-                    progress_steps=steps,
-                    updated_at=utcnow(),
-                )
-                .returning(Job.cancel_requested)
-            ).first()
-            if row is None:
-                raise LostOwnership(self.job_id)
-            return bool(row[0])
+            return self._touch(s, progress_epoch=epoch, progress_step=step, progress_steps=steps)
 
     def record_epoch(
         self,
@@ -111,44 +139,30 @@ class JobStore:
         lr: float | None,
         duration_s: float,
         best: dict[str, Any] | None,
+        callback_state: dict[str, Any] | None = None,
     ) -> bool:
         """Upserts one epoch's row and the job's summary; returns whether cancel was asked."""
         with transaction(self.factory) as s:
-            now = utcnow()
-            row = s.execute(
-                update(Job)
-                .where(self._owned())
-                .values(
-                    latest_metrics=metrics,
-                    best=best,
-                    progress_epoch=epoch,
-                    progress_step=Job.progress_steps,
-                    updated_at=now,
-                )
-                .returning(Job.cancel_requested)
-            ).first()
-            if row is None:
-                raise LostOwnership(self.job_id)
+            cancel = self._touch(
+                s,
+                latest_metrics=metrics,
+                best=best,
+                progress_epoch=epoch,
+                progress_step=Job.progress_steps,
+            )
+            values = {
+                "metrics": metrics,
+                "lr": lr,
+                "duration_s": duration_s,
+                "recorded_at": utcnow(),
+                "attempt": self.attempt,
+                "callback_state": callback_state,
+            }
             stmt = _upsert(self._engine(), EpochMetric).values(
-                job_id=self.job_id,
-                epoch=epoch,
-                metrics=metrics,
-                lr=lr,
-                duration_s=duration_s,
-                recorded_at=now,
+                job_id=self.job_id, epoch=epoch, **values
             )
-            s.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["job_id", "epoch"],
-                    set_={
-                        "metrics": metrics,
-                        "lr": lr,
-                        "duration_s": duration_s,
-                        "recorded_at": now,
-                    },
-                )
-            )
-            return bool(row[0])
+            s.execute(stmt.on_conflict_do_update(index_elements=["job_id", "epoch"], set_=values))
+            return cancel
 
     def record_checkpoint(
         self,
@@ -160,8 +174,7 @@ class JobStore:
         size_bytes: int,
     ) -> None:
         with transaction(self.factory) as s:
-            if s.execute(select(Job.id).where(self._owned())).first() is None:
-                raise LostOwnership(self.job_id)
+            self._touch(s)
             if is_best:
                 s.execute(
                     update(Checkpoint)
@@ -185,6 +198,28 @@ class JobStore:
         with transaction(self.factory) as s:
             s.add(JobEvent(job_id=self.job_id, kind=kind, message=message, attempt=self.attempt))
 
+    def requeue(self, reason: str) -> bool:
+        """Gives the job back to the queue (a graceful stop), to resume elsewhere."""
+        with transaction(self.factory) as s:
+            now = utcnow()
+            res = s.execute(
+                update(Job)
+                .where(self._owned())
+                .values(
+                    status=QUEUED,
+                    worker=None,
+                    lease_expires_at=None,
+                    dispatched_at=now,
+                    updated_at=now,
+                )
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            s.add(
+                JobEvent(job_id=self.job_id, kind="requeued", attempt=self.attempt, message=reason)
+            )
+            return True
+
     def finish(
         self,
         status: str,
@@ -202,6 +237,7 @@ class JobStore:
                 "stop_reason": stop_reason,
                 "finished_at": now,
                 "updated_at": now,
+                "lease_expires_at": None,
                 "test_metrics": test_metrics,
             }
             if error is not None:

@@ -19,6 +19,7 @@ class ListSink:
         self.epochs: list[tuple[int, dict[str, Any], float | None]] = []
         self.checkpoints: list[tuple[int, str, bool, int]] = []
         self.cancel_after = cancel_after_progress
+        self.backups: list[Any] = []
 
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
         self.progress_calls.append((epoch, step, steps))
@@ -31,9 +32,13 @@ class ListSink:
         lr: float | None,
         duration_s: float,
         best: dict[str, Any] | None,
+        callback_state: dict[str, Any] | None = None,
     ) -> bool:
         self.epochs.append((epoch, metrics, lr))
         return False
+
+    def save_backup(self, write: Any) -> None:
+        self.backups.append(write())
 
     def record_checkpoint(
         self,

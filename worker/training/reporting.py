@@ -7,8 +7,10 @@ clock unless ``interval`` seconds have passed.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import keras
 import numpy as np
 
 from models.catalog import monitor_direction
+from worker.training.resume import callback_state, snapshot, write_backup
 
 
 class JobCancelled(Exception):
@@ -29,11 +32,23 @@ class MaxRuntimeExceeded(Exception):
     """The job ran past its ``max_runtime_seconds``."""
 
 
-class Sink(Protocol):
-    """Where the callback reports: ``worker.jobstore.JobStore``, or a list in a test.
+class Preempted(Exception):
+    """The worker is stopping (SIGTERM): the job goes back to the queue."""
 
-    ``progress`` and ``record_epoch`` return whether a cancel was requested.
+
+# Set by the worker's SIGUSR2 handler when its Celery parent is shutting down.
+PREEMPT = threading.Event()
+
+
+class Sink(Protocol):
+    """Where the callback reports: ``worker.writer.JobWriter``, or a list in a test.
+
+    ``progress`` and ``record_epoch`` return whether a cancel was requested. Writes
+    happen in the order they are made: an epoch's checkpoints and backup before its
+    row, so a recorded epoch always has them.
     """
+
+    def save_backup(self, write: Callable[[], Any]) -> None: ...
 
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool: ...
 
@@ -44,6 +59,7 @@ class Sink(Protocol):
         lr: float | None,
         duration_s: float,
         best: dict[str, Any] | None,
+        callback_state: dict[str, Any] | None = None,
     ) -> bool: ...
 
     def record_checkpoint(
@@ -90,6 +106,8 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
             cancel). Defaults to 1.
         deadline: ``time.monotonic()`` past which training stops. Defaults to none.
         clock: The clock, ``time.monotonic`` unless a test gives another.
+        backup_callbacks: The spec's Keras callbacks, whose state goes with each
+            epoch's backup; ``None`` to take no backups.
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         interval: float = 1.0,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backup_callbacks: list[Any] | None = None,
     ) -> None:
         super().__init__()
         self.sink = sink
@@ -119,6 +138,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._last_report = -math.inf
         self._seen: dict[str, tuple[int, int, int] | None] = {}
         self.stopped_by: JobCancelled | MaxRuntimeExceeded | None = None
+        self.backup_callbacks = backup_callbacks
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.steps = self.params.get("steps") if self.params else None
@@ -129,7 +149,15 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if PREEMPT.is_set():
+            raise Preempted()
         self._report_progress(batch + 1)
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Continues the best-so-far bookkeeping of an earlier attempt."""
+        self.best = state.get("best")
+        for watched, best in zip(self.watched, state.get("watched", []), strict=False):
+            watched.best = best
 
     def _report_progress(self, step: int) -> None:
         # At most one progress write (and cancel check) per interval; epoch ends
@@ -145,11 +173,18 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         logs = logs or {}
         metrics = {key: _number(value) for key, value in logs.items()}
         self._update_best(metrics)
-        cancelled = self.sink.record_epoch(
-            self.epoch, metrics, self._learning_rate(), duration, self.best
-        )
         for watched in self.watched:
             self._record_checkpoint(watched, epoch, logs, metrics)
+        state: dict[str, Any] | None = None
+        if self.backup_callbacks is not None:
+            state = callback_state(self.backup_callbacks)
+            state["reporter"] = {"best": self.best, "watched": [w.best for w in self.watched]}
+            snap = snapshot(self.model, self.epoch, self.backup_callbacks)
+            self.sink.save_backup(functools.partial(write_backup, self.job_dir, snap))
+        # The epoch's row goes last: a recorded epoch has its checkpoints and backup.
+        cancelled = self.sink.record_epoch(
+            self.epoch, metrics, self._learning_rate(), duration, self.best, state
+        )
         try:
             self._check(cancelled)
         except (JobCancelled, MaxRuntimeExceeded) as stop:

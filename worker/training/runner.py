@@ -36,6 +36,7 @@ from worker.training.reporting import (
     ReportingCallback,
     Sink,
 )
+from worker.training.resume import Snapshot, StateRestorer, load_backup, restore
 
 LOG_FILE = "train.log"
 TRACEBACK_TAIL_FRAMES = 8
@@ -83,8 +84,26 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1.0) -> Outcome:
-    """Runs the job described by ``spec``, writing artifacts under ``job_dir``."""
+@dataclass
+class Resume:
+    """What earlier attempts left: the last epoch recorded, and each epoch's callback state."""
+
+    last_epoch: int | None = None
+    callback_states: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def train(
+    spec: JobSpec,
+    job_dir: Path,
+    sink: Sink,
+    progress_interval: float = 1.0,
+    resume: Resume | None = None,
+) -> Outcome:
+    """Runs the job described by ``spec``, writing artifacts under ``job_dir``.
+
+    With ``resume``, continues after the newest good backup of an epoch that the
+    database recorded, with the model, optimizer and callback state of that epoch.
+    """
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
@@ -118,14 +137,27 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1
     keras_callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
     checkpoints = [cb for cb in keras_callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
     has_validation = data.validation is not None or fit.validation_split > 0
+    initial_epoch = fit.initial_epoch
+    restorer: list[keras.callbacks.Callback] = []
+    resumed, resume_note = _resume_point(model, job_dir, fit.initial_epoch, resume)
     reporter = ReportingCallback(
         sink,
         job_dir,
         checkpoints,
         monitored(spec, has_validation),
+        backup_callbacks=keras_callbacks,
         interval=progress_interval,
         deadline=deadline,
     )
+    if resumed is not None:
+        restore(model, resumed)
+        initial_epoch = resumed.epoch
+        state = (resume.callback_states if resume else {}).get(resumed.epoch, {})
+        restorer.append(StateRestorer(keras_callbacks, state, resumed))
+        reporter.restore_state(state.get("reporter", {}))
+        for cb in keras_callbacks:
+            if isinstance(cb, keras.callbacks.CSVLogger):
+                cb.append = True
     validation_data = (data.validation.x, data.validation.y) if data.validation else None
 
     outcome: Outcome
@@ -134,6 +166,8 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1
         contextlib.redirect_stdout(log),
     ):
         print(f"fitq: training with seed {spec.seed} on {len(x)} samples", flush=True)
+        if resume_note:
+            print(f"fitq: {resume_note}", flush=True)
         try:
             history = model.fit(
                 x,
@@ -141,12 +175,12 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1
                 batch_size=fit.batch_size,
                 epochs=fit.epochs,
                 verbose=fit.verbose,
-                callbacks=[*keras_callbacks, reporter],
+                callbacks=[*keras_callbacks, *restorer, reporter],
                 validation_split=fit.validation_split,
                 validation_data=validation_data,
                 shuffle=fit.shuffle,
                 class_weight=class_weight,
-                initial_epoch=fit.initial_epoch,
+                initial_epoch=initial_epoch,
                 steps_per_epoch=fit.steps_per_epoch,
                 validation_steps=fit.validation_steps,
                 validation_batch_size=fit.validation_batch_size,
@@ -183,6 +217,19 @@ def train(spec: JobSpec, job_dir: Path, sink: Sink, progress_interval: float = 1
             print(f"fitq: test {outcome.test_metrics}", flush=True)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
     return outcome
+
+
+def _resume_point(
+    model: keras.Model, job_dir: Path, initial_epoch: int, resume: Resume | None
+) -> tuple[Snapshot | None, str]:
+    if resume is None or not resume.last_epoch or resume.last_epoch <= initial_epoch:
+        return None, ""
+    snap = load_backup(job_dir, model, resume.last_epoch)
+    if snap is None or snap.epoch <= initial_epoch:
+        return None, f"no usable backup up to epoch {resume.last_epoch}; starting over"
+    return snap, (
+        f"resuming after epoch {snap.epoch} (the last recorded epoch is {resume.last_epoch})"
+    )
 
 
 def _finite(value: Any) -> float | None:
