@@ -19,7 +19,12 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     if not settings.broker_is_embedded:
         # Long jobs: the database (not the broker) decides whether a job runs, so a
         # redelivery after the visibility timeout is harmless; keep it long anyway.
-        return {"visibility_timeout": settings.broker_visibility_timeout}
+        timeout = settings.broker_visibility_timeout
+        # kombu sweeps for messages past their visibility timeout every interval x
+        # throttle seconds (100 s by default); sweep at least twice per timeout.
+        sweep = max(1.0, min(10.0, timeout / 2))
+        return {"visibility_timeout": timeout, "unacked_restore_interval": sweep,
+                "unacked_restore_throttle": 1 if timeout < 200 else 10}
     folder = settings.broker_folder
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
