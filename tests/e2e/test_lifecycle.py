@@ -196,3 +196,24 @@ def test_the_celery_parent_process_never_loads_tensorflow(service: Service) -> N
     assert service.wait_for(job["id"], timeout=120)["status"] == "succeeded"
     loaded = maps.read_text()
     assert "libtensorflow" not in loaded and "_pywrap_tensorflow" not in loaded
+
+
+def test_max_runtime_stops_the_job_and_keeps_its_checkpoints(service: Service) -> None:
+    spec = digits_spec(
+        **{
+            "max_runtime_seconds": 2,
+            "fit.epochs": 500,
+            "fit.batch_size": 8,
+            "callbacks": [
+                {"type": "ModelCheckpoint", "filepath": "e{epoch:03d}.keras", "monitor": "loss"}
+            ],
+        }
+    )
+    done = service.wait_for(service.submit(spec)["id"], timeout=120)
+    assert done["status"] == "failed" and done["stop_reason"] == "max_runtime"
+    assert done["error"]["type"] == "MaxRuntimeExceeded"
+    rows = service.metrics(done["id"])
+    checkpoints = service.client.get(f"/v1/jobs/{done['id']}/checkpoints").json()["items"]
+    assert 0 < len(rows) < 500 and len(checkpoints) == len(rows)
+    job_dir = service.data_dir / "artifacts" / "jobs" / done["id"]
+    assert all((job_dir / c["path"]).is_file() for c in checkpoints)
