@@ -1,8 +1,12 @@
 """ASGI middleware: caps request bodies and lets job specs arrive as YAML.
 
-Starlette caps neither; a body past ``max_body_bytes`` answers 413 before it is
-read whole. A ``Content-Type: application/yaml`` body is parsed and handed on as
-JSON, so ``curl --data-binary @examples/digits.yaml`` submits a spec as it is.
+Starlette caps neither request bodies nor uploaded file parts. Here a body past its
+limit answers 413: at once when ``Content-Length`` says so, else as soon as the
+bytes received pass it (uploads are counted as they stream, never held in memory).
+Limits: ``FITQ_MAX_UPLOAD_BYTES`` for ``POST /v1/datasets`` (plus room for the
+multipart framing), ``FITQ_MAX_BODY_BYTES`` for everything else. A job spec sent as
+YAML (``Content-Type: application/yaml``, or no usable type, as curl's
+``--data-binary`` sends it) is parsed and handed on as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 UNTYPED = ("", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
+MULTIPART_SLACK = 1 << 20
 
 
 async def _reply(send: Send, status: int, detail: Any) -> None:
@@ -37,36 +42,82 @@ class BodyMiddleware:
         self,
         app: ASGIApp,
         max_body_bytes: int,
-        exempt_prefixes: tuple[str, ...] = (),
+        max_upload_bytes: int,
+        upload_paths: tuple[str, ...] = ("/v1/datasets",),
         spec_paths: tuple[str, ...] = ("/v1/jobs",),
-    ):
+    ) -> None:
         self.app = app
-        self.spec_paths = spec_paths
         self.max_body_bytes = max_body_bytes
-        self.exempt_prefixes = exempt_prefixes
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_paths = upload_paths
+        self.spec_paths = spec_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE")
-            or scope["path"].startswith(self.exempt_prefixes)
-        ):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
+        if scope["path"] in self.upload_paths:
+            limit, setting = self.max_upload_bytes + MULTIPART_SLACK, "FITQ_MAX_UPLOAD_BYTES"
+        else:
+            limit, setting = self.max_body_bytes, "FITQ_MAX_BODY_BYTES"
         headers = dict(scope["headers"])
-        limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reply(
                 send,
                 413,
-                f"request body of {int(declared)} bytes is over the limit of "
-                f"{limit} bytes (FITQ_MAX_BODY_BYTES)",
+                f"request body of {int(declared)} bytes is over the limit "
+                f"of {limit} bytes ({setting})",
             )
             return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
+        # curl's --data-binary says form-urlencoded unless told otherwise: a job spec
+        # sent that way is read as YAML (of which JSON is a subset).
+        guessed = content_type in UNTYPED and scope["path"] in self.spec_paths
+        if content_type in YAML_TYPES or guessed:
+            await self._yaml(scope, receive, send, limit, setting)
+        else:
+            await self._counted(scope, receive, send, limit, setting)
+
+    async def _counted(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str
+    ) -> None:
+        """Streams the body through, answering 413 once it passes ``limit``."""
+        state = {"size": 0, "over": False, "started": False}
+
+        async def counting_receive() -> Message:
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["size"] += len(message.get("body", b""))
+                if state["size"] > limit:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if state["over"]:
+                    return
+                state["started"] = True
+            if state["over"] and not state["started"]:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["started"]:
+            await _reply(send, 413, f"request body is over the limit of {limit} bytes ({setting})")
+
+    async def _yaml(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str
+    ) -> None:
         chunks: list[bytes] = []
-        size = 0
-        more = True
+        size, more = 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":
@@ -75,58 +126,47 @@ class BodyMiddleware:
             size += len(chunk)
             if size > limit:
                 await _reply(
-                    send,
-                    413,
-                    f"request body is over the limit of {limit} bytes (FITQ_MAX_BODY_BYTES)",
+                    send, 413, f"request body is over the limit of {limit} bytes ({setting})"
                 )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
-        # curl's --data-binary says form-urlencoded unless told otherwise: a job spec
-        # sent that way is read as YAML (of which JSON is a subset).
-        guessed = content_type in UNTYPED and scope["path"] in self.spec_paths
-        if content_type in YAML_TYPES or guessed:
-            try:
-                data = yaml.safe_load(body.decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                await _reply(
-                    send,
-                    422,
-                    [
-                        {
-                            "loc": ["body"],
-                            "type": "yaml_invalid",
-                            "msg": f"the body is not valid YAML: {exc}",
-                        }
-                    ],
-                )
-                return
-            try:
-                body = json.dumps(data, allow_nan=False).encode()
-            except (TypeError, ValueError) as exc:
-                await _reply(
-                    send,
-                    422,
-                    [
-                        {
-                            "loc": ["body"],
-                            "type": "yaml_invalid",
-                            "msg": "the YAML holds a value JSON cannot (a date, "
-                            f"binary data or NaN); expected numbers, strings, "
-                            f"lists and maps: {exc}",
-                        }
-                    ],
-                )
-                return
-            scope = dict(scope)
-            scope["headers"] = [
-                (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
-            ] + [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
+        try:
+            data = yaml.safe_load(b"".join(chunks).decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            await _reply(
+                send,
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "type": "yaml_invalid",
+                        "msg": f"the body is not valid YAML: {exc}",
+                    }
+                ],
+            )
+            return
+        try:
+            body = json.dumps(data, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            await _reply(
+                send,
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "type": "yaml_invalid",
+                        "msg": "the YAML holds a value JSON cannot (a date, binary "
+                        "data or NaN); expected numbers, strings, lists and maps: "
+                        f"{exc}",
+                    }
+                ],
+            )
+            return
+        scope = dict(scope)
+        scope["headers"] = [
+            (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
+        ] + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         sent = False
 
         async def replay() -> Message:

@@ -14,10 +14,21 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.datasets import BUILTIN_PREFIX
 from models.errors import Conflict, NotFound
 from models.settings import Settings
 from models.spec import JobSpec
-from models.tables import CANCELLED, FINISHED, QUEUED, RUNNING, Job, JobEvent, utcnow
+from models.tables import (
+    CANCELLED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    Dataset,
+    Job,
+    JobDataset,
+    JobEvent,
+    utcnow,
+)
 from models.validation import check_spec
 
 
@@ -39,7 +50,7 @@ def create_job(
         existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _same_spec(existing, digest, idempotency_key), False
-    warnings = check_spec(spec, settings)
+    warnings = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id))
     stored = spec.model_copy(
         update={"seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31)}
     )
@@ -59,11 +70,18 @@ def create_job(
         attempts=0,
         cancel_requested=False,
     )
+    used = {
+        ref.dataset
+        for ref in (spec.data.train, spec.data.validation, spec.data.test)
+        if ref is not None and ref.dataset and not ref.dataset.startswith(BUILTIN_PREFIX)
+    }
     session.add(job)
     session.add(
         JobEvent(job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=now)
     )
     try:
+        session.flush()
+        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -72,6 +90,11 @@ def create_job(
             raise
         return _same_spec(existing, digest, idempotency_key or ""), False
     return job, True
+
+
+def _dataset_info(session: Session, dataset_id: str) -> dict[str, Any] | None:
+    row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
+    return dict(row.info) if row is not None else None
 
 
 def _same_spec(job: Job, digest: str, key: str) -> Job:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.body import BodyMiddleware
-from api.routes import health, jobs
+from api.routes import datasets, health, jobs
 from models.db import make_engine, make_session_factory
 from models.migrate import check_migrated
 from models.queueing import make_celery
@@ -39,10 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
 
     app = FastAPI(title="fitq", version="1", description=DESCRIPTION, lifespan=lifespan)
-    app.add_middleware(BodyMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     return app
 
 

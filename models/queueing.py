@@ -23,8 +23,11 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # kombu sweeps for messages past their visibility timeout every interval x
         # throttle seconds (100 s by default); sweep at least twice per timeout.
         sweep = max(1.0, min(10.0, timeout / 2))
-        return {"visibility_timeout": timeout, "unacked_restore_interval": sweep,
-                "unacked_restore_throttle": 1 if timeout < 200 else 10}
+        return {
+            "visibility_timeout": timeout,
+            "unacked_restore_interval": sweep,
+            "unacked_restore_throttle": 1 if timeout < 200 else 10,
+        }
     folder = settings.broker_folder
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
             this long; the database, not the broker, keeps a job from running twice.
         db_retry_seconds: Seconds between retries of a training process's writes
             while the database does not answer.
+        max_upload_bytes: Largest dataset file ``POST /v1/datasets`` accepts (413 beyond).
+        max_dataset_bytes: Largest total size of a dataset's arrays or images once
+            decompressed.
+        max_compression_ratio: Largest ratio of a member's decompressed to compressed
+            size in an uploaded archive (a zip bomb's is in the thousands).
+        worker_memory_budget: Datasets larger than this train from disk, a batch at
+            a time, instead of being loaded whole.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -55,6 +62,10 @@ class Settings(BaseSettings):
     requeue_seconds: float = Field(default=60.0, gt=0)
     broker_visibility_timeout: float = Field(default=12 * 3600, gt=0)
     db_retry_seconds: float = Field(default=1.0, gt=0)
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_dataset_bytes: int = Field(default=8 * 1024**3, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    worker_memory_budget: int = Field(default=2 * 1024**3, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

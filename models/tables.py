@@ -158,3 +158,27 @@ class JobEvent(Base):
     attempt: Mapped[int | None] = mapped_column(Integer)
 
     job: Mapped[Job] = relationship(lazy="raise")
+
+
+class Dataset(Base):
+    """An uploaded dataset: arrays (``.npz``) or an image folder archive."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # Per split ("train", "validation", "test"): samples, shapes, dtypes, classes.
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class JobDataset(Base):
+    """Which datasets a job uses, so that a dataset in use cannot be deleted."""
+
+    __tablename__ = "job_datasets"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,19 +66,35 @@ class _Problems:
             self.add(loc + tuple(err["loc"]), f"{err['msg']}{shown}", err["type"])
 
 
-def check_spec(spec: JobSpec, settings: Settings) -> list[str]:
-    """Raises ``SpecError`` listing every problem; returns warnings for a runnable spec."""
+DatasetLookup = Callable[[str], dict[str, Any] | None]
+
+
+def uploaded_split(split: str) -> str:
+    """The part of an uploaded dataset a ``split`` names (``all`` is its training arrays)."""
+    return "train" if split == "all" else split
+
+
+def check_spec(
+    spec: JobSpec, settings: Settings, datasets: DatasetLookup | None = None
+) -> list[str]:
+    """Raises ``SpecError`` listing every problem; returns warnings for a runnable spec.
+
+    ``datasets`` looks up an uploaded dataset's per-split metadata by id.
+    """
     problems = _Problems()
+    lookup: DatasetLookup = datasets or (lambda _id: None)
     warnings: list[str] = []
 
-    train = _data_info(spec.data.train, ("data", "train"), settings, problems)
+    train = _data_info(spec.data.train, ("data", "train"), settings, problems, lookup)
     validation = (
-        _data_info(spec.data.validation, ("data", "validation"), settings, problems)
+        _data_info(spec.data.validation, ("data", "validation"), settings, problems, lookup)
         if spec.data.validation
         else None
     )
     test = (
-        _data_info(spec.data.test, ("data", "test"), settings, problems) if spec.data.test else None
+        _data_info(spec.data.test, ("data", "test"), settings, problems, lookup)
+        if spec.data.test
+        else None
     )
     for info, loc in ((validation, ("data", "validation")), (test, ("data", "test"))):
         if info and train and info.feature_shape != train.feature_shape:
@@ -116,9 +133,11 @@ def log_keys(spec: JobSpec) -> list[str]:
     return keys
 
 
-def _data_info(ref: DataRef, loc: Loc, settings: Settings, problems: _Problems) -> DataInfo | None:
+def _data_info(
+    ref: DataRef, loc: Loc, settings: Settings, problems: _Problems, lookup: DatasetLookup
+) -> DataInfo | None:
     if ref.dataset is not None:
-        info = _dataset_info(ref, loc, problems)
+        info = _dataset_info(ref, loc, problems, lookup)
     else:
         info = _inline_info(ref, loc, settings, problems)
     if info and ref.take is not None:
@@ -132,11 +151,32 @@ def _data_info(ref: DataRef, loc: Loc, settings: Settings, problems: _Problems) 
     return info
 
 
-def _dataset_info(ref: DataRef, loc: Loc, problems: _Problems) -> DataInfo | None:
+def _dataset_info(
+    ref: DataRef, loc: Loc, problems: _Problems, lookup: DatasetLookup
+) -> DataInfo | None:
     name = ref.dataset or ""
+    uploaded = None if name.startswith(BUILTIN_PREFIX) else lookup(name)
+    if uploaded is not None:
+        part = uploaded.get(uploaded_split(ref.split))
+        if part is None:
+            problems.add(
+                loc + ("split",),
+                f"dataset {name} has no {ref.split} arrays; it has {sorted(uploaded)}",
+            )
+            return None
+        counts = part.get("class_counts")
+        return DataInfo(
+            int(part["n_samples"]),
+            tuple(part["x_shape"]) or (1,),
+            part.get("n_classes"),
+            tuple(counts) if counts else None,
+        )
     if not name.startswith(BUILTIN_PREFIX) or name[len(BUILTIN_PREFIX) :] not in BUILTIN_DATASETS:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
-        problems.add(loc + ("dataset",), f"unknown dataset {name!r}, expected one of {known}")
+        problems.add(
+            loc + ("dataset",),
+            f"unknown dataset {name!r}, expected one of {known} or the id of an uploaded dataset",
+        )
         return None
     ds = BUILTIN_DATASETS[name[len(BUILTIN_PREFIX) :]]
     n = len(split_indices(ds.n_samples, ref.split))

@@ -11,6 +11,7 @@ from models.db import make_engine, make_session_factory
 from models.queueing import make_celery, publish_job
 from models.settings import Settings, get_settings
 from models.spec import JobSpec
+from models.uploads import datasets_dir
 from worker.jobstore import JobStore, LostOwnership
 from worker.writer import JobWriter
 
@@ -57,6 +58,8 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
             writer,
             settings.progress_interval,
             Resume(claim.last_epoch, claim.callback_states),
+            datasets_dir(settings),
+            settings.worker_memory_budget,
         )
         if outcome.class_weight is not None:
             writer.call(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.spec import DataRef, DataSpec
+from worker.training.streaming import NpyRows
 
 
 @dataclass
@@ -18,9 +20,9 @@ class Arrays:
 
 @dataclass
 class JobData:
-    train: Arrays
-    validation: Arrays | None
-    test: Arrays | None
+    train: Arrays | DiskArrays
+    validation: Arrays | DiskArrays | None
+    test: Arrays | DiskArrays | None
     n_classes: int | None  # None for real-valued targets
 
 
@@ -46,7 +48,46 @@ def load_builtin(name: str) -> Arrays:
     return Arrays(features, np.asarray(bunch.target, dtype=np.int64))
 
 
-def load_ref(ref: DataRef) -> Arrays:
+@dataclass
+class DiskArrays:
+    """An uploaded dataset too large for memory: inputs stay on disk, labels load."""
+
+    x: NpyRows
+    y: np.ndarray
+    stop: int  # rows [0, stop) of the file (``take``)
+
+
+Data = Arrays | DiskArrays
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    if y.dtype.kind in "biu":
+        return y.astype(np.int64)
+    return y.astype(np.float32)
+
+
+def load_uploaded(ref: DataRef, root: Path, memory_budget: int) -> Data:
+    from models.uploads import SPLIT_ARRAYS
+    from models.validation import uploaded_split
+
+    xn, yn = SPLIT_ARRAYS[uploaded_split(ref.split)]
+    folder = root / str(ref.dataset)
+    stop = ref.take
+    y = _labels(np.load(folder / f"{yn}.npy", allow_pickle=False)[:stop])
+    rows = NpyRows(folder / f"{xn}.npy")
+    stop = min(stop or len(rows), len(rows))
+    if rows.row_bytes * stop + y.nbytes > memory_budget:
+        return DiskArrays(rows, y, stop)
+    x = np.load(folder / f"{xn}.npy", allow_pickle=False)[:stop]
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)
+    return Arrays(x, y)
+
+
+def load_ref(ref: DataRef, root: Path | None = None, memory_budget: int = 2**62) -> Data:
+    if ref.dataset is not None and not ref.dataset.startswith(BUILTIN_PREFIX):
+        assert root is not None, "uploaded datasets need the datasets folder"
+        return load_uploaded(ref, root, memory_budget)
     if ref.dataset is not None:
         name = ref.dataset.removeprefix(BUILTIN_PREFIX)
         whole = load_builtin(name)
@@ -64,20 +105,20 @@ def load_ref(ref: DataRef) -> Arrays:
     return arrays
 
 
-def load_job_data(spec: DataSpec) -> JobData:
-    train = load_ref(spec.train)
-    validation = load_ref(spec.validation) if spec.validation else None
-    test = load_ref(spec.test) if spec.test else None
+def load_job_data(spec: DataSpec, root: Path | None = None, memory_budget: int = 2**62) -> JobData:
+    train = load_ref(spec.train, root, memory_budget)
+    validation = load_ref(spec.validation, root, memory_budget) if spec.validation else None
+    test = load_ref(spec.test, root, memory_budget) if spec.test else None
     n_classes: int | None = None
     if train.y.dtype.kind == "i":
         builtin = spec.train.dataset
-        if builtin is not None:
+        if builtin is not None and builtin.startswith(BUILTIN_PREFIX):
             n_classes = BUILTIN_DATASETS[builtin.removeprefix(BUILTIN_PREFIX)].n_classes
         else:
             n_classes = 1 + max(
                 int(a.y.max())
                 for a in (train, validation, test)
-                if a is not None and a.y.dtype.kind == "i"
+                if a is not None and a.y.dtype.kind == "i" and len(a.y)
             )
     return JobData(train, validation, test, n_classes)
 

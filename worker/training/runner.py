@@ -29,7 +29,13 @@ from models.spec import (
 )
 from worker.training.architectures import build_model
 from worker.training.callbacks import build_callback
-from worker.training.data import balanced_class_weight, load_job_data
+from worker.training.data import (
+    Data,
+    DiskArrays,
+    JobData,
+    balanced_class_weight,
+    load_job_data,
+)
 from worker.training.reporting import (
     JobCancelled,
     MaxRuntimeExceeded,
@@ -37,6 +43,7 @@ from worker.training.reporting import (
     Sink,
 )
 from worker.training.resume import Snapshot, StateRestorer, load_backup, restore
+from worker.training.streaming import RowsDataset
 
 LOG_FILE = "train.log"
 TRACEBACK_TAIL_FRAMES = 8
@@ -98,6 +105,8 @@ def train(
     sink: Sink,
     progress_interval: float = 1.0,
     resume: Resume | None = None,
+    datasets_root: Path | None = None,
+    memory_budget: int = 2**62,
 ) -> Outcome:
     """Runs the job described by ``spec``, writing artifacts under ``job_dir``.
 
@@ -110,7 +119,7 @@ def train(
     assert spec.seed is not None, "the API records a seed in every stored spec"
     seed_everything(spec.seed)
 
-    data = load_job_data(spec.data)
+    data = load_job_data(spec.data, datasets_root, memory_budget)
     x, y = data.train.x, data.train.y
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
@@ -158,7 +167,7 @@ def train(
         for cb in keras_callbacks:
             if isinstance(cb, keras.callbacks.CSVLogger):
                 cb.append = True
-    validation_data = (data.validation.x, data.validation.y) if data.validation else None
+    inputs = _fit_inputs(data, spec)
 
     outcome: Outcome
     with (
@@ -170,20 +179,14 @@ def train(
             print(f"fitq: {resume_note}", flush=True)
         try:
             history = model.fit(
-                x,
-                y,
-                batch_size=fit.batch_size,
+                **inputs,
                 epochs=fit.epochs,
                 verbose=fit.verbose,
                 callbacks=[*keras_callbacks, *restorer, reporter],
-                validation_split=fit.validation_split,
-                validation_data=validation_data,
-                shuffle=fit.shuffle,
                 class_weight=class_weight,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=fit.steps_per_epoch,
                 validation_steps=fit.validation_steps,
-                validation_batch_size=fit.validation_batch_size,
                 validation_freq=fit.validation_freq,
             )
             if reporter.stopped_by is not None:
@@ -207,9 +210,7 @@ def train(
         outcome.class_weight = class_weight
         if outcome.status == "succeeded" and data.test is not None:
             result = model.evaluate(
-                data.test.x,
-                data.test.y,
-                batch_size=fit.validation_batch_size or fit.batch_size,
+                **_eval_inputs(data.test, spec, fit.validation_batch_size or fit.batch_size),
                 verbose=0,
                 return_dict=True,
             )
@@ -217,6 +218,80 @@ def train(
             print(f"fitq: test {outcome.test_metrics}", flush=True)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
     return outcome
+
+
+def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[str, Any]:
+    if isinstance(arrays, DiskArrays):
+        seq = RowsDataset(
+            arrays.x,
+            arrays.y,
+            0,
+            arrays.stop,
+            batch_size or 32,
+            shuffle=False,
+            seed=0,
+            workers=spec.fit.workers,
+            use_multiprocessing=spec.fit.use_multiprocessing,
+        )
+        return {"x": seq}
+    return {"x": arrays.x, "y": arrays.y, "batch_size": batch_size}
+
+
+def _validation_input(validation: Data | None, spec: JobSpec, batch_size: int | None) -> Any:
+    if validation is None:
+        return None
+    if isinstance(validation, DiskArrays):
+        return _eval_inputs(validation, spec, batch_size)["x"]
+    return (validation.x, validation.y)
+
+
+def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
+    """fit()'s data arguments: the arrays themselves, as a plain script passes them,
+    or, for data larger than the memory budget, datasets that read it from disk."""
+    fit = spec.fit
+    val_batch = fit.validation_batch_size or fit.batch_size
+    if not isinstance(data.train, DiskArrays):
+        return {
+            "x": data.train.x,
+            "y": data.train.y,
+            "batch_size": fit.batch_size,
+            "shuffle": fit.shuffle,
+            "validation_split": fit.validation_split,
+            "validation_batch_size": fit.validation_batch_size,
+            "validation_data": _validation_input(data.validation, spec, val_batch),
+        }
+    train, batch = data.train, fit.batch_size or 32
+    # Keras' validation_split: the last fraction, before any shuffling.
+    n_fit = int(train.stop * (1 - fit.validation_split)) if fit.validation_split else train.stop
+    assert spec.seed is not None
+    inputs: dict[str, Any] = {
+        "x": RowsDataset(
+            train.x,
+            train.y,
+            0,
+            n_fit,
+            batch,
+            fit.shuffle,
+            spec.seed,
+            fit.workers,
+            fit.use_multiprocessing,
+        )
+    }
+    if fit.validation_split:
+        inputs["validation_data"] = RowsDataset(
+            train.x,
+            train.y,
+            n_fit,
+            train.stop,
+            val_batch or batch,
+            False,
+            0,
+            fit.workers,
+            fit.use_multiprocessing,
+        )
+    else:
+        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
+    return inputs
 
 
 def _resume_point(

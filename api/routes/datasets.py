@@ -1,0 +1,143 @@
+"""Datasets: upload a ``.npz``, list, read, delete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import SessionDep, SettingsDep
+from models.errors import NotFound
+from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
+from models.uploads import UploadError, dataset_dir, store_npz
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+class DatasetOut(BaseModel):
+    id: str = Field(description="Use it in a job spec as {dataset: <id>}.")
+    name: str | None
+    kind: str = Field(description="npz")
+    created_at: dt.datetime
+    size_bytes: int = Field(description="Size of the uploaded file.")
+    sha256: str
+    splits: dict[str, Any] = Field(
+        description="Per split (train, validation, test): n_samples, x_shape, x_dtype, "
+        "y_shape, y_dtype, bytes, n_classes and class_counts (for integer labels)."
+    )
+
+    @classmethod
+    def of(cls, row: Dataset) -> DatasetOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            created_at=row.created_at,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            splits=row.info,
+        )
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    responses={
+        413: {"description": "The file is over FITQ_MAX_UPLOAD_BYTES or decompresses too large."},
+        422: {"description": "The file is not a valid dataset; `detail` says why."},
+    },
+)
+async def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="A .npz with arrays x and y, and optionally x_val/y_val and x_test/y_test."
+        ),
+    ],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetOut:
+    """Upload a dataset; it is checked completely before it is accepted."""
+    filename = file.filename or ""
+    if not filename.endswith(".npz"):
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["body", "file"],
+                    "type": "value_error",
+                    "msg": f"received a file named {filename!r}; expected a .npz "
+                    "(np.savez(f, x=..., y=...))",
+                }
+            ],
+        )
+    try:
+        dataset_id, size, sha, info = await run_in_threadpool(store_npz, file.file, settings)
+    except UploadError as exc:
+        raise HTTPException(
+            exc.status, [{"loc": ["body", "file"], "msg": str(exc), "type": "upload"}]
+        ) from exc
+    row = Dataset(
+        id=dataset_id, name=name or filename, kind="npz", size_bytes=size, sha256=sha, info=info
+    )
+    session.add(row)
+    session.commit()
+    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
+    return DatasetOut.of(row)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> DatasetList:
+    """Datasets, newest first."""
+    rows = session.scalars(select(Dataset).order_by(Dataset.created_at.desc()).limit(limit))
+    return DatasetList(items=[DatasetOut.of(r) for r in rows])
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+    """One dataset's metadata."""
+    row = session.get(Dataset, dataset_id)
+    if row is None:
+        raise NotFound("dataset", dataset_id)
+    return DatasetOut.of(row)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    responses={409: {"description": "A queued or running job uses the dataset."}},
+)
+def delete_dataset(dataset_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a dataset that no queued or running job uses."""
+    row = session.get(Dataset, dataset_id)
+    if row is None:
+        raise NotFound("dataset", dataset_id)
+    users = session.scalars(
+        select(Job.id)
+        .join(JobDataset, JobDataset.job_id == Job.id)
+        .where(JobDataset.dataset_id == dataset_id, Job.status.in_((QUEUED, RUNNING)))
+    ).all()
+    if users:
+        raise HTTPException(
+            409,
+            f"dataset {dataset_id} is used by queued or running jobs "
+            f"{sorted(users)}; cancel them or wait for them to finish",
+        )
+    session.delete(row)
+    session.commit()
+    shutil.rmtree(dataset_dir(settings, dataset_id), ignore_errors=True)
+    return Response(status_code=204)

@@ -1,0 +1,230 @@
+"""Checks and stores uploaded ``.npz`` datasets without trusting a byte of them.
+
+A ``.npz`` is a zip of ``.npy`` files. Before any array is read: every member must
+be one of the known array names (no folders, no ``..``), its declared size must fit
+the caps and its compression ratio must be sane (no zip bombs), its ``.npy`` header
+must declare a numeric dtype (no pickled objects) and a shape whose bytes equal the
+member's size (no shape bombs). The arrays are then streamed out to ``.npy`` files
+that the worker memory-maps, and described: samples, shapes, dtypes, classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import uuid
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+
+from models.errors import FitqError
+from models.settings import Settings
+
+SPLIT_ARRAYS = {"train": ("x", "y"), "validation": ("x_val", "y_val"), "test": ("x_test", "y_test")}
+ARRAY_NAMES = {name for pair in SPLIT_ARRAYS.values() for name in pair}
+NUMERIC_KINDS = "biuf"
+CHUNK = 1 << 20
+
+
+class UploadError(FitqError):
+    """An upload that fitq refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    size: int
+
+
+def datasets_dir(settings: Settings) -> Path:
+    return settings.resolved_artifacts_dir / "datasets"
+
+
+def dataset_dir(settings: Settings, dataset_id: str) -> Path:
+    return datasets_dir(settings) / dataset_id
+
+
+def _header(f: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise UploadError(f"{name} is not a readable .npy array: {exc}") from exc
+    return tuple(int(d) for d in shape), dtype, f.tell()
+
+
+def inspect_npz(path: Path, settings: Settings) -> dict[str, Member]:
+    """The arrays of an uploaded ``.npz``, checked before any of them is read."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadError(f"the file is not a .npz (zip) archive: {exc}") from exc
+    members: dict[str, Member] = {}
+    total = 0
+    with archive:
+        for info in archive.infolist():
+            raw = info.filename
+            stem = raw[:-4] if raw.endswith(".npy") else raw
+            if raw != f"{stem}.npy" or stem not in ARRAY_NAMES or stem in members:
+                raise UploadError(
+                    f"unexpected member {raw!r} in the archive; expected only "
+                    f"{sorted(n + '.npy' for n in ARRAY_NAMES)}, each once"
+                )
+            total += info.file_size
+            if total > settings.max_dataset_bytes:
+                raise UploadError(
+                    f"the arrays hold more than {settings.max_dataset_bytes} bytes "
+                    "once decompressed (FITQ_MAX_DATASET_BYTES)",
+                    413,
+                )
+            if (
+                info.compress_size
+                and info.file_size / info.compress_size > settings.max_compression_ratio
+            ):
+                raise UploadError(
+                    f"{raw} decompresses {info.file_size / info.compress_size:.0f}"
+                    f"-fold, more than FITQ_MAX_COMPRESSION_RATIO="
+                    f"{settings.max_compression_ratio:g}"
+                )
+            with archive.open(info) as f:
+                shape, dtype, header = _header(f, raw)
+            if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
+                raise UploadError(
+                    f"{raw} has dtype {dtype}; expected numbers (bool, int, uint, "
+                    "float), never objects or pickles"
+                )
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if expected != info.file_size - header:
+                raise UploadError(
+                    f"{raw} declares shape {list(shape)} of {dtype} ({expected} "
+                    f"bytes) but holds {info.file_size - header} bytes"
+                )
+            if not shape:
+                raise UploadError(f"{raw} is a scalar; expected samples along the first axis")
+            members[stem] = Member(stem, shape, dtype, info.file_size)
+    _check_pairs(members)
+    return members
+
+
+def _check_pairs(members: dict[str, Member]) -> None:
+    if "x" not in members or "y" not in members:
+        raise UploadError(
+            f"the archive holds {sorted(members)}; expected at least arrays "
+            "'x' and 'y' (np.savez(file, x=..., y=...))"
+        )
+    for split, (xn, yn) in SPLIT_ARRAYS.items():
+        if (xn in members) != (yn in members):
+            raise UploadError(f"{split} data needs both {xn!r} and {yn!r}")
+        if xn in members and members[xn].shape[0] != members[yn].shape[0]:
+            raise UploadError(
+                f"{xn} has {members[xn].shape[0]} samples but {yn} has "
+                f"{members[yn].shape[0]}; expected one label per sample"
+            )
+        if xn in members and members[xn].shape[1:] != members["x"].shape[1:]:
+            raise UploadError(
+                f"{xn} samples have shape {list(members[xn].shape[1:])}, expected "
+                f"the training shape {list(members['x'].shape[1:])}"
+            )
+
+
+def _extract(path: Path, members: dict[str, Member], dest: Path) -> None:
+    with zipfile.ZipFile(path) as archive:
+        for name, member in members.items():
+            written = 0
+            with archive.open(f"{name}.npy") as src, open(dest / f"{name}.npy", "wb") as out:
+                while chunk := src.read(CHUNK):
+                    written += len(chunk)
+                    if written > member.size:
+                        raise UploadError(f"{name}.npy holds more bytes than it declares")
+                    out.write(chunk)
+
+
+def _labels(y: np.ndarray) -> dict[str, Any]:
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or len(y) == 0:
+        return {"n_classes": None, "class_counts": None}
+    integral = y.dtype.kind in "biu" or bool(np.all(np.mod(y, 1) == 0))
+    if not integral or y.min() < 0:
+        return {"n_classes": None, "class_counts": None}
+    counts = np.bincount(np.asarray(y, dtype=np.int64))
+    return {"n_classes": int(len(counts)), "class_counts": [int(c) for c in counts]}
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """Per split: samples, shapes, dtypes, and the class histogram of integer labels."""
+    info: dict[str, Any] = {}
+    for split, (xn, yn) in SPLIT_ARRAYS.items():
+        if not (folder / f"{xn}.npy").exists():
+            continue
+        x = np.load(folder / f"{xn}.npy", mmap_mode="r", allow_pickle=False)
+        y = np.load(folder / f"{yn}.npy", mmap_mode="r", allow_pickle=False)
+        info[split] = {
+            "n_samples": int(x.shape[0]),
+            "x_shape": list(x.shape[1:]),
+            "x_dtype": str(x.dtype),
+            "y_shape": list(y.shape[1:]),
+            "y_dtype": str(y.dtype),
+            "bytes": int(x.nbytes + y.nbytes),
+            **_labels(np.asarray(y)),
+        }
+    return info
+
+
+def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
+    """Streams ``upload`` to disk, checks it, extracts its arrays; returns id, size, sha, info.
+
+    Nothing is left on disk when it is refused.
+    """
+    root = datasets_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    dataset_id = uuid.uuid4().hex
+    incoming = root / f".incoming-{dataset_id}"
+    incoming.mkdir()
+    try:
+        raw = incoming / "upload.npz"
+        digest = hashlib.sha256()
+        size = 0
+        with open(raw, "wb") as out:
+            while chunk := upload.read(CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise UploadError(
+                        f"the file is over FITQ_MAX_UPLOAD_BYTES={settings.max_upload_bytes} bytes",
+                        413,
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+        members = inspect_npz(raw, settings)
+        _extract(raw, members, incoming)
+        raw.unlink()
+        info = describe(incoming)
+        incoming.rename(root / dataset_id)
+    except (UploadError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        shutil.rmtree(incoming, ignore_errors=True)
+        if isinstance(exc, UploadError):
+            raise
+        raise UploadError(f"the archive is damaged or truncated: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    return dataset_id, size, digest.hexdigest(), info
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An in-memory ``.npz`` (for tests and examples)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()

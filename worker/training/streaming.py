@@ -1,0 +1,110 @@
+"""Trains from disk, a batch at a time, when a dataset is larger than the memory budget.
+
+An uploaded dataset's arrays are ``.npy`` files. ``NpyRows`` reads the rows a batch
+needs with ``os.pread`` (no memory map, so nothing but the batch stays resident).
+``RowsDataset`` is a ``keras.utils.PyDataset`` over a range of rows: ``shuffle``
+draws a new seeded permutation every epoch (Keras ignores fit's own ``shuffle`` for
+a PyDataset, so the dataset keeps its meaning), ``workers`` and
+``use_multiprocessing`` set how many batches load in parallel, and Keras' queue
+prefetches batches while the model trains.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+
+class NpyRows:
+    """Random access to the rows of a ``.npy`` file without loading it."""
+
+    def __init__(self, path: Path) -> None:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.path = path
+        self.shape = tuple(header.shape)
+        self.dtype = header.dtype
+        self.offset = int(header.offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.nbytes = int(header.nbytes)
+        del header
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes open their own descriptor
+        return {**self.__dict__, "_fd": None}
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        out = np.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(indices), -1).view(np.uint8)
+        order = np.argsort(indices, kind="stable")
+        start = 0
+        sorted_idx = indices[order]
+        # Contiguous runs of rows are read in one call.
+        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+        for run in np.split(np.arange(len(sorted_idx)), breaks):
+            first, count = int(sorted_idx[run[0]]), len(run)
+            data = os.pread(self._fd, count * self.row_bytes, self.offset + first * self.row_bytes)
+            rows = np.frombuffer(data, dtype=np.uint8).reshape(count, self.row_bytes)
+            flat[order[start : start + count]] = rows
+            start += count
+        return out
+
+
+class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
+    """Batches of rows ``[start, stop)`` of ``x`` and ``y``, read from disk.
+
+    Args:
+        x: The inputs, on disk.
+        y: The labels, in memory.
+        start: First row. stop: One past the last row.
+        batch_size: Rows per batch.
+        shuffle: A new seeded permutation of the rows every epoch.
+        seed: Seeds the permutations.
+        workers: Batches loaded in parallel. Defaults to 1.
+        use_multiprocessing: Load in processes rather than threads. Defaults to False.
+    """
+
+    def __init__(
+        self,
+        x: NpyRows,
+        y: np.ndarray,
+        start: int,
+        stop: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+    ) -> None:
+        super().__init__(
+            workers=workers,
+            use_multiprocessing=use_multiprocessing,
+            max_queue_size=max(2, 2 * workers),
+        )
+        self.x, self.y = x, y
+        self.indices = np.arange(start, stop)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        if shuffle:
+            self.rng.shuffle(self.indices)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.indices[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.x.rows(rows), self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.rng.shuffle(self.indices)
