@@ -81,6 +81,14 @@ def run(case: str, out: Path) -> dict[str, Any]:
         kwargs.update(epochs=3, class_weight={0: 2.0, 1: 0.5, 7: 3.0})
     elif case == "steps_per_epoch":
         kwargs.update(epochs=4, steps_per_epoch=3, batch_size=16)
+    elif case.startswith("npz:"):  # an uploaded dataset: the arrays as saved
+        with np.load(case[4:]) as arrays:
+            x, y = arrays["x"], arrays["y"]
+            kwargs.update(
+                epochs=4,
+                validation_data=(arrays["x_val"], arrays["y_val"]),
+                class_weight={0: 1.0, 1: 2.5, 2: 1.0},
+            )
     elif case == "initial_epoch":
         kwargs.update(epochs=5, initial_epoch=2, validation_freq=[3, 5], shuffle=False)
     else:

@@ -105,3 +105,38 @@ def test_recorded_history_equals_plain_fit(service: Service, case: str, tmp_path
         assert len(best) == 1 and best[0]["value"] == min(c["value"] for c in checkpoints)
     if case == "initial_epoch":
         assert [sorted(r["metrics"]) for r in rows][1] == ["accuracy", "loss"]
+
+
+def test_an_uploaded_npz_trains_as_plain_fit_on_the_same_arrays(
+    service: Service, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    arrays = {
+        "x": rng.random((200, 8, 8, 1), dtype=np.float32),
+        "y": rng.integers(0, 10, 200),
+        "x_val": rng.random((50, 8, 8, 1), dtype=np.float32),
+        "y_val": rng.integers(0, 10, 50),
+    }
+    path = tmp_path / "upload.npz"
+    np.savez(path, **arrays)
+    resp = service.client.post("/v1/datasets", files={"file": ("upload.npz", path.read_bytes())})
+    assert resp.status_code == 201, resp.text
+    ds = resp.json()["id"]
+    spec = digits_spec(
+        **{
+            "data.train": {"dataset": ds},
+            "data.validation": {"dataset": ds, "split": "validation"},
+            "fit.epochs": 4,
+            "fit.class_weight": {"0": 1.0, "1": 2.5, "2": 1.0},
+        }
+    )
+    done = service.wait_for(service.submit(spec)["id"], timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    expected = plain(f"npz:{path}", tmp_path / "plain")
+    rows = service.metrics(done["id"])
+    assert [r["epoch"] for r in rows] == [e for e, _ in expected["epochs"]]
+    for row, (epoch, logs) in zip(rows, expected["epochs"], strict=True):
+        for key, value in logs.items():
+            assert row["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (epoch, key)
