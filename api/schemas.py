@@ -47,6 +47,9 @@ class JobOut(BaseModel):
     latest_metrics: dict[str, float | None] | None
     best: Best | None
     test_metrics: dict[str, float | None] | None
+    class_weight: dict[str, float] | None = Field(
+        description="The class weights fit() used; for 'balanced', the computed weights."
+    )
     warnings: list[str]
     error: JobError | None
 
@@ -80,6 +83,7 @@ class JobOut(BaseModel):
             latest_metrics=job.latest_metrics,
             best=Best.model_validate(job.best) if job.best else None,
             test_metrics=job.test_metrics,
+            class_weight=job.class_weight,
             warnings=list(job.warnings or []),
             error=error,
         )

@@ -102,6 +102,8 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     best: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The class weights fit() used (computed by the worker for "balanced").
+    class_weight: Mapped[dict[str, float] | None] = mapped_column(JSON)
     error_type: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)

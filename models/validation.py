@@ -39,6 +39,7 @@ CHECKPOINT_SUFFIXES = (".keras",)
 WEIGHTS_SUFFIXES = (".weights.h5",)
 SAFE_NAME_CHARS = set(string.ascii_letters + string.digits + "_-.=")
 SMALL_BATCH = 8
+IMBALANCE = 3
 MAX_CLASSES = 8192
 
 
@@ -471,6 +472,16 @@ def _check_fit(
             ("fit", "class_weight"),
             "'balanced' needs class labels, but the training labels are real numbers",
         )
+    counts = [c for c in (train.class_counts or ()) if c] if train else []
+    if fit.class_weight is None and len(counts) > 1 and max(counts) > IMBALANCE * min(counts):
+        warnings.append(
+            f"the training classes are imbalanced ({max(counts)} samples in the largest class, "
+            f"{min(counts)} in the smallest) and fit.class_weight is not set: rare classes "
+            "will be learned poorly; set fit.class_weight to 'balanced' or a mapping"
+        )
+    overlap = _overlap(spec)
+    if overlap:
+        warnings.append(overlap)
     batch = fit.batch_size or 32
     if fit.steps_per_epoch and n_train and batch * fit.steps_per_epoch < n_train:
         warnings.append(
@@ -484,6 +495,24 @@ def _check_fit(
             "biased and training slow; use the largest batch memory allows"
         )
     return has_validation
+
+
+def _overlap(spec: JobSpec) -> str | None:
+    """A warning when the validation data is (partly) the training data."""
+    train, val = spec.data.train, spec.data.validation
+    if val is None:
+        return None
+    same = False
+    if train.dataset is not None and train.dataset == val.dataset:
+        same = train.split == val.split or "all" in (train.split, val.split)
+    elif train.x is not None and val.x is not None:
+        same = any(sample in train.x for sample in val.x[:100])
+    if not same:
+        return None
+    return (
+        "data.validation overlaps data.train: validation metrics will look better than "
+        "the model is; use a separate split (split: validation) or fit.validation_split"
+    )
 
 
 def _template_fields(template: str) -> list[tuple[str, str]]:

@@ -241,8 +241,12 @@ class Service:
             self.procs[name].wait(timeout=10)
 
     def stop(self) -> None:
-        orphans = [pid for name in self.procs if name.startswith("worker")
-                   for pid in self.pool_children(name)]
+        orphans = [
+            pid
+            for name in self.procs
+            if name.startswith("worker")
+            for pid in self.pool_children(name)
+        ]
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()

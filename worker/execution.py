@@ -61,10 +61,6 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
             datasets_dir(settings),
             settings.worker_memory_budget,
         )
-        if outcome.class_weight is not None:
-            writer.call(
-                lambda: store.event("class_weight", f"class_weight used: {outcome.class_weight}")
-            )
         writer.call(
             lambda: store.finish(
                 outcome.status,

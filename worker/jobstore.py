@@ -194,6 +194,10 @@ class JobStore:
             )
             s.execute(stmt.on_conflict_do_update(index_elements=["job_id", "path"], set_=values))
 
+    def record_class_weight(self, weights: dict[int, float]) -> None:
+        with transaction(self.factory) as s:
+            self._touch(s, class_weight={str(k): v for k, v in weights.items()})
+
     def event(self, kind: str, message: str) -> None:
         with transaction(self.factory) as s:
             s.add(JobEvent(job_id=self.job_id, kind=kind, message=message, attempt=self.attempt))

@@ -72,6 +72,10 @@ class JobWriter:
         self._raise_if_stopped()
         self._submit(lambda: self.store.record_checkpoint(*args, **kwargs))
 
+    def record_class_weight(self, weights: dict[int, float]) -> None:
+        self._raise_if_stopped()
+        self._submit(lambda: self.store.record_class_weight(weights))
+
     def save_backup(self, write: Callable[[], Any]) -> None:
         self._raise_if_stopped()
         self._submit(write)

@@ -217,3 +217,24 @@ def test_max_runtime_stops_the_job_and_keeps_its_checkpoints(service: Service) -
     assert 0 < len(rows) < 500 and len(checkpoints) == len(rows)
     job_dir = service.data_dir / "artifacts" / "jobs" / done["id"]
     assert all((job_dir / c["path"]).is_file() for c in checkpoints)
+
+
+def test_balanced_class_weight_is_computed_and_shown_on_the_job(service: Service) -> None:
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = [0] * 40 + [1] * 10 + [2] * 30
+    spec = digits_spec(
+        **{
+            "data.train": {"x": [[float(i % 7), float(i % 3)] for i in range(80)], "y": y},
+            "data.validation": ...,
+            "fit.class_weight": "balanced",
+            "fit.validation_split": 0.25,
+            "fit.epochs": 1,
+        }
+    )
+    done = service.wait_for(service.submit(spec)["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    fitted = np.array(y[:60])  # validation_split holds out the last quarter
+    expected = compute_class_weight("balanced", classes=np.unique(fitted), y=fitted)
+    assert done["class_weight"] == pytest.approx({str(c): w for c, w in enumerate(expected)})

@@ -37,6 +37,9 @@ class ListSink:
         self.epochs.append((epoch, metrics, lr))
         return False
 
+    def record_class_weight(self, weights: dict[int, float]) -> None:
+        self.class_weight = weights
+
     def save_backup(self, write: Any) -> None:
         self.backups.append(write())
 

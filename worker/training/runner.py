@@ -142,6 +142,8 @@ def train(
         class_weight = balanced_class_weight(y[:n_fit], data.n_classes)
     elif isinstance(fit.class_weight, dict):
         class_weight = {int(k): float(v) for k, v in fit.class_weight.items()}
+    if class_weight is not None:
+        sink.record_class_weight(class_weight)
 
     keras_callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
     checkpoints = [cb for cb in keras_callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
