@@ -106,6 +106,73 @@ class DataRef(_Strict):
         return self
 
 
+Factor = (
+    Annotated[float, Field(ge=-1.0, le=1.0)]
+    | tuple[Annotated[float, Field(ge=-1.0, le=1.0)], Annotated[float, Field(ge=-1.0, le=1.0)]]
+)
+FillMode = Literal["reflect", "wrap", "constant", "nearest"]
+
+
+class RandomFlipSpec(_Strict):
+    layer: Literal["RandomFlip"]
+    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal_and_vertical"
+
+
+class RandomRotationSpec(_Strict):
+    layer: Literal["RandomRotation"]
+    factor: Factor
+    fill_mode: FillMode = "reflect"
+
+
+class RandomZoomSpec(_Strict):
+    layer: Literal["RandomZoom"]
+    height_factor: Factor
+    width_factor: Factor | None = None
+    fill_mode: FillMode = "reflect"
+
+
+class RandomTranslationSpec(_Strict):
+    layer: Literal["RandomTranslation"]
+    height_factor: Factor
+    width_factor: Factor
+    fill_mode: FillMode = "reflect"
+
+
+class RandomCropSpec(_Strict):
+    layer: Literal["RandomCrop"]
+    height: PositiveInt
+    width: PositiveInt
+
+
+class RandomContrastSpec(_Strict):
+    layer: Literal["RandomContrast"]
+    factor: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RandomBrightnessSpec(_Strict):
+    layer: Literal["RandomBrightness"]
+    factor: Factor
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+
+class GaussianNoiseSpec(_Strict):
+    layer: Literal["GaussianNoise"]
+    stddev: Annotated[float, Field(ge=0.0)]
+
+
+AugmentationSpec = Annotated[
+    RandomFlipSpec
+    | RandomRotationSpec
+    | RandomZoomSpec
+    | RandomTranslationSpec
+    | RandomCropSpec
+    | RandomContrastSpec
+    | RandomBrightnessSpec
+    | GaussianNoiseSpec,
+    Field(discriminator="layer"),
+]
+
+
 class DataSpec(_Strict):
     """Training, validation and test data.
 
@@ -113,11 +180,16 @@ class DataSpec(_Strict):
         train: The data fit() trains on.
         validation: ``validation_data``; or use ``fit.validation_split``.
         test: Evaluated once, after training.
+        augmentation: Keras preprocessing layers, with their arguments, applied to
+            training batches only, in the input pipeline, seeded from the job's seed.
+            Validation and test data are never augmented (with RandomCrop they are
+            center-cropped to the same size, as Keras' RandomCrop does at inference).
     """
 
     train: DataRef
     validation: DataRef | None = None
     test: DataRef | None = None
+    augmentation: list[AugmentationSpec] = Field(default_factory=list, max_length=16)
 
 
 class FitSpec(_Strict):

@@ -29,6 +29,7 @@ from models.spec import (
     JobSpec,
     ModelCheckpointSpec,
     ObjectSpec,
+    RandomCropSpec,
     ReduceLROnPlateauSpec,
     TensorBoardSpec,
 )
@@ -105,7 +106,7 @@ def check_spec(
                 f"training data's shape {list(train.feature_shape)}",
             )
 
-    _check_model(spec, train, problems)
+    _check_model(spec, _augmented(spec, train, problems), problems)
     _check_compile(spec, train, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
@@ -495,6 +496,32 @@ def _check_fit(
             "biased and training slow; use the largest batch memory allows"
         )
     return has_validation
+
+
+def _augmented(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> DataInfo | None:
+    """The training data as the model sees it after augmentation (RandomCrop resizes)."""
+    if train is None or not spec.data.augmentation:
+        return train
+    shape = train.feature_shape
+    for i, aug in enumerate(spec.data.augmentation):
+        loc: Loc = ("data", "augmentation", i)
+        if aug.layer != "GaussianNoise" and len(shape) != 3:
+            problems.add(
+                loc,
+                f"{aug.layer} needs image samples of shape (height, width, "
+                f"channels); the training samples have shape {list(shape)}",
+            )
+            return None
+        if isinstance(aug, RandomCropSpec):
+            if aug.height > shape[0] or aug.width > shape[1]:
+                problems.add(
+                    loc,
+                    f"received a {aug.height}x{aug.width} crop of "
+                    f"{shape[0]}x{shape[1]} images; expected at most the image size",
+                )
+                return None
+            shape = (aug.height, aug.width, shape[2])
+    return DataInfo(train.n_samples, shape, train.n_classes, train.class_counts)
 
 
 def _overlap(spec: JobSpec) -> str | None:

@@ -105,6 +105,24 @@ NAN, INF, YAML = float("nan"), float("inf"), "application/yaml"
 CASES = [
     # --- wrong types and out-of-range numbers (schema) ---
     Case("epochs_string", {"fit.epochs": "ten"}, [*F, "epochs"], "valid integer"),
+    Case(
+        "augment_non_images",
+        {**IRIS, "data.augmentation": [{"layer": "RandomFlip"}]},
+        ["body", "data", "augmentation", 0],
+        "needs image samples",
+    ),
+    Case(
+        "augment_crop_too_big",
+        {"data.augmentation": [{"layer": "RandomCrop", "height": 9, "width": 4}]},
+        ["body", "data", "augmentation", 0],
+        "expected at most the image size",
+    ),
+    Case(
+        "augment_unknown_layer",
+        {"data.augmentation": [{"layer": "Lambda"}]},
+        ["body", "data", "augmentation", 0],
+        "does not match any of the expected tags",
+    ),
     Case("epochs_boolean", {"fit.epochs": True}, [*F, "epochs"], "valid integer"),
     Case("batch_size_list", {"fit.batch_size": [32]}, [*F, "batch_size"], "valid integer"),
     Case("batch_size_zero", {"fit.batch_size": 0}, [*F, "batch_size"], "greater than 0"),

@@ -238,3 +238,21 @@ def test_balanced_class_weight_is_computed_and_shown_on_the_job(service: Service
     fitted = np.array(y[:60])  # validation_split holds out the last quarter
     expected = compute_class_weight("balanced", classes=np.unique(fitted), y=fitted)
     assert done["class_weight"] == pytest.approx({str(c): w for c, w in enumerate(expected)})
+
+
+def test_a_cnn_trains_with_augmentation(service: Service) -> None:
+    spec = digits_spec(
+        **{
+            "model": {"builtin": "cnn", "params": {"filters": [8], "dense_units": 16}},
+            "data.augmentation": [
+                {"layer": "RandomRotation", "factor": 0.05},
+                {"layer": "RandomZoom", "height_factor": 0.1},
+                {"layer": "RandomCrop", "height": 7, "width": 7},
+            ],
+            "fit.epochs": 2,
+        }
+    )
+    done = service.wait_for(service.submit(spec)["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    rows = service.metrics(done["id"])
+    assert [r["epoch"] for r in rows] == [1, 2] and "val_accuracy" in rows[-1]["metrics"]

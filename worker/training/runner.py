@@ -24,10 +24,12 @@ from models.spec import (
     JobSpec,
     ModelCheckpointSpec,
     ObjectSpec,
+    RandomCropSpec,
     ReduceLROnPlateauSpec,
     TerminateOnNaNSpec,
 )
 from worker.training.architectures import build_model
+from worker.training.augmentation import augmented_dataset, augmenter, crop_for_eval
 from worker.training.callbacks import build_callback
 from worker.training.data import (
     Data,
@@ -125,7 +127,11 @@ def train(
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
     model = build_model(
-        spec.model.builtin, spec.model.params, spec.model.keras_config, tuple(x.shape[1:]), head
+        spec.model.builtin,
+        spec.model.params,
+        spec.model.keras_config,
+        _input_shape(tuple(x.shape[1:]), spec),
+        head,
     )
     model.compile(
         optimizer=_object(spec.compile.optimizer, keras.optimizers),
@@ -222,7 +228,17 @@ def train(
     return outcome
 
 
+def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
+    """The samples' shape as the model sees them, after any RandomCrop."""
+    for aug in spec.data.augmentation:
+        if isinstance(aug, RandomCropSpec):
+            shape = (aug.height, aug.width, *shape[2:])
+    return shape
+
+
 def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[str, Any]:
+    """Validation or test data: never augmented (center-cropped after a RandomCrop)."""
+    specs = spec.data.augmentation
     if isinstance(arrays, DiskArrays):
         seq = RowsDataset(
             arrays.x,
@@ -234,40 +250,43 @@ def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[st
             seed=0,
             workers=spec.fit.workers,
             use_multiprocessing=spec.fit.use_multiprocessing,
+            augment=(lambda x, training: crop_for_eval(specs, x)) if specs else None,
         )
         return {"x": seq}
-    return {"x": arrays.x, "y": arrays.y, "batch_size": batch_size}
+    return {"x": crop_for_eval(specs, arrays.x), "y": arrays.y, "batch_size": batch_size}
 
 
 def _validation_input(validation: Data | None, spec: JobSpec, batch_size: int | None) -> Any:
     if validation is None:
         return None
-    if isinstance(validation, DiskArrays):
-        return _eval_inputs(validation, spec, batch_size)["x"]
-    return (validation.x, validation.y)
+    inputs = _eval_inputs(validation, spec, batch_size)
+    return inputs["x"] if isinstance(validation, DiskArrays) else (inputs["x"], inputs["y"])
 
 
 def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
-    """fit()'s data arguments: the arrays themselves, as a plain script passes them,
-    or, for data larger than the memory budget, datasets that read it from disk."""
-    fit = spec.fit
+    """fit()'s data arguments: the arrays themselves, as a plain script passes them; with
+    augmentation, a tf.data pipeline over them; for data larger than the memory budget,
+    datasets that read it from disk."""
+    fit, specs = spec.fit, spec.data.augmentation
+    assert spec.seed is not None
+    batch = fit.batch_size or 32
     val_batch = fit.validation_batch_size or fit.batch_size
-    if not isinstance(data.train, DiskArrays):
+    train = data.train
+    n = train.stop if isinstance(train, DiskArrays) else len(train.x)
+    # Keras' validation_split: the last fraction, before any shuffling.
+    n_fit = int(n * (1 - fit.validation_split)) if fit.validation_split else n
+    if not isinstance(train, DiskArrays) and not specs:
         return {
-            "x": data.train.x,
-            "y": data.train.y,
+            "x": train.x,
+            "y": train.y,
             "batch_size": fit.batch_size,
             "shuffle": fit.shuffle,
             "validation_split": fit.validation_split,
             "validation_batch_size": fit.validation_batch_size,
             "validation_data": _validation_input(data.validation, spec, val_batch),
         }
-    train, batch = data.train, fit.batch_size or 32
-    # Keras' validation_split: the last fraction, before any shuffling.
-    n_fit = int(train.stop * (1 - fit.validation_split)) if fit.validation_split else train.stop
-    assert spec.seed is not None
-    inputs: dict[str, Any] = {
-        "x": RowsDataset(
+    if isinstance(train, DiskArrays):
+        x_fit: Any = RowsDataset(
             train.x,
             train.y,
             0,
@@ -277,22 +296,38 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
             spec.seed,
             fit.workers,
             fit.use_multiprocessing,
+            augment=augmenter(specs, spec.seed) if specs else None,
         )
-    }
-    if fit.validation_split:
-        inputs["validation_data"] = RowsDataset(
+        split_val: Any = RowsDataset(
             train.x,
             train.y,
             n_fit,
-            train.stop,
+            n,
             val_batch or batch,
             False,
             0,
             fit.workers,
             fit.use_multiprocessing,
+            augment=(lambda x, training: crop_for_eval(specs, x)) if specs else None,
         )
     else:
+        x_fit = augmented_dataset(
+            train.x[:n_fit],
+            train.y[:n_fit],
+            specs,
+            spec.seed,
+            batch,
+            fit.shuffle,
+            repeat=fit.steps_per_epoch is not None,
+        )
+        split_val = (crop_for_eval(specs, train.x[n_fit:]), train.y[n_fit:])
+    inputs: dict[str, Any] = {"x": x_fit}
+    if fit.validation_split:
+        inputs["validation_data"] = split_val
+    else:
         inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
+    if not isinstance(inputs["validation_data"], RowsDataset) and inputs["validation_data"]:
+        inputs["validation_batch_size"] = val_batch
     return inputs
 
 

@@ -71,6 +71,7 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         seed: Seeds the permutations.
         workers: Batches loaded in parallel. Defaults to 1.
         use_multiprocessing: Load in processes rather than threads. Defaults to False.
+        augment: Layers applied to each training batch as it loads. Defaults to none.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         seed: int,
         workers: int = 1,
         use_multiprocessing: bool = False,
+        augment: Any = None,
     ) -> None:
         super().__init__(
             workers=workers,
@@ -93,6 +95,7 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         self.x, self.y = x, y
         self.indices = np.arange(start, stop)
         self.batch_size = batch_size
+        self.augment = augment
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         if shuffle:
@@ -103,7 +106,10 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.indices[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.x.rows(rows), self.y[rows]
+        x = self.x.rows(rows)
+        if self.augment is not None:
+            x = np.asarray(self.augment(x, training=True))
+        return x, self.y[rows]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
