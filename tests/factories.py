@@ -39,3 +39,33 @@ def set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
         node.pop(last, None)
     else:
         node[last] = copy.deepcopy(value)
+
+
+def image_zip(
+    per_class: int = 20,
+    size: int = 16,
+    classes: tuple[str, ...] = ("horiz", "vert"),
+    extra: dict[str, bytes] | None = None,
+) -> bytes:
+    """A zip of PNGs, one folder per class: horizontal or vertical stripes with noise."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                stripes = (np.arange(size) // 2 % 2 * 200).astype(np.uint8)
+                img = np.tile(stripes[:, None] if label == 0 else stripes[None, :], (1, 1))
+                img = np.broadcast_to(img, (size, size)).astype(np.int16)
+                img = np.clip(img + rng.integers(-40, 40, (size, size)), 0, 255).astype(np.uint8)
+                png = io.BytesIO()
+                Image.fromarray(np.stack([img] * 3, axis=-1)).save(png, format="PNG")
+                z.writestr(f"{name}/{i:03d}.png", png.getvalue())
+        for member, payload in (extra or {}).items():
+            z.writestr(member, payload)
+    return buf.getvalue()

@@ -1,4 +1,4 @@
-"""Datasets: upload a ``.npz``, list, read, delete."""
+"""Datasets: upload a ``.npz`` or an image folder archive, list, read, delete."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
 from models.errors import NotFound
+from models.images import store_images
 from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
 from models.uploads import UploadError, dataset_dir, store_npz
 
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 class DatasetOut(BaseModel):
     id: str = Field(description="Use it in a job spec as {dataset: <id>}.")
     name: str | None
-    kind: str = Field(description="npz")
+    kind: str = Field(description="npz, or images (a zip of one folder per class)")
     created_at: dt.datetime
     size_bytes: int = Field(description="Size of the uploaded file.")
     sha256: str
@@ -64,33 +65,36 @@ async def upload_dataset(
     file: Annotated[
         UploadFile,
         File(
-            description="A .npz with arrays x and y, and optionally x_val/y_val and x_test/y_test."
+            description="A .npz with arrays x and y, and optionally x_val/y_val and "
+            "x_test/y_test; or a .zip with one folder of images (png, jpg, bmp, gif) per class."
         ),
     ],
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> DatasetOut:
     """Upload a dataset; it is checked completely before it is accepted."""
     filename = file.filename or ""
-    if not filename.endswith(".npz"):
+    if not filename.endswith((".npz", ".zip")):
         raise HTTPException(
             422,
             [
                 {
                     "loc": ["body", "file"],
                     "type": "value_error",
-                    "msg": f"received a file named {filename!r}; expected a .npz "
-                    "(np.savez(f, x=..., y=...))",
+                    "msg": f"received a file named {filename!r}; expected a .npz (np.savez(f, "
+                    "x=..., y=...)) or a .zip with one folder of images per class",
                 }
             ],
         )
+    kind = "images" if filename.endswith(".zip") else "npz"
+    store = store_images if kind == "images" else store_npz
     try:
-        dataset_id, size, sha, info = await run_in_threadpool(store_npz, file.file, settings)
+        dataset_id, size, sha, info = await run_in_threadpool(store, file.file, settings)
     except UploadError as exc:
         raise HTTPException(
             exc.status, [{"loc": ["body", "file"], "msg": str(exc), "type": "upload"}]
         ) from exc
     row = Dataset(
-        id=dataset_id, name=name or filename, kind="npz", size_bytes=size, sha256=sha, info=info
+        id=dataset_id, name=name or filename, kind=kind, size_bytes=size, sha256=sha, info=info
     )
     session.add(row)
     session.commit()

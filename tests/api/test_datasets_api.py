@@ -197,3 +197,44 @@ def test_files_over_the_caps_answer_413_and_leave_nothing(
 def test_only_npz_files_are_taken(client: TestClient) -> None:
     resp = upload(client, good_npz(), filename="data.pkl")
     assert resp.status_code == 422 and ".npz" in resp.json()["detail"][0]["msg"]
+
+
+def test_an_image_folder_archive_is_described(client: TestClient, settings: Settings) -> None:
+    from tests.factories import image_zip
+
+    resp = upload(client, image_zip(per_class=5), filename="stripes.zip")
+    assert resp.status_code == 201, resp.text
+    ds = resp.json()
+    assert ds["kind"] == "images"
+    train = ds["splits"]["train"]
+    assert train["class_names"] == ["horiz", "vert"] and train["class_counts"] == [5, 5]
+    assert train["x_shape"] == [16, 16, 3] and train["n_samples"] == 10
+    spec = digits_spec(
+        **{
+            "model": {"builtin": "cnn"},
+            "data.train": {"dataset": ds["id"]},
+            "data.validation": ...,
+            "fit.validation_split": 0.2,
+        }
+    )
+    assert client.post("/v1/jobs", json=spec).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"../evil.png": b"x"}, "unexpected member '../evil.png'"),
+        ({"a/b/c.png": b"x"}, "unexpected member"),
+        ({"horiz/notes.txt": b"hello"}, "ending in one of"),
+        ({"horiz/fake.png": b"not really a png"}, "not a readable image"),
+    ],
+)
+def test_hostile_image_archives_are_refused(
+    client: TestClient, settings: Settings, members: dict[str, bytes], message: str
+) -> None:
+    from tests.factories import image_zip
+
+    resp = upload(client, image_zip(per_class=2, extra=members), filename="bad.zip")
+    assert resp.status_code == 422, resp.text
+    assert message in resp.json()["detail"][0]["msg"]
+    assert leftovers(settings) == []

@@ -256,3 +256,31 @@ def test_a_cnn_trains_with_augmentation(service: Service) -> None:
     assert done["status"] == "succeeded", done["error"]
     rows = service.metrics(done["id"])
     assert [r["epoch"] for r in rows] == [1, 2] and "val_accuracy" in rows[-1]["metrics"]
+
+
+def test_an_image_folder_trains_a_small_cnn_with_augmentation(service: Service) -> None:
+    from tests.factories import image_zip
+
+    resp = service.client.post(
+        "/v1/datasets", files={"file": ("stripes.zip", image_zip(per_class=24))}
+    )
+    assert resp.status_code == 201, resp.text
+    spec = digits_spec(
+        **{
+            "model": {"builtin": "cnn", "params": {"filters": [8], "dense_units": 16}},
+            "data.train": {"dataset": resp.json()["id"]},
+            "data.validation": ...,
+            "data.augmentation": [
+                {"layer": "RandomFlip", "mode": "horizontal"},
+                {"layer": "RandomCrop", "height": 14, "width": 14},
+            ],
+            "fit.validation_split": 0.25,
+            "fit.epochs": 3,
+            "fit.batch_size": 8,
+        }
+    )
+    done = service.wait_for(service.submit(spec)["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    rows = service.metrics(done["id"])
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[-1]["metrics"])

@@ -27,6 +27,14 @@ def augmenter(specs: list[AugmentationSpec], seed: int) -> keras.Sequential:
     return keras.Sequential(layers, name="augmentation")
 
 
+def eval_cropper(specs: list[AugmentationSpec]) -> keras.Sequential | None:
+    """The center crops that validation and test batches get, as layers (None: none)."""
+    crops = [
+        keras.layers.CenterCrop(s.height, s.width) for s in specs if isinstance(s, RandomCropSpec)
+    ]
+    return keras.Sequential(crops) if crops else None
+
+
 def crop_for_eval(specs: list[AugmentationSpec], x: np.ndarray) -> np.ndarray:
     """Validation and test inputs, center-cropped where training batches are cropped."""
     for spec in specs:

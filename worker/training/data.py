@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ class Arrays:
 
 @dataclass
 class JobData:
-    train: Arrays | DiskArrays
-    validation: Arrays | DiskArrays | None
-    test: Arrays | DiskArrays | None
+    train: Arrays | DiskArrays | ImageFolder
+    validation: Arrays | DiskArrays | ImageFolder | None
+    test: Arrays | DiskArrays | ImageFolder | None
     n_classes: int | None  # None for real-valued targets
 
 
@@ -57,7 +58,27 @@ class DiskArrays:
     stop: int  # rows [0, stop) of the file (``take``)
 
 
-Data = Arrays | DiskArrays
+@dataclass
+class ImageFolder:
+    """An uploaded image folder archive, read by image_dataset_from_directory."""
+
+    path: Path
+    height: int
+    width: int
+    class_names: list[str]
+    class_counts: list[int]
+
+    @property
+    def y(self) -> np.ndarray:
+        """The labels, in class order (for class counts and weights)."""
+        return np.repeat(np.arange(len(self.class_counts)), self.class_counts)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(self.class_counts), self.height, self.width, 3)
+
+
+Data = Arrays | DiskArrays | ImageFolder
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
@@ -70,8 +91,14 @@ def load_uploaded(ref: DataRef, root: Path, memory_budget: int) -> Data:
     from models.uploads import SPLIT_ARRAYS
     from models.validation import uploaded_split
 
-    xn, yn = SPLIT_ARRAYS[uploaded_split(ref.split)]
     folder = root / str(ref.dataset)
+    if (folder / "images").is_dir():
+        meta = json.loads((folder / "meta.json").read_text())
+        height, width, _ = meta["x_shape"]
+        return ImageFolder(
+            folder / "images", height, width, meta["class_names"], meta["class_counts"]
+        )
+    xn, yn = SPLIT_ARRAYS[uploaded_split(ref.split)]
     stop = ref.take
     y = _labels(np.load(folder / f"{yn}.npy", allow_pickle=False)[:stop])
     rows = NpyRows(folder / f"{xn}.npy")

@@ -29,11 +29,18 @@ from models.spec import (
     TerminateOnNaNSpec,
 )
 from worker.training.architectures import build_model
-from worker.training.augmentation import augmented_dataset, augmenter, crop_for_eval
+from worker.training.augmentation import (
+    augmented_dataset,
+    augmenter,
+    crop_for_eval,
+    eval_cropper,
+)
 from worker.training.callbacks import build_callback
 from worker.training.data import (
+    Arrays,
     Data,
     DiskArrays,
+    ImageFolder,
     JobData,
     balanced_class_weight,
     load_job_data,
@@ -122,7 +129,8 @@ def train(
     seed_everything(spec.seed)
 
     data = load_job_data(spec.data, datasets_root, memory_budget)
-    x, y = data.train.x, data.train.y
+    y = data.train.y
+    shape = data.train.shape if isinstance(data.train, ImageFolder) else data.train.x.shape
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
@@ -130,7 +138,7 @@ def train(
         spec.model.builtin,
         spec.model.params,
         spec.model.keras_config,
-        _input_shape(tuple(x.shape[1:]), spec),
+        _input_shape(tuple(shape[1:]), spec),
         head,
     )
     model.compile(
@@ -182,7 +190,7 @@ def train(
         open(job_dir / LOG_FILE, "a", buffering=1, encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
     ):
-        print(f"fitq: training with seed {spec.seed} on {len(x)} samples", flush=True)
+        print(f"fitq: training with seed {spec.seed} on {len(y)} samples", flush=True)
         if resume_note:
             print(f"fitq: {resume_note}", flush=True)
         try:
@@ -236,9 +244,38 @@ def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
     return shape
 
 
+def _images(
+    folder: ImageFolder, spec: JobSpec, batch_size: int, shuffle: bool, subset: str | None = None
+) -> Any:
+    """An image folder as image_dataset_from_directory reads it, pixels scaled to [0, 1]."""
+    import tensorflow as tf
+
+    assert spec.seed is not None
+    ds = keras.utils.image_dataset_from_directory(
+        folder.path,
+        labels="inferred",
+        label_mode="int",
+        class_names=folder.class_names,
+        image_size=(folder.height, folder.width),
+        batch_size=batch_size,
+        shuffle=shuffle or subset is not None,
+        seed=spec.seed,
+        validation_split=spec.fit.validation_split or None,
+        subset=subset,
+        verbose=False,
+    )
+    return ds.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[str, Any]:
     """Validation or test data: never augmented (center-cropped after a RandomCrop)."""
     specs = spec.data.augmentation
+    if isinstance(arrays, ImageFolder):
+        ds = _images(arrays, spec, batch_size or 32, shuffle=False)
+        crop = eval_cropper(specs)
+        if crop is not None:
+            ds = ds.map(lambda x, y: (crop(x), y))
+        return {"x": ds.prefetch(tf.data.AUTOTUNE)}
     if isinstance(arrays, DiskArrays):
         seq = RowsDataset(
             arrays.x,
@@ -260,7 +297,7 @@ def _validation_input(validation: Data | None, spec: JobSpec, batch_size: int | 
     if validation is None:
         return None
     inputs = _eval_inputs(validation, spec, batch_size)
-    return inputs["x"] if isinstance(validation, DiskArrays) else (inputs["x"], inputs["y"])
+    return (inputs["x"], inputs["y"]) if isinstance(validation, Arrays) else inputs["x"]
 
 
 def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
@@ -272,6 +309,8 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
     batch = fit.batch_size or 32
     val_batch = fit.validation_batch_size or fit.batch_size
     train = data.train
+    if isinstance(train, ImageFolder):
+        return _image_fit_inputs(train, data, spec, batch, val_batch)
     n = train.stop if isinstance(train, DiskArrays) else len(train.x)
     # Keras' validation_split: the last fraction, before any shuffling.
     n_fit = int(n * (1 - fit.validation_split)) if fit.validation_split else n
@@ -328,6 +367,28 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
         inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
     if not isinstance(inputs["validation_data"], RowsDataset) and inputs["validation_data"]:
         inputs["validation_batch_size"] = val_batch
+    return inputs
+
+
+def _image_fit_inputs(
+    train: ImageFolder, data: JobData, spec: JobSpec, batch: int, val_batch: int | None
+) -> dict[str, Any]:
+    fit, specs = spec.fit, spec.data.augmentation
+    assert spec.seed is not None
+    subset = "training" if fit.validation_split else None
+    ds = _images(train, spec, batch, fit.shuffle, subset)
+    if specs:
+        aug = augmenter(specs, spec.seed)
+        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    inputs: dict[str, Any] = {"x": ds.prefetch(tf.data.AUTOTUNE)}
+    if fit.validation_split:
+        val = _images(train, spec, val_batch or batch, False, "validation")
+        crop = eval_cropper(specs)
+        if crop is not None:
+            val = val.map(lambda x, y: (crop(x), y))
+        inputs["validation_data"] = val.prefetch(tf.data.AUTOTUNE)
+    else:
+        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
     return inputs
 
 

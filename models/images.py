@@ -1,0 +1,175 @@
+"""Checks and stores uploaded image folder archives (a zip, one folder per class).
+
+The layout is what ``keras.utils.image_dataset_from_directory`` reads:
+``class_name/image.png``. Every member is checked before anything is extracted:
+exactly ``folder/file`` with plain names (no ``..``, no absolute paths, no deeper
+folders), an image extension, sizes and compression ratios within the caps. Each
+extracted file must then open as an image of a known format and a bounded size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import uuid
+import zipfile
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from models.settings import Settings
+from models.uploads import CHUNK, UploadError, datasets_dir
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")
+MAX_SIDE = 4096
+MAX_FILES = 1_000_000
+IMAGES = "images"
+
+
+def _check_members(archive: zipfile.ZipFile, settings: Settings) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    total = 0
+    for info in archive.infolist():
+        name = info.filename
+        parts = name.rstrip("/").split("/")
+        bad = (
+            name.startswith("/")
+            or "\\" in name
+            or len(parts) > 2
+            or not all(SAFE_NAME.match(p) and p not in (".", "..") for p in parts)
+        )
+        if bad:
+            raise UploadError(
+                f"unexpected member {name!r}; expected class_folder/image_file "
+                "with plain names (letters, digits, '_', '-', '.', spaces)"
+            )
+        if info.is_dir():
+            continue
+        if len(parts) != 2 or not parts[1].lower().endswith(IMAGE_EXTENSIONS):
+            raise UploadError(
+                f"unexpected member {name!r}; expected class_folder/image_file "
+                f"ending in one of {list(IMAGE_EXTENSIONS)}"
+            )
+        total += info.file_size
+        if total > settings.max_dataset_bytes:
+            raise UploadError(
+                f"the images hold more than {settings.max_dataset_bytes} bytes "
+                "once decompressed (FITQ_MAX_DATASET_BYTES)",
+                413,
+            )
+        if (
+            info.compress_size
+            and info.file_size / info.compress_size > settings.max_compression_ratio
+        ):
+            raise UploadError(
+                f"{name} decompresses {info.file_size / info.compress_size:.0f}-fold,"
+                f" more than FITQ_MAX_COMPRESSION_RATIO="
+                f"{settings.max_compression_ratio:g}"
+            )
+        counts[parts[0]] = counts.get(parts[0], 0) + 1
+    if sum(counts.values()) > MAX_FILES:
+        raise UploadError(f"more than {MAX_FILES} images")
+    if len(counts) < 2:
+        raise UploadError(
+            f"found {len(counts)} class folder(s) with images; expected one folder "
+            "per class, at least two"
+        )
+    return counts
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format not in ("PNG", "JPEG", "BMP", "GIF"):
+                raise UploadError(
+                    f"{path.parent.name}/{path.name} is {img.format}, not an image "
+                    "format fitq reads"
+                )
+            width, height = img.size
+            if width > MAX_SIDE or height > MAX_SIDE:
+                raise UploadError(
+                    f"{path.parent.name}/{path.name} is {width}x{height}; expected "
+                    f"at most {MAX_SIDE} pixels a side"
+                )
+            img.verify()
+    except UploadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the upload's fault
+        raise UploadError(f"{path.parent.name}/{path.name} is not a readable image: {exc}") from exc
+    return height, width
+
+
+def store_images(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
+    """Streams, checks and extracts an image folder archive; returns id, size, sha, info."""
+    root = datasets_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    dataset_id = uuid.uuid4().hex
+    incoming = root / f".incoming-{dataset_id}"
+    incoming.mkdir()
+    try:
+        raw = incoming / "upload.zip"
+        digest, size = hashlib.sha256(), 0
+        with open(raw, "wb") as out:
+            while chunk := upload.read(CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise UploadError(
+                        f"the file is over FITQ_MAX_UPLOAD_BYTES={settings.max_upload_bytes} bytes",
+                        413,
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+        try:
+            archive = zipfile.ZipFile(raw)
+        except zipfile.BadZipFile as exc:
+            raise UploadError(f"the file is not a zip archive: {exc}") from exc
+        with archive:
+            counts = _check_members(archive, settings)
+            target = incoming / IMAGES
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                dest = target / info.filename
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(dest, "wb") as out:
+                    copied = 0
+                    while chunk := src.read(CHUNK):
+                        copied += len(chunk)
+                        if copied > info.file_size:
+                            raise UploadError(f"{info.filename} holds more than it declares")
+                        out.write(chunk)
+        raw.unlink()
+        sizes = Counter(_check_image(p) for p in sorted(target.glob("*/*")))
+        # Images are resized to the most common size.
+        (height, width), _ = sizes.most_common(1)[0]
+        classes = sorted(counts)
+        meta = {
+            "train": {
+                "n_samples": sum(counts.values()),
+                "x_shape": [height, width, 3],
+                "x_dtype": "float32",
+                "y_shape": [],
+                "y_dtype": "int64",
+                "n_classes": len(classes),
+                "class_names": classes,
+                "class_counts": [counts[c] for c in classes],
+                "image_sizes": len(sizes),
+            }
+        }
+        (incoming / "meta.json").write_text(json.dumps(meta["train"]))
+        incoming.rename(root / dataset_id)
+    except (UploadError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        shutil.rmtree(incoming, ignore_errors=True)
+        if isinstance(exc, UploadError):
+            raise
+        raise UploadError(f"the archive is damaged or truncated: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    return dataset_id, size, digest.hexdigest(), meta
