@@ -360,7 +360,8 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
             repeat=fit.steps_per_epoch is not None,
         )
         split_val = (crop_for_eval(specs, train.x[n_fit:]), train.y[n_fit:])
-    inputs: dict[str, Any] = {"x": x_fit}
+    # A RowsDataset shuffles its own rows; fit() must not reorder its batches too.
+    inputs: dict[str, Any] = {"x": x_fit, "shuffle": False}
     if fit.validation_split:
         inputs["validation_data"] = split_val
     else:

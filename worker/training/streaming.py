@@ -1,18 +1,17 @@
 """Trains from disk, a batch at a time, when a dataset is larger than the memory budget.
 
-An uploaded dataset's arrays are ``.npy`` files. ``NpyRows`` reads the rows a batch
-needs with ``os.pread`` (no memory map, so nothing but the batch stays resident).
+An uploaded dataset's arrays are ``.npy`` files. ``NpyRows`` copies the rows a batch
+needs out of a short-lived memory map, so nothing but the batch stays resident.
 ``RowsDataset`` is a ``keras.utils.PyDataset`` over a range of rows: ``shuffle``
-draws a new seeded permutation every epoch (Keras ignores fit's own ``shuffle`` for
-a PyDataset, so the dataset keeps its meaning), ``workers`` and
-``use_multiprocessing`` set how many batches load in parallel, and Keras' queue
-prefetches batches while the model trains.
+draws a new seeded permutation of the rows every epoch (fit() itself is told not to
+reorder the batches: the dataset owns ordering), and ``workers`` and
+``use_multiprocessing`` set how many batches load in parallel (with more than one
+worker, Keras keeps a queue of batches ahead of training).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,11 @@ import numpy as np
 
 
 class NpyRows:
-    """Random access to the rows of a ``.npy`` file without loading it."""
+    """Random access to the rows of a ``.npy`` file without loading it.
+
+    Each read maps the file, copies the batch's rows out and unmaps it again, so
+    the pages it touched do not stay resident in this process.
+    """
 
     def __init__(self, path: Path) -> None:
         header = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -32,30 +35,21 @@ class NpyRows:
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self.nbytes = int(header.nbytes)
         del header
-        self._fd: int | None = None
 
     def __len__(self) -> int:
         return int(self.shape[0])
 
-    def __getstate__(self) -> dict[str, Any]:  # worker processes open their own descriptor
-        return {**self.__dict__, "_fd": None}
-
     def rows(self, indices: np.ndarray) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        out = np.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
-        flat = out.reshape(len(indices), -1).view(np.uint8)
         order = np.argsort(indices, kind="stable")
-        start = 0
-        sorted_idx = indices[order]
-        # Contiguous runs of rows are read in one call.
-        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
-        for run in np.split(np.arange(len(sorted_idx)), breaks):
-            first, count = int(sorted_idx[run[0]]), len(run)
-            data = os.pread(self._fd, count * self.row_bytes, self.offset + first * self.row_bytes)
-            rows = np.frombuffer(data, dtype=np.uint8).reshape(count, self.row_bytes)
-            flat[order[start : start + count]] = rows
-            start += count
+        mapped = np.memmap(
+            self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
+        )
+        try:
+            ascending = np.asarray(mapped[indices[order]])
+        finally:
+            del mapped
+        out = np.empty_like(ascending)
+        out[order] = ascending
         return out
 
 

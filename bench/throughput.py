@@ -1,0 +1,629 @@
+"""Training throughput of in-memory arrays against fitq's file-backed RowsDataset.
+
+From the repository root:
+
+    .venv/bin/python bench/throughput.py
+
+The same small Keras model (an MLP: Dense(64, relu) -> Dense(10, softmax), adam, sparse
+categorical crossentropy) trains on the same data (random float32 rows, written once to a
+temporary ``.npy``; random integer labels) in several configurations:
+
+- ``in-memory``: the arrays loaded with ``np.load`` and passed to ``model.fit`` (batch 256,
+  ``shuffle=True``), as fitq's runner does for data within the memory budget;
+- ``rows wN``: ``worker.training.streaming.RowsDataset`` over ``NpyRows`` (``pread``, no
+  memory map) with ``workers=N``, threads, ``shuffle=True``, passed to ``model.fit`` the way
+  the runner's ``_fit_inputs`` does;
+- ``rows w2 mp``: the same with ``workers=2, use_multiprocessing=True``.
+
+Each measurement runs in a fresh Python process (so that each one's memory figure starts
+clean): seed (``keras.utils.set_random_seed`` and op determinism, as the runner does),
+build, compile, load or open the data, then one ``fit`` of 1 + E epochs; the first epoch
+(graph tracing, queue start-up) is not counted, and throughput is samples x E over the time
+from the end of epoch 1 to the end of the last epoch. The configurations run R times, the
+order reversed every round. The peak RSS growth is the kernel's high-water mark
+(``VmHWM`` in ``/proc/self/status``, reset through ``/proc/self/clear_refs`` just after the
+model is compiled) minus ``VmRSS`` at that moment; it covers the data load and the whole fit.
+
+The CPU used by every other process on the machine during each timed window is measured too
+(``/proc/stat`` busy time minus the measured process tree's own CPU time), as is the load
+average. The results replace the section of ``docs/benchmarks.md`` between the
+``bench:throughput`` markers (appended at the end of the file the first time); nothing else in
+that file is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN_MARK = "<!-- bench:throughput:begin -->"
+END_MARK = "<!-- bench:throughput:end -->"
+SEED = 1234
+
+# name -> (file-backed, workers, use_multiprocessing)
+CONFIGS: dict[str, tuple[bool, int, bool]] = {
+    "in-memory": (False, 0, False),
+    "rows w1": (True, 1, False),
+    "rows w2": (True, 2, False),
+    "rows w4": (True, 4, False),
+    "rows w2 mp": (True, 2, True),
+}
+DESCRIPTIONS = {
+    "in-memory": "in memory: numpy arrays to `model.fit` (batch 256, `shuffle=True`)",
+    "rows w1": "file-backed: `RowsDataset`, `workers=1`",
+    "rows w2": "file-backed: `RowsDataset`, `workers=2` (threads)",
+    "rows w4": "file-backed: `RowsDataset`, `workers=4` (threads)",
+    "rows w2 mp": "file-backed: `RowsDataset`, `workers=2, use_multiprocessing=True`",
+}
+
+# Lines of a child's stderr that are TensorFlow's usual start-up chatter, not findings.
+NOISE = re.compile(
+    r"cuda|cuInit|oneDNN|cpu_feature_guard|absl::InitializeLog|rebuild TensorFlow|"
+    r"AVX|TF_ENABLE_ONEDNN_OPTS|use_unbounded_threadpool|computation_placer|"
+    r"Unable to register cu|GPU will not be used",
+    re.IGNORECASE,
+)
+
+
+def log(msg: str) -> None:
+    print(f"[throughput {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- /proc helpers
+
+
+def status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def system_busy_s() -> float:
+    """CPU seconds all CPUs have spent busy since boot (everything but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        rest = stat.rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def live_children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds of this process, its reaped children and its live children."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    return total + sum(proc_cpu_s(p) for p in live_children(os.getpid()))
+
+
+# --------------------------------------------------------------------------- child
+
+
+def child(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    sys.path.insert(0, str(ROOT))
+    import keras
+    import tensorflow as tf
+
+    from worker.training.streaming import NpyRows, RowsDataset
+
+    file_backed, workers, multiprocessing = CONFIGS[args.child]
+    keras.utils.set_random_seed(SEED)
+    tf.config.experimental.enable_op_determinism()
+    data = Path(args.data)
+    n_features = int(np.load(data / "x.npy", mmap_mode="r").shape[1])
+    model = keras.Sequential(
+        [
+            keras.Input((n_features,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+    base_rss = status_kb("VmRSS")
+    hwm_reset = True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        hwm_reset = False
+    sampled = [base_rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.01):
+            sampled[0] = max(sampled[0], status_kb("VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    t_load = time.perf_counter()
+    y = np.load(data / "y.npy")
+    inputs: dict[str, Any]
+    if file_backed:
+        x_rows = NpyRows(data / "x.npy")
+        inputs = {
+            "x": RowsDataset(
+                x_rows, y, 0, len(x_rows), args.batch, True, SEED, workers, multiprocessing
+            )
+        }
+        n = len(x_rows)
+    else:
+        x = np.load(data / "x.npy")
+        inputs = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}
+        n = len(x)
+    load_s = time.perf_counter() - t_load
+
+    marks: list[tuple[float, float, float]] = []  # (wall, system busy, own tree CPU)
+
+    class Timer(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
+
+    history = model.fit(**inputs, epochs=1 + args.epochs, verbose=0, callbacks=[Timer()])
+    done.set()
+    sampler.join()
+    end_rss = status_kb("VmRSS")
+    peak = status_kb("VmHWM") if hwm_reset else sampled[0]
+    (w0, b0, c0), (w1, b1, c1) = marks[1], marks[-1]
+    wall = w1 - w0
+    result = {
+        "config": args.child,
+        "samples": n,
+        "epochs_timed": args.epochs,
+        "timed_s": wall,
+        "samples_per_s": n * args.epochs / wall,
+        "warmup_epoch_s": marks[1][0] - marks[0][0],
+        "epoch_s": [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)],
+        "load_s": load_s,
+        "own_cores": (c1 - c0) / wall,
+        "other_cores": max(0.0, (b1 - b0) - (c1 - c0)) / wall,
+        "base_rss_mb": base_rss / 1024,
+        "peak_growth_mb": (peak - base_rss) / 1024,
+        "sampled_peak_growth_mb": (sampled[0] - base_rss) / 1024,
+        "end_growth_mb": (end_rss - base_rss) / 1024,
+        "rss_method": "VmHWM" if hwm_reset else "VmRSS sampled every 10 ms",
+        "final_loss": float(history.history["loss"][-1]),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    versions = subprocess.run(
+        [sys.executable, "-c", "import tensorflow as tf, keras, numpy;"
+         "print(tf.__version__, keras.__version__, numpy.__version__)"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout.split()
+    tf_v, keras_v, np_v = (versions + ["?"] * 3)[:3]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.splitlines()
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "tree": head + (f" with uncommitted changes to {len(dirty)} tracked files"
+                        if dirty else ""),
+        "cpus (nproc)": str(os.cpu_count()),
+        "cpu model": cpu,
+        "ram": ram,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "tensorflow / keras / numpy": f"{tf_v} / {keras_v} / {np_v}",
+    }
+
+
+def write_data(folder: Path, samples: int, features: int) -> float:
+    rng = np.random.default_rng(SEED)
+    x = np.lib.format.open_memmap(
+        folder / "x.npy", mode="w+", dtype=np.float32, shape=(samples, features)
+    )
+    for start in range(0, samples, 10_000):
+        stop = min(samples, start + 10_000)
+        x[start:stop] = rng.standard_normal((stop - start, features), dtype=np.float32)
+    x.flush()
+    nbytes = float(x.nbytes)
+    del x
+    np.save(folder / "y.npy", rng.integers(0, 10, samples, dtype=np.int64))
+    return nbytes
+
+
+def loader_cost(folder: Path, batch: int, batches: int = 200) -> dict[str, float]:
+    """Milliseconds per shuffled batch: NpyRows.rows, and the bare pread calls it makes."""
+    sys.path.insert(0, str(ROOT))
+    from worker.training.streaming import NpyRows
+
+    rows = NpyRows(folder / "x.npy")
+    rng = np.random.default_rng(SEED)
+    perm = rng.permutation(len(rows))
+    picks = [perm[i * batch : (i + 1) * batch] for i in range(batches)]
+    t0 = time.perf_counter()
+    for idx in picks:
+        rows.rows(idx)
+    rows_ms = (time.perf_counter() - t0) / batches * 1e3
+    fd = os.open(folder / "x.npy", os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        for idx in picks:
+            for i in idx:
+                os.pread(fd, rows.row_bytes, rows.offset + int(i) * rows.row_bytes)
+        pread_ms = (time.perf_counter() - t0) / batches * 1e3
+    finally:
+        os.close(fd)
+    return {"rows_ms": rows_ms, "pread_ms": pread_ms}
+
+
+def other_cores(seconds: float) -> float:
+    busy0, own0, t0 = system_busy_s(), tree_cpu_s(), time.perf_counter()
+    time.sleep(seconds)
+    busy1, own1, t1 = system_busy_s(), tree_cpu_s(), time.perf_counter()
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
+
+
+def wait_quiet(limit_s: float) -> float:
+    """Waits up to limit_s for other processes to use under 0.3 cores; returns their use."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        used = other_cores(2.0)
+        if used < 0.3 or time.monotonic() >= deadline:
+            return used
+        log(f"other processes use {used:.2f} cores; waiting for a quieter machine")
+
+
+def run_child(config: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config,
+           "--data", str(data), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
+                              cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"})
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return {"config": config, "error": f"timed out after {args.child_timeout} s",
+                "stderr": filter_stderr(err), "process_s": time.perf_counter() - t0}
+    elapsed = time.perf_counter() - t0
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    problems = filter_stderr(proc.stderr)
+    if proc.returncode != 0 or not found:
+        tail = proc.stderr.strip().splitlines()[-15:]
+        return {"config": config, "error": f"exit {proc.returncode}", "stderr": problems,
+                "tail": tail, "process_s": elapsed}
+    result: dict[str, Any] = json.loads(found[-1][len("RESULT "):])
+    result["stderr"] = problems
+    result["process_s"] = elapsed
+    return result
+
+
+def filter_stderr(text: str) -> list[str]:
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    return [ln for ln in lines if not NOISE.search(ln)]
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def summarize(results: list[dict[str, Any]], configs: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in configs:
+        ok = [r for r in results if r["config"] == name and "error" not in r]
+        bad = [r for r in results if r["config"] == name and "error" in r]
+        if not ok:
+            out[name] = {"ok": [], "bad": bad}
+            continue
+        out[name] = {
+            "ok": ok,
+            "bad": bad,
+            "rate": statistics.median(r["samples_per_s"] for r in ok),
+            "rates": [r["samples_per_s"] for r in ok],
+            "growth": statistics.median(r["peak_growth_mb"] for r in ok),
+            "growths": [r["peak_growth_mb"] for r in ok],
+            "other": statistics.median(r["other_cores"] for r in ok),
+            "own": statistics.median(r["own_cores"] for r in ok),
+        }
+    return out
+
+
+def render(
+    info: dict[str, str],
+    args: argparse.Namespace,
+    summary: dict[str, dict[str, Any]],
+    results: list[dict[str, Any]],
+    env: dict[str, Any],
+    configs: list[str],
+) -> str:
+    base = summary.get("in-memory", {}).get("rate")
+    rss_methods = sorted({r["rss_method"] for r in results if "error" not in r})
+    mb = env["nbytes"] / 1e6
+    lines = [
+        BEGIN_MARK,
+        "",
+        "## Training throughput: in memory vs file-backed (`RowsDataset`)",
+        "",
+        "Written by `bench/throughput.py`; rerunning it replaces this section only. Command:",
+        "",
+        "    .venv/bin/python bench/throughput.py",
+        "",
+        f"**What is measured.** Training throughput (samples/s) of one small model, an MLP "
+        f"({args.features} float32 inputs -> Dense(64, relu) -> Dense(10, softmax), adam, "
+        f"sparse categorical crossentropy, batch {args.batch}) on the same data "
+        f"({args.samples:,} random rows x {args.features} features = {mb:.0f} MB, written "
+        f"once to a temporary `.npy` with `np.lib.format.open_memmap`; random labels 0-9), "
+        f"fed either as numpy arrays to `model.fit` (what fitq's runner does for data within "
+        f"`FITQ_WORKER_MEMORY_BUDGET`) or through `worker.training.streaming.RowsDataset` "
+        f"over `NpyRows` (what it does for larger data), built and passed as `_fit_inputs` "
+        f"does (the dataset shuffles; `fit`'s own `shuffle` is left at its default). Each "
+        f"measurement is a fresh Python process: `keras.utils.set_random_seed` and op "
+        f"determinism (as the runner), build, compile, load the arrays or open the file, "
+        f"then one `fit` of 1 + {args.epochs} epochs; the first epoch (tracing, queue "
+        f"start-up) is not counted, throughput = samples x {args.epochs} / time from the "
+        f"end of epoch 1 to the end of the last epoch. Each configuration ran "
+        f"{args.repeats} times, in alternating order (forward, reversed, forward, ...); the "
+        f"table gives the median. The ratio is against the in-memory median of the same run. "
+        f"Peak RSS growth: the training process's peak resident memory from just after "
+        f"`compile` to the end of `fit` (covering the data load), minus its RSS at that "
+        f"moment; measured with {' / '.join(rss_methods) or 'n/a'} (`VmHWM` is the "
+        f"kernel's high-water mark in `/proc/self/status`, reset by writing 5 to "
+        f"`/proc/self/clear_refs`; the details also give a 10 ms `VmRSS` sampler's peak). "
+        f"With `use_multiprocessing=True` the loader processes' own memory is not included. "
+        f"The `.npy` file was just written, so `pread` reads it from the page cache, not "
+        f"from the disk: these figures are the loader's CPU cost, not disk speed. For "
+        f"reference, `NpyRows.rows` took {env['rows_ms']:.2f} ms per shuffled batch of "
+        f"{args.batch} rows in the parent process before the runs, of which "
+        f"{env['pread_ms']:.2f} ms is the bare `os.pread` calls (one per row: shuffled rows "
+        f"are rarely contiguous).",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in info.items()],
+        "",
+        "| configuration | samples/s (median) | ratio to in-memory | peak RSS growth "
+        "(median) | runs: samples/s | other processes (cores) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in configs:
+        s = summary[name]
+        if not s["ok"]:
+            err = "; ".join(sorted({r["error"] for r in s["bad"]}))
+            lines.append(f"| {DESCRIPTIONS[name]} | failed: {err} | | | | |")
+            continue
+        ratio = f"{s['rate'] / base:.2f}" if base else "n/a"
+        runs = ", ".join(fmt_rate(v) for v in s["rates"])
+        if s["bad"]:
+            runs += f" ({len(s['bad'])} failed)"
+        lines.append(
+            f"| {DESCRIPTIONS[name]} | {fmt_rate(s['rate'])} | {ratio} | "
+            f"{s['growth']:.0f} MB | {runs} | {s['other']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Load: the 1/5/15-minute load average was {env['load_before']} before and "
+        f"{env['load_after']} after the run; other processes used {env['quiet']:.2f} cores "
+        f"(of {os.cpu_count()}) just before it and, per configuration, the median in the "
+        f"last column during the timed epochs (`/proc/stat` busy time minus the measured "
+        f"process tree's own CPU). The run took {env['total_s']:.0f} s.",
+        "",
+        "Details per run (in run order; epoch times include the untimed first epoch):",
+        "",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"- {r['config']}: **failed**, {r['error']}")
+            continue
+        epochs = ", ".join(f"{e:.2f}" for e in r["epoch_s"])
+        lines.append(
+            f"- {r['config']}: {fmt_rate(r['samples_per_s'])} samples/s; epochs {epochs} s; "
+            f"own process tree {r['own_cores']:.2f} cores, others {r['other_cores']:.2f}; "
+            f"peak RSS growth {r['peak_growth_mb']:.0f} MB (sampled "
+            f"{r['sampled_peak_growth_mb']:.0f} MB, at the end {r['end_growth_mb']:.0f} MB); "
+            f"data load {r['load_s'] * 1000:.0f} ms; final loss {r['final_loss']:.4f}"
+        )
+    problems: dict[str, int] = {}
+    for r in results:
+        for ln in r.get("stderr", []):
+            key = f"{r['config']}: {ln[:200]}"
+            problems[key] = problems.get(key, 0) + 1
+    lines.append("")
+    if problems:
+        lines += ["Warnings and errors on the processes' stderr (count x line; TensorFlow's "
+                  "start-up chatter about CUDA and CPU features left out):", "", "```"]
+        lines += [f"{n:3d} x {k}" for k, n in list(problems.items())[:40]]
+        lines += ["```", ""]
+    else:
+        lines += ["No warnings or errors on the processes' stderr (TensorFlow's start-up "
+                  "chatter about CUDA and CPU features left out).", ""]
+    lines += ["**Interpretation.** " + interpret(summary, env), "", END_MARK]
+    return "\n".join(lines)
+
+
+def interpret(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
+    """Plain reading of the figures, generated from them (kept to what they show)."""
+    base = summary.get("in-memory", {}).get("rate")
+    if not base:
+        return "The in-memory baseline failed, so no ratio can be given."
+    mem = summary["in-memory"]
+    rows = {k: v for k, v in summary.items() if k != "in-memory" and v["ok"]}
+    if not rows:
+        return "Every file-backed configuration failed."
+    best = max(rows, key=lambda k: rows[k]["rate"])
+    text = (
+        f"Training from the file reaches at best {rows[best]['rate'] / base:.2f}x the "
+        f"in-memory throughput ({best})."
+    )
+    if "rows w1" in rows:
+        r1 = rows["rows w1"]["rate"]
+        more = {k: v["rate"] / r1 - 1 for k, v in rows.items() if k != "rows w1"}
+        if more:
+            spread = ", ".join(f"{k} {100 * g:+.0f} %" for k, g in more.items())
+            text += f" Against workers=1: {spread}."
+        helps = [k for k, g in more.items() if g > 0.05]
+        text += (
+            f" More loader workers help here ({', '.join(helps)})." if helps else
+            " More loader workers do not help on this machine."
+        )
+    own_max = max(v["own"] for v in rows.values())
+    own = ", ".join(f"{k} {v['own']:.2f}" for k, v in rows.items())
+    if own_max < 1.3:
+        text += (
+            f" The measured process tree used about one core whatever the setting (in "
+            f"memory {mem['own']:.2f}; {own}; of {os.cpu_count()}), so the loading adds to "
+            f"the time of each step rather than running beside it: the loader is mostly "
+            f"Python holding the GIL (per batch an argsort, one `os.pread` per row, numpy "
+            f"bookkeeping, then `tf.data.Dataset.from_generator`), and extra threads only "
+            f"take turns at it."
+        )
+    else:
+        text += f" CPU used by the measured process tree, in cores: {own}."
+    if "rows w2 mp" in rows:
+        text += (
+            " With `use_multiprocessing=True` Keras forks a new pool every epoch and "
+            "pickles every batch back through a pipe."
+        )
+    worst = max(v["growth"] for v in rows.values())
+    text += (
+        f" Memory is where the file-backed path pays off: the in-memory process grew by "
+        f"{mem['growth']:.0f} MB for {env['nbytes'] / 1e6:.0f} MB of data (the array plus "
+        f"TensorFlow's copies), the file-backed one by at most {worst:.0f} MB."
+    )
+    if env["others_max"] > 0.5:
+        text += (
+            f" Other processes used up to {env['others_max']:.1f} cores during the timed "
+            "epochs, so absolute figures are depressed and noisy; the ratios, measured "
+            "alternately under the same load, are the more reliable result."
+        )
+    return text
+
+
+def write_doc(section: str) -> None:
+    # Re-read just before writing; replace only our own marked section.
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if BEGIN_MARK in text and END_MARK in text.split(BEGIN_MARK, 1)[1]:
+        head, rest = text.split(BEGIN_MARK, 1)
+        tail = rest.split(END_MARK, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs after 1 warm-up")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    parser.add_argument("--child-timeout", type=float, default=120.0)
+    parser.add_argument("--wait-quiet", type=float, default=20.0,
+                        help="wait up to S seconds for other processes to quiet down")
+    parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configurations: {unknown}")
+    t_start = time.perf_counter()
+    info = machine()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="fitq-throughput-") as tmp:
+        folder = Path(tmp)
+        nbytes = write_data(folder, args.samples, args.features)
+        log(f"wrote {nbytes / 1e6:.0f} MB to {folder / 'x.npy'}")
+        cost = loader_cost(folder, args.batch)
+        log(f"NpyRows.rows: {cost['rows_ms']:.2f} ms per shuffled batch "
+            f"(bare pread calls {cost['pread_ms']:.2f} ms)")
+        quiet = wait_quiet(args.wait_quiet)
+        load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        log(f"load average {load_before}; other processes {quiet:.2f} cores")
+        for rnd in range(args.repeats):
+            order = configs if rnd % 2 == 0 else configs[::-1]
+            for name in order:
+                r = run_child(name, folder, args)
+                results.append(r)
+                if "error" in r:
+                    log(f"round {rnd + 1} {name}: FAILED {r['error']}")
+                    for ln in r.get("tail", [])[-5:]:
+                        log(f"    {ln}")
+                else:
+                    log(f"round {rnd + 1} {name}: {fmt_rate(r['samples_per_s'])} samples/s, "
+                        f"peak RSS +{r['peak_growth_mb']:.0f} MB, others "
+                        f"{r['other_cores']:.2f} cores ({r['process_s']:.1f} s)")
+    load_after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    summary = summarize(results, configs)
+    env = {
+        "nbytes": nbytes,
+        **cost,
+        "load_before": load_before,
+        "load_after": load_after,
+        "quiet": quiet,
+        "total_s": time.perf_counter() - t_start,
+        "others_max": max((r["other_cores"] for r in results if "error" not in r),
+                          default=0.0),
+    }
+    section = render(info, args, summary, results, env, configs)
+    print(section)
+    if not args.no_doc:
+        write_doc(section)
+        log(f"wrote the bench:throughput section of {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
