@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from models.settings import Settings
+from models.tokens import OPEN, Principal, authenticate
 
 
 def get_settings(request: Request) -> Settings:
@@ -27,6 +28,24 @@ def get_celery(request: Request) -> Celery:
     return app
 
 
+def get_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; everyone is admin with auth off."""
+    if not request.app.state.auth_enabled:
+        return OPEN
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    principal = authenticate(session, token.strip()) if scheme.lower() == "bearer" else None
+    if principal is None:
+        raise HTTPException(
+            401,
+            "missing, unknown or revoked bearer token; create one with "
+            "`fitq token create --name NAME` and send it as "
+            "'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -9,7 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from models.errors import Conflict, NotFound, SpecError
+from models.errors import Conflict, NotFound, SpecError, TooManyJobs
 
 
 def _echo(error: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +35,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(TooManyJobs)
+    async def _too_many(_: Request, exc: TooManyJobs) -> JSONResponse:
+        return JSONResponse(status_code=429, content={"detail": str(exc)})
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

@@ -10,12 +10,12 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.datasets import BUILTIN_PREFIX
-from models.errors import Conflict, NotFound
+from models.errors import Conflict, NotFound, TooManyJobs
 from models.settings import Settings
 from models.spec import JobSpec
 from models.tables import (
@@ -29,6 +29,7 @@ from models.tables import (
     JobEvent,
     utcnow,
 )
+from models.tokens import Principal
 from models.validation import check_spec
 
 
@@ -38,31 +39,56 @@ def spec_hash(spec: JobSpec) -> str:
 
 
 def create_job(
-    session: Session, spec: JobSpec, settings: Settings, idempotency_key: str | None
+    session: Session,
+    spec: JobSpec,
+    settings: Settings,
+    idempotency_key: str | None,
+    principal: Principal,
 ) -> tuple[Job, bool]:
-    """Validates and stores a job; returns it and whether it is new.
+    """Validates and stores a job for ``principal``; returns it and whether it is new.
 
-    With an ``idempotency_key`` already used for the same spec, returns that job; for
-    another spec, raises ``Conflict``.
+    With an ``idempotency_key`` the same owner already used for the same spec,
+    returns that job; for another spec, raises ``Conflict``. Raises ``TooManyJobs``
+    when the owner has ``max_jobs_in_flight`` queued and running jobs.
     """
     digest = spec_hash(spec)
-    if idempotency_key is not None:
-        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+    key = idempotency_key
+    if key is not None:
+        key = f"{principal.owner or ''}:{idempotency_key}"
+        existing = session.scalar(select(Job).where(Job.idempotency_key == key))
         if existing is not None:
-            return _same_spec(existing, digest, idempotency_key), False
-    warnings = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id))
+            return _same_spec(existing, digest, idempotency_key or ""), False
+    warnings = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    in_flight = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.owner.is_(None) if principal.owner is None else Job.owner == principal.owner,
+                Job.status.in_((QUEUED, RUNNING)),
+            )
+        )
+        or 0
+    )
+    if in_flight >= settings.max_jobs_in_flight:
+        raise TooManyJobs(
+            f"{in_flight} jobs are queued or running for this owner; at most "
+            f"{settings.max_jobs_in_flight} (FITQ_MAX_JOBS_IN_FLIGHT) are allowed; "
+            "wait for some to finish"
+        )
     stored = spec.model_copy(
         update={"seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31)}
     )
     now = utcnow()
     job = Job(
         id=uuid.uuid4().hex,
+        owner=principal.owner,
         name=spec.name,
         queue=spec.queue,
         status=QUEUED,
         spec=stored.model_dump(mode="json"),
         warnings=warnings,
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
         spec_hash=digest,
         created_at=now,
         updated_at=now,
@@ -85,16 +111,16 @@ def create_job(
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        existing = session.scalar(select(Job).where(Job.idempotency_key == key))
         if existing is None:
             raise
         return _same_spec(existing, digest, idempotency_key or ""), False
     return job, True
 
 
-def _dataset_info(session: Session, dataset_id: str) -> dict[str, Any] | None:
+def _dataset_info(session: Session, dataset_id: str, principal: Principal) -> dict[str, Any] | None:
     row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
-    return dict(row.info) if row is not None else None
+    return dict(row.info) if row is not None and principal.sees(row.owner) else None
 
 
 def _same_spec(job: Job, digest: str, key: str) -> Job:
@@ -106,9 +132,10 @@ def _same_spec(job: Job, digest: str, key: str) -> Job:
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
+def get_job(session: Session, job_id: str, principal: Principal) -> Job:
+    """The job, if ``principal`` may see it; another owner's job is "not found"."""
+    job = session.get(Job, job_id) if len(job_id) <= 32 else None
+    if job is None or not principal.sees(job.owner):
         raise NotFound("job", job_id)
     return job
 
@@ -137,9 +164,12 @@ def list_jobs(
     name: str | None,
     cursor: str | None,
     limit: int,
+    principal: Principal,
 ) -> tuple[list[Job], str | None]:
     """Newest first; ``cursor`` continues after the last job of the previous page."""
     query = select(Job)
+    if not principal.admin:
+        query = query.where(Job.owner == principal.owner)
     if status:
         query = query.where(Job.status == status)
     if queue:
@@ -158,9 +188,9 @@ def list_jobs(
     return rows[:limit], next_cursor
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
+def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
     """Cancels a queued job at once; asks a running one to stop. Idempotent."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, principal)
     now = utcnow()
     done = session.execute(
         update(Job)

@@ -21,18 +21,21 @@ DESCRIPTION = """Submit a Keras `model.fit()` call as a job spec; Celery workers
 record every epoch's metrics and every checkpoint. Epochs are 1-based everywhere."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
     """The API, wired to the configured database and broker.
 
-    Refuses to start on a database that is not at the latest migration.
+    Refuses to start on a database that is not at the latest migration. Requires
+    bearer tokens when ``FITQ_AUTH=on``, or when unset and ``host`` is not loopback.
     """
     settings = settings or get_settings()
+    auth_enabled = settings.auth_enabled(host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.resolved_database_url)
         check_migrated(engine)
         app.state.settings = settings
+        app.state.auth_enabled = auth_enabled
         app.state.session_factory = make_session_factory(engine)
         app.state.celery = make_celery(settings, name="fitq-api")
         yield

@@ -5,6 +5,7 @@ fitq api [--host] [--port]                 the API alone
 fitq worker [--queues q1,q2]               one Celery worker (concurrency 1)
 fitq dispatcher                            requeue jobs of dead workers, republish lost ones
 fitq migrate                               bring the database to the latest schema
+fitq token create --name NAME [--admin]    a bearer token (also: token list, token revoke)
 """
 
 from __future__ import annotations
@@ -63,7 +64,19 @@ def _serve_api(settings: Settings, host: str, port: int) -> int:
     except DatabaseNotMigrated as exc:
         print(f"fitq: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if settings.auth_enabled(host):
+        print(
+            "fitq: auth is on: every request needs 'Authorization: Bearer <token>' "
+            "(fitq token create --name NAME)",
+            flush=True,
+        )
+    else:
+        print(
+            f"fitq: auth is off: the API at {host} is open to anyone who can reach it "
+            "(FITQ_AUTH=on to require tokens)",
+            flush=True,
+        )
+    uvicorn.run(create_app(settings, host=host), host=host, port=port, log_level="info")
     return 0
 
 
@@ -160,6 +173,45 @@ def cmd_up(args: argparse.Namespace) -> int:
                 worker.kill()
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from models.db import make_engine, make_session_factory
+    from models.errors import Conflict, NotFound
+    from models.migrate import check_migrated
+    from models.tokens import create_token, list_tokens, revoke_token
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        check_migrated(engine)
+    except DatabaseNotMigrated as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return 2
+    with make_session_factory(engine)() as session:
+        try:
+            if args.token_command == "create":
+                token = create_token(session, args.name, admin=args.admin)
+                print(token)
+                print(
+                    f"fitq: token for {args.name!r}{' (admin)' if args.admin else ''}; it is "
+                    "shown once, keep it",
+                    file=sys.stderr,
+                )
+            elif args.token_command == "list":
+                for row in list_tokens(session):
+                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                    print(
+                        f"{row.name}\t{'admin' if row.admin else 'user'}\t{state}\t"
+                        f"created {row.created_at:%Y-%m-%d %H:%M}"
+                    )
+            else:
+                revoke_token(session, args.name)
+                print(f"fitq: revoked the token of {args.name!r}")
+        except (Conflict, NotFound) as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fitq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         "dispatcher", help="requeue the jobs of dead workers and republish lost messages"
     )
     dispatcher.set_defaults(func=cmd_dispatcher)
+    token = sub.add_parser("token", help="create, list and revoke API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token and print it (once)")
+    create.add_argument("--name", required=True, help="the owner the token stands for")
+    create.add_argument("--admin", action="store_true", help="sees and acts on every job")
+    token_sub.add_parser("list", help="list tokens (never their values)")
+    revoke = token_sub.add_parser("revoke", help="revoke an owner's token")
+    revoke.add_argument("name")
+    token.set_defaults(func=cmd_token)
     migrate = sub.add_parser("migrate", help="migrate the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
     return parser

@@ -40,3 +40,7 @@ class Conflict(FitqError):
 
 class DatabaseNotMigrated(FitqError):
     """The database schema is not at the latest migration."""
+
+
+class TooManyJobs(FitqError):
+    """An owner has as many queued and running jobs as the settings allow."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,12 @@ class Settings(BaseSettings):
             size in an uploaded archive (a zip bomb's is in the thousands).
         worker_memory_budget: Datasets larger than this train from disk, a batch at
             a time, instead of being loaded whole.
+        auth: ``on`` requires a bearer token (``fitq token create``) on every API
+            call; ``off`` runs open. Unset: on whenever the API listens beyond
+            loopback.
+        max_jobs_in_flight: Queued and running jobs one token owner may have (429
+            beyond).
+        max_params: Largest number of weights a job's model may have.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -66,6 +73,9 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(default=8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)
     worker_memory_budget: int = Field(default=2 * 1024**3, gt=0)
+    auth: Literal["on", "off"] | None = None
+    max_jobs_in_flight: int = Field(default=100, gt=0)
+    max_params: int = Field(default=50_000_000, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -94,6 +104,12 @@ class Settings(BaseSettings):
         if self.artifacts_dir is not None:
             return self.artifacts_dir.expanduser().resolve()
         return self.resolved_data_dir / "artifacts"
+
+    def auth_enabled(self, host: str) -> bool:
+        """Whether the API at ``host`` requires tokens (on beyond loopback by default)."""
+        if self.auth is not None:
+            return self.auth == "on"
+        return host not in ("127.0.0.1", "localhost", "::1")
 
     def job_dir(self, job_id: str) -> Path:
         """The artifact folder that belongs to one job."""

@@ -76,6 +76,8 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The token owner who submitted the job; None while auth is off.
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     queue: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
@@ -168,6 +170,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -184,3 +187,16 @@ class JobDataset(Base):
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     dataset_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+
+
+class ApiToken(Base):
+    """A bearer token: shown once at creation, stored as its SHA-256."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -10,11 +10,13 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import PrincipalDep, SessionDep, SettingsDep
 from models.errors import NotFound
 from models.images import store_images
 from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
+from models.tokens import Principal
 from models.uploads import UploadError, dataset_dir, store_npz
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -60,6 +62,7 @@ class DatasetList(BaseModel):
 )
 async def upload_dataset(
     session: SessionDep,
+    principal: PrincipalDep,
     settings: SettingsDep,
     response: Response,
     file: Annotated[
@@ -94,7 +97,13 @@ async def upload_dataset(
             exc.status, [{"loc": ["body", "file"], "msg": str(exc), "type": "upload"}]
         ) from exc
     row = Dataset(
-        id=dataset_id, name=name or filename, kind=kind, size_bytes=size, sha256=sha, info=info
+        id=dataset_id,
+        owner=principal.owner,
+        name=name or filename,
+        kind=kind,
+        size_bytes=size,
+        sha256=sha,
+        info=info,
     )
     session.add(row)
     session.commit()
@@ -104,19 +113,29 @@ async def upload_dataset(
 
 @router.get("", response_model=DatasetList)
 def list_datasets(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DatasetList:
     """Datasets, newest first."""
-    rows = session.scalars(select(Dataset).order_by(Dataset.created_at.desc()).limit(limit))
+    query = select(Dataset)
+    if not principal.admin:
+        query = query.where(Dataset.owner == principal.owner)
+    rows = session.scalars(query.order_by(Dataset.created_at.desc()).limit(limit))
     return DatasetList(items=[DatasetOut.of(r) for r in rows])
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
-    """One dataset's metadata."""
-    row = session.get(Dataset, dataset_id)
-    if row is None:
+def _visible(session: Session, dataset_id: str, principal: Principal) -> Dataset:
+    row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
+    if row is None or not principal.sees(row.owner):
         raise NotFound("dataset", dataset_id)
+    return row
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> DatasetOut:
+    """One dataset's metadata."""
+    row = _visible(session, dataset_id, principal)
     return DatasetOut.of(row)
 
 
@@ -125,11 +144,11 @@ def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
     status_code=204,
     responses={409: {"description": "A queued or running job uses the dataset."}},
 )
-def delete_dataset(dataset_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_dataset(
+    dataset_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
     """Delete a dataset that no queued or running job uses."""
-    row = session.get(Dataset, dataset_id)
-    if row is None:
-        raise NotFound("dataset", dataset_id)
+    row = _visible(session, dataset_id, principal)
     users = session.scalars(
         select(Job.id)
         .join(JobDataset, JobDataset.job_id == Job.id)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
 from api import jobs as store
-from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
     CheckpointList,
     CheckpointOut,
@@ -63,13 +63,14 @@ def _cached(request: Request, payload: object) -> Response:
 def submit_job(
     spec: JobSpec,
     session: SessionDep,
+    principal: PrincipalDep,
     settings: SettingsDep,
     celery: CeleryDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     """Validate a job spec completely, store it as `queued` and wake a worker."""
-    job, created = store.create_job(session, spec, settings, idempotency_key)
+    job, created = store.create_job(session, spec, settings, idempotency_key, principal)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200
@@ -84,6 +85,7 @@ def submit_job(
 @router.get("", response_model=JobList)
 def list_jobs(
     session: SessionDep,
+    principal: PrincipalDep,
     status: Annotated[
         str | None, Query(description="queued, running, succeeded, failed or cancelled")
     ] = None,
@@ -106,7 +108,13 @@ def list_jobs(
         )
     try:
         rows, next_cursor = store.list_jobs(
-            session, status=status, queue=queue, name=name, cursor=cursor, limit=limit
+            session,
+            status=status,
+            queue=queue,
+            name=name,
+            cursor=cursor,
+            limit=limit,
+            principal=principal,
         )
     except ValueError as exc:
         raise HTTPException(
@@ -116,9 +124,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
-def get_job(job_id: str, session: SessionDep, request: Request) -> Response:
+def get_job(
+    job_id: str, session: SessionDep, principal: PrincipalDep, request: Request
+) -> Response:
     """One job; send `If-None-Match` with its last ETag to get 304 while nothing changed."""
-    return _cached(request, JobOut.of(store.get_job(session, job_id)))
+    return _cached(request, JobOut.of(store.get_job(session, job_id, principal)))
 
 
 @router.get(
@@ -129,12 +139,13 @@ def get_job(job_id: str, session: SessionDep, request: Request) -> Response:
 def get_metrics(
     job_id: str,
     session: SessionDep,
+    principal: PrincipalDep,
     request: Request,
     after_epoch: Annotated[int, Query(ge=0, description="Only epochs after this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
     """Each recorded epoch's metrics, ordered by epoch."""
-    store.get_job(session, job_id)
+    store.get_job(session, job_id, principal)
     rows = session.scalars(
         select(EpochMetric)
         .where(EpochMetric.job_id == job_id, EpochMetric.epoch > after_epoch)
@@ -149,9 +160,9 @@ def get_metrics(
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
-def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
+def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) -> CheckpointList:
     """The files ModelCheckpoint wrote for this job; the best one is marked."""
-    store.get_job(session, job_id)
+    store.get_job(session, job_id, principal)
     rows = session.scalars(
         select(Checkpoint)
         .where(Checkpoint.job_id == job_id)
@@ -166,9 +177,14 @@ def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_checkpoint(
-    job_id: str, checkpoint_id: int, session: SessionDep, settings: SettingsDep
+    job_id: str,
+    checkpoint_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> FileResponse:
     """Download one recorded checkpoint file."""
+    store.get_job(session, job_id, principal)
     row = session.scalar(
         select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id)
     )
@@ -187,20 +203,21 @@ def download_checkpoint(
     response_model=JobOut,
     responses={409: {"description": "The job already succeeded or failed."}},
 )
-def cancel_job(job_id: str, session: SessionDep) -> JobOut:
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel a job: a queued one never starts; a running one stops between batches."""
-    return JobOut.of(store.cancel_job(session, job_id))
+    return JobOut.of(store.cancel_job(session, job_id, principal))
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
 def get_logs(
     job_id: str,
     session: SessionDep,
+    principal: PrincipalDep,
     settings: SettingsDep,
     tail_bytes: Annotated[int, Query(ge=1, le=16 * 1024 * 1024)] = LOG_TAIL_BYTES,
 ) -> PlainTextResponse:
     """The training log (Keras' output at the spec's `fit.verbose`), its last bytes."""
-    store.get_job(session, job_id)
+    store.get_job(session, job_id, principal)
     path = settings.job_dir(job_id) / "train.log"
     if not path.is_file():
         return PlainTextResponse("")
@@ -211,9 +228,9 @@ def get_logs(
 
 
 @router.get("/{job_id}/history", response_model=EventList)
-def get_history(job_id: str, session: SessionDep) -> EventList:
+def get_history(job_id: str, session: SessionDep, principal: PrincipalDep) -> EventList:
     """What happened to the job: created, started (each attempt), cancel, finished."""
-    store.get_job(session, job_id)
+    store.get_job(session, job_id, principal)
     rows = session.scalars(
         select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
     ).all()
