@@ -26,6 +26,17 @@ MODULE_CLASSES: dict[str, set[str]] = {
     "keras.src.models.functional": {"Functional"},
 }
 IGNORED_KEYS = {"compile_config"}
+# The keys Keras writes around a serialized object (a model, a layer).
+OBJECT_KEYS = {
+    "module",
+    "class_name",
+    "config",
+    "registered_name",
+    "build_config",
+    "compile_config",
+    "name",
+    "inbound_nodes",
+}
 
 Loc = tuple[str | int, ...]
 
@@ -37,6 +48,14 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
     def fail(where: Loc, msg: str) -> None:
         problems.append({"loc": list(where), "msg": msg, "type": "keras_config"})
 
+    unknown = sorted(set(config) - OBJECT_KEYS)
+    if unknown:
+        fail(
+            loc,
+            f"received keys {unknown}; expected only what model.to_json() writes: "
+            f"{sorted(OBJECT_KEYS)}",
+        )
+        return problems
     top = config.get("class_name")
     if top not in catalog.MODEL_CLASSES:
         fail(
@@ -66,6 +85,12 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
             return
         if "class_name" in node:
             check_object(node, where)
+            extra = sorted(set(node) - OBJECT_KEYS)
+            if extra:
+                fail(
+                    where,
+                    f"received keys {extra} beside class_name; expected only {sorted(OBJECT_KEYS)}",
+                )
         for key, value in node.items():
             if key in IGNORED_KEYS and depth == 0:
                 continue
@@ -122,3 +147,59 @@ def input_shape(config: dict[str, Any]) -> tuple[int | None, ...] | None:
 def raise_if_problems(problems: list[dict[str, Any]]) -> None:
     if problems:
         raise SpecError(problems)
+
+
+def _dim(value: Any) -> int:
+    return int(value) if isinstance(value, int) and value > 0 else 1
+
+
+def estimate_params(config: dict[str, Any], input_shape: tuple[int, ...]) -> int:
+    """About how many weights a model config holds, walking its layers in order.
+
+    Exact for the stacks fitq's builtins and most Sequential models make (Dense,
+    Conv, Flatten, Embedding, recurrent layers); an estimate for anything else.
+    """
+    shape = list(input_shape)
+    total = 0
+    layers = (config.get("config") or {}).get("layers") or []
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        cls, cfg = layer.get("class_name"), layer.get("config") or {}
+        last = _dim(shape[-1]) if shape else 1
+        if cls == "Dense":
+            units = _dim(cfg.get("units"))
+            total += (last + 1) * units
+            shape = [*shape[:-1], units] if shape else [units]
+        elif cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D"):
+            kernel = cfg.get("kernel_size", 3)
+            area = 1
+            for k in kernel if isinstance(kernel, list) else [kernel] * (len(shape) - 1 or 1):
+                area *= _dim(k)
+            filters = _dim(cfg.get("filters", last))
+            total += (area * last + 1) * filters
+            shape = [*shape[:-1], filters] if shape else [filters]
+        elif cls == "Flatten":
+            size = 1
+            for d in shape:
+                size *= _dim(d)
+            shape = [size]
+        elif cls == "Embedding":
+            total += _dim(cfg.get("input_dim")) * _dim(cfg.get("output_dim"))
+            shape = [*shape, _dim(cfg.get("output_dim"))]
+        elif cls in ("LSTM", "GRU", "SimpleRNN"):
+            units = _dim(cfg.get("units"))
+            gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[str(cls)]
+            total += gates * (units * (units + last) + units)
+            shape = [units]
+        elif cls in ("MaxPooling2D", "AveragePooling2D") and len(shape) == 3:
+            pool = cfg.get("pool_size", 2)
+            ph, pw = (pool, pool) if isinstance(pool, int) else (pool[0], pool[1])
+            shape = [
+                max(1, _dim(shape[0]) // _dim(ph)),
+                max(1, _dim(shape[1]) // _dim(pw)),
+                shape[2],
+            ]
+        elif cls in ("BatchNormalization", "LayerNormalization"):
+            total += 4 * last
+    return total

@@ -20,7 +20,7 @@ from models import catalog
 from models.architectures import ARCHITECTURES
 from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.errors import SpecError
-from models.keras_config import check_keras_config, input_shape
+from models.keras_config import check_keras_config, estimate_params, input_shape
 from models.settings import Settings
 from models.spec import (
     CSVLoggerSpec,
@@ -106,7 +106,7 @@ def check_spec(
                 f"training data's shape {list(train.feature_shape)}",
             )
 
-    _check_model(spec, _augmented(spec, train, problems), problems)
+    _check_model(spec, _augmented(spec, train, problems), problems, settings)
     _check_compile(spec, train, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
@@ -256,7 +256,53 @@ def _inline_info(
     return DataInfo(len(y), feature_shape, None, None)
 
 
-def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
+def _builtin_layers(
+    name: str, params: Any, shape: tuple[int, ...], n_out: int
+) -> list[dict[str, Any]]:
+    """The layers a built-in architecture builds, for counting its weights."""
+
+    def layer(cls: str, **cfg: Any) -> dict[str, Any]:
+        return {"class_name": cls, "config": cfg}
+
+    if name == "mlp":
+        return [
+            layer("Flatten"),
+            *[layer("Dense", units=u) for u in params.hidden_units],
+            layer("Dense", units=n_out),
+        ]
+    out = []
+    side = min(shape[0], shape[1]) if len(shape) >= 2 else 1
+    for f in params.filters:
+        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size))
+        if side >= 4:
+            side //= 2
+            out.append(layer("MaxPooling2D", pool_size=2))
+    return out + [
+        layer("Flatten"),
+        layer("Dense", units=params.dense_units),
+        layer("Dense", units=n_out),
+    ]
+
+
+def _check_size(
+    spec: JobSpec,
+    layers: list[dict[str, Any]],
+    shape: tuple[int, ...],
+    settings: Settings,
+    problems: _Problems,
+) -> None:
+    total = estimate_params({"config": {"layers": layers}}, shape)
+    if total > settings.max_params:
+        problems.add(
+            ("model",),
+            f"the model has about {total:,} weights; expected at most "
+            f"{settings.max_params:,} (FITQ_MAX_PARAMS)",
+        )
+
+
+def _check_model(
+    spec: JobSpec, train: DataInfo | None, problems: _Problems, settings: Settings
+) -> None:
     model = spec.model
     if model.builtin is not None:
         params_model = ARCHITECTURES.get(model.builtin)
@@ -288,6 +334,12 @@ def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> 
                 "the training labels are real numbers (regression), expected "
                 "output_activation 'linear' or null",
             )
+        if train and (model.builtin != "cnn" or len(train.feature_shape) in (2, 3)):
+            shape = (
+                train.feature_shape if len(train.feature_shape) != 2 else (*train.feature_shape, 1)
+            )
+            layers = _builtin_layers(model.builtin, params, shape, train.n_classes or 1)
+            _check_size(spec, layers, shape, settings, problems)
         return
     assert model.keras_config is not None
     found = check_keras_config(model.keras_config, ("model", "keras_config"))
@@ -295,6 +347,8 @@ def _check_model(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> 
         problems.items.append(item)
     if found or train is None:
         return
+    layers = (model.keras_config.get("config") or {}).get("layers") or []
+    _check_size(spec, list(layers), train.feature_shape, settings, problems)
     declared = input_shape(model.keras_config)
     if declared is not None:
         expected = tuple(None if d is None else int(d) for d in declared)
