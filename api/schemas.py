@@ -10,6 +10,26 @@ from pydantic import BaseModel, Field
 from models.tables import Checkpoint, EpochMetric, Job
 
 
+class ErrorOut(BaseModel):
+    """Every error: a message, or FastAPI's list of {loc, msg, type} for invalid input."""
+
+    detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorOut,
+        "description": "Missing, unknown or revoked bearer token (when auth is on).",
+    },
+    404: {"model": ErrorOut, "description": "No such resource, or it belongs to another owner."},
+    413: {"model": ErrorOut, "description": "The request body is over its size limit."},
+    422: {
+        "model": ErrorOut,
+        "description": "Invalid input; `detail` names each field and what was expected.",
+    },
+}
+
+
 class Progress(BaseModel):
     epoch: int | None = Field(description="The epoch being trained (1-based).")
     epochs: int = Field(description="fit.epochs: the index of the last epoch.")

@@ -13,13 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.schemas import ERRORS
 from models.errors import NotFound
 from models.images import store_images
 from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
 from models.tokens import Principal
 from models.uploads import UploadError, dataset_dir, store_npz
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
 
 
 class DatasetOut(BaseModel):

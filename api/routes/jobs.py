@@ -14,6 +14,7 @@ from sqlalchemy import select
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
+    ERRORS,
     CheckpointList,
     CheckpointOut,
     EpochOut,
@@ -28,7 +29,7 @@ from models.queueing import publish_job
 from models.spec import JobSpec
 from models.tables import STATUSES, Checkpoint, EpochMetric, JobEvent
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 log = logging.getLogger("fitq.api")
 LOG_TAIL_BYTES = 256 * 1024
 
@@ -173,8 +174,15 @@ def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) 
 
 @router.get(
     "/{job_id}/checkpoints/{checkpoint_id}/file",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    response_model=None,
+    responses={
+        200: {
+            "description": "The file's bytes.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
 )
 def download_checkpoint(
     job_id: str,
@@ -208,7 +216,16 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job
     return JobOut.of(store.cancel_job(session, job_id, principal))
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+@router.get(
+    "/{job_id}/logs",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The log's last bytes.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_logs(
     job_id: str,
     session: SessionDep,
