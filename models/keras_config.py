@@ -17,6 +17,8 @@ MAX_LAYERS = 200
 MAX_UNITS = 8192
 MAX_DEPTH = 24
 SIZE_KEYS = ("units", "filters", "output_dim", "input_dim")
+SHAPE_KEYS = ("batch_shape", "batch_input_shape", "target_shape", "input_shape")
+MAX_SIDE = 65536
 MODULE_CLASSES: dict[str, set[str]] = {
     "keras.layers": catalog.LAYERS,
     "keras.initializers": catalog.INITIALIZERS,
@@ -103,6 +105,14 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
                     )
             if key in SIZE_KEYS and isinstance(value, int) and value > MAX_UNITS:
                 fail(where + (key,), f"received {key}={value}, expected at most {MAX_UNITS}")
+            if key in SHAPE_KEYS and isinstance(value, list):
+                dims = [d for d in value if d is not None]
+                if any(not isinstance(d, int) or d < 1 or d > MAX_SIDE for d in dims):
+                    fail(
+                        where + (key,),
+                        f"received {key}={value}; expected dimensions from 1 "
+                        f"to {MAX_SIDE} (or null for the batch)",
+                    )
             walk(value, where + (key,), depth + 1)
 
     def check_object(node: dict[str, Any], where: Loc) -> None:

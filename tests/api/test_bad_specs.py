@@ -123,6 +123,37 @@ CASES = [
         ["body", "data", "augmentation", 0],
         "does not match any of the expected tags",
     ),
+    Case(
+        "keras_shape_bomb",
+        {
+            "model.builtin": ...,
+            "model.params": ...,
+            "model.keras_config": {
+                "module": "keras",
+                "class_name": "Sequential",
+                "registered_name": None,
+                "config": {
+                    "name": "s",
+                    "layers": [
+                        {
+                            "module": "keras.layers",
+                            "class_name": "InputLayer",
+                            "registered_name": None,
+                            "config": {"batch_shape": [None, 8, 8, 1], "name": "in"},
+                        },
+                        {
+                            "module": "keras.layers",
+                            "class_name": "Reshape",
+                            "registered_name": None,
+                            "config": {"target_shape": [10**9, 64], "name": "r"},
+                        },
+                    ],
+                },
+            },
+        },
+        ["body", "model", "keras_config", "config", "layers", 1, "config", "target_shape"],
+        "expected dimensions from 1",
+    ),
     Case("epochs_boolean", {"fit.epochs": True}, [*F, "epochs"], "valid integer"),
     Case("batch_size_list", {"fit.batch_size": [32]}, [*F, "batch_size"], "valid integer"),
     Case("batch_size_zero", {"fit.batch_size": 0}, [*F, "batch_size"], "greater than 0"),
