@@ -238,3 +238,25 @@ def test_hostile_image_archives_are_refused(
     assert resp.status_code == 422, resp.text
     assert message in resp.json()["detail"][0]["msg"]
     assert leftovers(settings) == []
+
+
+def _vm(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_hostile_uploads_leave_the_api_memory_bounded(client: TestClient) -> None:
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset the peak resident memory")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+    before = _vm("VmRSS")
+    for data, _message in HOSTILE.values():
+        assert upload(client, data).status_code == 422
+    grown = _vm("VmHWM") - before
+    print(
+        f"\npeak memory growth over {len(HOSTILE)} hostile uploads (zip and shape bombs "
+        f"included): {grown >> 20} MiB"
+    )
+    assert grown < 64 * 1024 * 1024
