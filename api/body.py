@@ -44,7 +44,7 @@ class BodyMiddleware:
         max_body_bytes: int,
         max_upload_bytes: int,
         upload_paths: tuple[str, ...] = ("/v1/datasets",),
-        spec_paths: tuple[str, ...] = ("/v1/jobs",),
+        spec_paths: tuple[str, ...] = ("/v1/jobs", "/v1/jobs/validate"),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes

@@ -118,6 +118,13 @@ def create_job(
     return job, True
 
 
+def validate_spec(
+    session: Session, spec: JobSpec, settings: Settings, principal: Principal
+) -> list[str]:
+    """The warnings a submission of ``spec`` would get; raises ``SpecError`` as it would."""
+    return check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+
+
 def _dataset_info(session: Session, dataset_id: str, principal: Principal) -> dict[str, Any] | None:
     row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
     return dict(row.info) if row is not None and principal.sees(row.owner) else None

@@ -109,6 +109,10 @@ class JobOut(BaseModel):
         )
 
 
+class Validation(BaseModel):
+    warnings: list[str] = Field(description="Advice on a spec that can run.")
+
+
 class JobList(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="revoke an owner's token")
     revoke.add_argument("name")
     token.set_defaults(func=cmd_token)
+    from fitq.commands import add_parsers
+
+    add_parsers(sub)
     migrate = sub.add_parser("migrate", help="migrate the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
     return parser

@@ -117,6 +117,7 @@ class Service:
     queue: str
     extra_env: dict[str, str] = field(default_factory=dict)
     base_url: str = ""
+    port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     expected_alive: set[str] = field(default_factory=set)
     logs: dict[str, Path] = field(default_factory=dict)
@@ -147,12 +148,20 @@ class Service:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.backend.database_url)
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.start_process("api", "api", "--port", str(port))
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.start_process("api", "api", "--port", str(self.port))
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
         self.start_worker()
         self.wait_until(lambda: self._ready(), 60, "the API to answer /readyz")
+
+    def restart_api(self, down_seconds: float = 2.0) -> None:
+        """Stops the API and starts it again on the same port after ``down_seconds``."""
+        self.kill("api", signal.SIGTERM, children_too=False)
+        self.procs["api"].wait(timeout=20)
+        time.sleep(down_seconds)
+        self.start_process("api", "api", "--port", str(self.port))
+        self.wait_until(lambda: self._ready(), 60, "the API to answer again")
 
     def start_worker(self, name: str = "worker") -> None:
         """Starts a worker and waits until it takes jobs."""

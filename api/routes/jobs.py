@@ -24,6 +24,7 @@ from api.schemas import (
     JobList,
     JobOut,
     MetricsList,
+    Validation,
 )
 from models.errors import NotFound
 from models.queueing import publish_job
@@ -84,6 +85,22 @@ def submit_job(
     except Exception:  # noqa: BLE001 - the job is stored; it is published again later
         log.exception("could not publish job %s to queue %s", job.id, job.queue)
     return JobOut.of(job)
+
+
+@router.post(
+    "/validate",
+    response_model=Validation,
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/yaml": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}
+        }
+    },
+)
+def validate_job(
+    spec: JobSpec, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> Validation:
+    """Check a spec as a submission would (422 if it is refused) without queueing it."""
+    return Validation(warnings=store.validate_spec(session, spec, settings, principal))
 
 
 @router.get("", response_model=JobList)

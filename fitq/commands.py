@@ -1,0 +1,347 @@
+"""The client commands of ``fitq``: submit, jobs, datasets; made for CI pipelines.
+
+Exit codes:
+    0  the job succeeded and every --require gate passed
+    1  the job failed or was cancelled
+    2  the spec was refused (the API's messages are printed, with field paths)
+    3  a gate failed
+    4  timed out waiting (the job goes on unless --cancel-on-timeout)
+    5  the service could not be reached
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import re
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fitq.client import ApiError, Client, TimedOut, Unreachable, format_detail
+
+OK, JOB_FAILED, REFUSED, GATE_FAILED, TIMED_OUT, UNREACHABLE = 0, 1, 2, 3, 4, 5
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+GATE = re.compile(
+    r"^\s*(?:(final|best|test)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|>|<)\s*"
+    r"([-+0-9.eE]+)\s*$"
+)
+
+
+@dataclass
+class Gate:
+    """A requirement on a finished job: ``[final.|best.|test.]metric OP number``."""
+
+    text: str
+    scope: str
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Gate:
+        match = GATE.match(text)
+        if match is None:
+            raise ValueError(
+                f"cannot read the gate {text!r}; expected e.g. 'val_accuracy>=0.9', "
+                "'test.accuracy>0.8' or 'best.val_loss<=0.3'"
+            )
+        scope, metric, op, value = match.groups()
+        return cls(text, scope or "final", metric, op, float(value))
+
+    def check(self, job: dict[str, Any], best_row: dict[str, Any] | None) -> tuple[bool, str]:
+        source = {
+            "final": job.get("latest_metrics"),
+            "test": job.get("test_metrics"),
+            "best": (best_row or {}).get("metrics"),
+        }[self.scope] or {}
+        got = source.get(self.metric)
+        if got is None:
+            return False, f"{self.scope} metrics have no {self.metric!r} ({sorted(source)})"
+        passed = OPS[self.op](float(got), self.value)
+        return passed, f"{self.scope}.{self.metric} = {got:.6g} {self.op} {self.value:g}"
+
+
+def set_path(spec: dict[str, Any], assignment: str) -> None:
+    """``fit.epochs=5``: the value is read as YAML (numbers, lists, booleans)."""
+    path, sep, raw = assignment.partition("=")
+    if not sep or not path:
+        raise ValueError(f"cannot read --set {assignment!r}; expected path.to.field=value")
+    node = spec
+    *parents, last = path.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[last] = yaml.safe_load(raw)
+
+
+def _progress(row: dict[str, Any], epochs: int, tty: bool) -> str:
+    metrics = " - ".join(
+        f"{k}: {v:.4f}" for k, v in sorted(row["metrics"].items()) if isinstance(v, (int, float))
+    )
+    line = f"Epoch {row['epoch']}/{epochs} - {row['duration_s']:.1f}s - {metrics}"
+    if tty:
+        done = int(30 * row["epoch"] / max(epochs, 1))
+        return f"[{'=' * done}{'.' * (30 - done)}] {line}"
+    return line
+
+
+def write_junit(path: Path, job: dict[str, Any], results: list[tuple[Gate, bool, str]]) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name=f"fitq job {job.get('name') or job['id']}",
+        tests=str(len(results)),
+        failures=str(sum(1 for _, ok, _ in results if not ok)),
+    )
+    props = ET.SubElement(suite, "properties")
+    for key in ("id", "status", "stop_reason"):
+        ET.SubElement(props, "property", name=key, value=str(job.get(key)))
+    for scope in ("latest_metrics", "test_metrics"):
+        for metric, value in (job.get(scope) or {}).items():
+            ET.SubElement(props, "property", name=f"{scope}.{metric}", value=str(value))
+    for gate, passed, message in results:
+        case = ET.SubElement(suite, "testcase", classname="fitq.gates", name=gate.text)
+        if not passed:
+            ET.SubElement(case, "failure", message=message).text = message
+        ET.SubElement(case, "system-out").text = message
+    path.write_text(ET.tostring(suite, encoding="unicode", xml_declaration=True))
+
+
+def _load_spec(path: str) -> dict[str, Any]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    spec = yaml.safe_load(text)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path} does not hold a job spec (a mapping)")
+    return spec
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    gates = [Gate.parse(g) for g in args.require]
+    spec = _load_spec(args.spec)
+    for assignment in args.set:
+        set_path(spec, assignment)
+    if args.name:
+        spec["name"] = args.name
+    if args.queue:
+        spec["queue"] = args.queue
+    client = Client()
+    try:
+        if args.dry_run:
+            warnings = client.validate(spec)
+            _emit(
+                args,
+                {"valid": True, "warnings": warnings},
+                "spec is valid" + "".join(f"\nwarning: {w}" for w in warnings),
+            )
+            return OK
+        job = client.submit(spec, idempotency_key=args.idempotency_key)
+        for warning in job.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+        if not (args.wait or args.follow or gates or args.download_best or args.junit):
+            _emit(args, job, f"submitted job {job['id']} ({job['status']})")
+            return OK
+        print(f"fitq: job {job['id']} on queue {job['queue']!r}", file=sys.stderr)
+        epochs = int(job["spec"]["fit"]["epochs"])
+        try:
+            for row in client.follow(job["id"], timeout=args.timeout):
+                if args.follow and not args.json:
+                    print(_progress(row, epochs, out.isatty()), file=out, flush=True)
+        except TimedOut as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            if args.cancel_on_timeout:
+                client.cancel(job["id"])
+                print(f"fitq: cancelled job {job['id']}", file=sys.stderr)
+            return TIMED_OUT
+        job = client.job(job["id"])
+        best_row = None
+        if job.get("best"):
+            rows = client.metrics(job["id"], after_epoch=int(job["best"]["epoch"]) - 1)
+            best_row = rows[0] if rows else None
+        results = [(g, *g.check(job, best_row)) for g in gates]
+        if args.junit:
+            write_junit(Path(args.junit), job, results)
+        if args.download_best:
+            best = [c for c in client.checkpoints(job["id"]) if c["is_best"]]
+            for c in best:
+                path = client.download_checkpoint(job["id"], c, Path(args.download_best))
+                print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
+        summary = {
+            **job,
+            "gates": [{"gate": g.text, "passed": ok, "detail": m} for g, ok, m in results],
+        }
+        lines = [f"job {job['id']}: {job['status']} ({job['stop_reason']})"]
+        if job.get("error"):
+            lines.append(f"error: {job['error']['type']}: {job['error']['message']}")
+        lines += [f"gate {'PASS' if ok else 'FAIL'}: {m}" for _, ok, m in results]
+        _emit(args, summary, "\n".join(lines))
+        if job["status"] != "succeeded":
+            return JOB_FAILED
+        return GATE_FAILED if any(not ok for _, ok, _ in results) else OK
+    except ApiError as exc:
+        print(
+            f"fitq: the service refused the request ({exc.status}):\n{format_detail(exc.detail)}",
+            file=sys.stderr,
+        )
+        return REFUSED
+    except Unreachable as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return UNREACHABLE
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    client = Client()
+    try:
+        if args.jobs_command == "ls":
+            jobs = client.jobs(status=args.status, queue=args.queue, limit=args.limit)
+            _emit(
+                args,
+                jobs,
+                "\n".join(
+                    f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
+                    f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
+                    f"{j['name'] or ''}"
+                    for j in jobs
+                ),
+            )
+        elif args.jobs_command == "show":
+            job = client.job(args.id)
+            _emit(
+                args,
+                job,
+                yaml.safe_dump({k: v for k, v in job.items() if k != "spec"}, sort_keys=False),
+            )
+        elif args.jobs_command == "cancel":
+            job = client.cancel(args.id)
+            _emit(args, job, f"job {job['id']}: {job['status']}")
+        elif args.jobs_command == "logs":
+            print(client.logs(args.id), end="")
+        elif args.jobs_command == "metrics":
+            rows = client.metrics(args.id)
+            _emit(args, rows, "\n".join(_progress(r, len(rows), False) for r in rows))
+        else:
+            items = client.checkpoints(args.id)
+            _emit(
+                args,
+                items,
+                "\n".join(
+                    f"{c['id']:>4}  epoch {c['epoch']:>4}  {'best ' if c['is_best'] else '     '}"
+                    f"{c['path']}  {c['size_bytes']} bytes"
+                    for c in items
+                ),
+            )
+        return OK
+    except ApiError as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return REFUSED
+    except Unreachable as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return UNREACHABLE
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    client = Client()
+    try:
+        if args.datasets_command == "upload":
+            ds = client.upload_dataset(Path(args.file), args.name)
+            _emit(
+                args,
+                ds,
+                f"uploaded dataset {ds['id']} ({ds['kind']}, "
+                f"{ds['splits']['train']['n_samples']} training samples)",
+            )
+        else:
+            items = client.datasets()
+            _emit(
+                args,
+                items,
+                "\n".join(
+                    f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
+                    f"{d['name'] or ''}"
+                    for d in items
+                ),
+            )
+        return OK
+    except ApiError as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return REFUSED
+    except Unreachable as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return UNREACHABLE
+
+
+def add_parsers(sub: Any) -> None:
+    submit = sub.add_parser(
+        "submit",
+        help="submit a job spec (YAML or JSON); CI-friendly",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit.add_argument("spec", help="the spec file, or - for standard input")
+    submit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field, e.g. --set fit.epochs=5 (repeatable)",
+    )
+    submit.add_argument("--name")
+    submit.add_argument("--queue")
+    submit.add_argument("--idempotency-key", help="a re-run with the same key finds the same job")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end")
+    submit.add_argument("--follow", action="store_true", help="show each epoch as it ends")
+    submit.add_argument("--timeout", type=float, help="seconds to wait (exit 4 past it)")
+    submit.add_argument("--cancel-on-timeout", action="store_true")
+    submit.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="GATE",
+        help="e.g. 'val_accuracy>=0.9', 'test.accuracy>0.8' (repeatable)",
+    )
+    submit.add_argument("--junit", metavar="FILE", help="write the gates as JUnit XML")
+    submit.add_argument("--download-best", metavar="DIR", help="download the best checkpoint")
+    submit.add_argument("--dry-run", action="store_true", help="validate only; show warnings")
+    submit.add_argument("--json", action="store_true", help="machine-readable output")
+    submit.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel jobs; their logs, metrics, checkpoints")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    ls = jobs_sub.add_parser("ls")
+    ls.add_argument("--status")
+    ls.add_argument("--queue")
+    ls.add_argument("--limit", type=int, default=50)
+    for name in ("show", "cancel", "logs", "metrics", "checkpoints"):
+        cmd = jobs_sub.add_parser(name)
+        cmd.add_argument("id")
+    for cmd in jobs_sub.choices.values():
+        cmd.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+
+    datasets = sub.add_parser("datasets", help="upload and list datasets")
+    ds_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    upload = ds_sub.add_parser("upload")
+    upload.add_argument("file", help="a .npz (x, y, ...) or a .zip of class folders")
+    upload.add_argument("--name")
+    ds_sub.add_parser("ls")
+    for cmd in ds_sub.choices.values():
+        cmd.add_argument("--json", action="store_true")
+    datasets.set_defaults(func=cmd_datasets)

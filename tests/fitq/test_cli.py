@@ -1,0 +1,233 @@
+"""The real ``fitq`` CLI as a subprocess against a real service: every exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Backend, Service, free_port
+from tests.factories import digits_spec
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("cli")
+    service = Service(
+        Backend("sqlite", f"sqlite:///{tmp / 'fitq.db'}", None), tmp, f"cli-{uuid.uuid4().hex[:6]}"
+    )
+    service.start()
+    yield service
+    service.stop()
+
+
+def spec_file(tmp_path: Path, svc: Service, **overrides: Any) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**digits_spec(**overrides), "queue": svc.queue}))
+    return path
+
+
+def fitq(
+    svc: Service | None, *args: str, timeout: float = 300, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FITQ_API_URL": url or (svc.base_url if svc else "")}
+    return subprocess.run(
+        [sys.executable, "-m", "fitq", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_a_passing_job_exits_0_with_every_epoch_and_a_junit_report(
+    svc: Service, tmp_path: Path
+) -> None:
+    junit = tmp_path / "report.xml"
+    out = fitq(
+        svc,
+        "submit",
+        str(spec_file(tmp_path, svc)),
+        "--set",
+        "fit.epochs=4",
+        "--set",
+        "fit.batch_size=16",
+        "--set",
+        "model.params.hidden_units=[64]",
+        "--follow",
+        "--require",
+        "val_accuracy>=0.3",
+        "--require",
+        "best.val_loss<5",
+        "--junit",
+        str(junit),
+        "--download-best",
+        str(tmp_path / "best"),
+    )
+    assert out.returncode == 0, out.stderr
+    epochs = [line for line in out.stdout.splitlines() if line.startswith("Epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "gate PASS: final.val_accuracy" in out.stdout
+
+    from junitparser import JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    assert suite.tests == 2 and suite.failures == 0
+    assert {case.name for case in suite} == {"val_accuracy>=0.3", "best.val_loss<5"}
+    assert list((tmp_path / "best").glob("*.keras")) == []  # no ModelCheckpoint in this spec
+
+
+def test_a_failing_gate_exits_3_and_is_a_junit_failure(svc: Service, tmp_path: Path) -> None:
+    junit = tmp_path / "report.xml"
+    out = fitq(
+        svc,
+        "submit",
+        str(spec_file(tmp_path, svc)),
+        "--wait",
+        "--require",
+        "val_accuracy>=1.01",
+        "--junit",
+        str(junit),
+    )
+    assert out.returncode == 3, out.stderr
+    assert "gate FAIL" in out.stdout
+    from junitparser import JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    assert suite.failures == 1
+
+
+def test_a_failed_job_exits_1(svc: Service, tmp_path: Path) -> None:
+    bad_model = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "registered_name": None,
+                    "config": {"batch_shape": [None, 8, 8, 1]},
+                },
+                {
+                    "module": "keras.layers",
+                    "class_name": "Flatten",
+                    "registered_name": None,
+                    "config": {},
+                },
+                {
+                    "module": "keras.layers",
+                    "class_name": "Dense",
+                    "registered_name": None,
+                    "config": {"units": 3, "activation": "softmax"},
+                },
+            ],
+        },
+    }
+    path = spec_file(tmp_path, svc, **{"model": {"keras_config": bad_model}})
+    out = fitq(svc, "submit", str(path), "--wait")
+    assert out.returncode == 1, out.stderr
+    assert "failed" in out.stdout and "InvalidArgumentError" in out.stdout
+
+
+def test_a_refused_spec_exits_2_with_the_field_path(svc: Service, tmp_path: Path) -> None:
+    out = fitq(svc, "submit", str(spec_file(tmp_path, svc)), "--set", "fit.epochs=0")
+    assert out.returncode == 2
+    assert "body.fit.epochs" in out.stderr
+    dry = fitq(
+        svc, "submit", str(spec_file(tmp_path, svc)), "--set", "fit.batch_size=2", "--dry-run"
+    )
+    assert dry.returncode == 0 and "very small" in dry.stdout
+
+
+def test_a_timeout_exits_4_and_can_cancel(svc: Service, tmp_path: Path) -> None:
+    out = fitq(
+        svc,
+        "submit",
+        str(spec_file(tmp_path, svc)),
+        "--set",
+        "fit.epochs=500",
+        "--set",
+        "fit.batch_size=8",
+        "--wait",
+        "--timeout",
+        "3",
+        "--cancel-on-timeout",
+        "--json",
+    )
+    assert out.returncode == 4, out.stderr
+    job_id = next(line.split()[2] for line in out.stderr.splitlines() if "fitq: job " in line)
+    assert svc.wait_for(job_id, timeout=30)["status"] == "cancelled"
+
+
+def test_an_unreachable_service_exits_5(tmp_path: Path) -> None:
+    out = fitq(None, "jobs", "ls", url=f"http://127.0.0.1:{free_port()}", timeout=120)
+    assert out.returncode == 5 and "did not answer" in out.stderr
+
+
+def test_the_same_idempotency_key_gives_one_job(svc: Service, tmp_path: Path) -> None:
+    key = f"ci-{uuid.uuid4().hex}"
+    path = str(spec_file(tmp_path, svc))
+    ids = []
+    for _ in range(2):
+        out = fitq(svc, "submit", path, "--idempotency-key", key, "--json")
+        assert out.returncode == 0, out.stderr
+        ids.append(yaml.safe_load(out.stdout)["id"])
+    assert ids[0] == ids[1]
+    other = fitq(svc, "submit", path, "--set", "fit.epochs=2", "--idempotency-key", key)
+    assert other.returncode == 2 and key in other.stderr
+
+
+def test_follow_shows_every_epoch_once_across_a_server_restart(
+    svc: Service, tmp_path: Path
+) -> None:
+    path = str(spec_file(tmp_path, svc, **{"fit.epochs": 30, "fit.batch_size": 8}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fitq", "submit", path, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "FITQ_API_URL": svc.base_url},
+    )
+    time.sleep(6)
+    restarter = threading.Thread(target=svc.restart_api)
+    restarter.start()
+    stdout, stderr = proc.communicate(timeout=300)
+    restarter.join()
+    assert proc.returncode == 0, stderr
+    epochs = [
+        int(line.split()[1].split("/")[0])
+        for line in stdout.splitlines()
+        if line.startswith("Epoch ")
+    ]
+    assert epochs == list(range(1, 31))
+
+
+def test_jobs_and_datasets_commands(svc: Service, tmp_path: Path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 2)), y=np.zeros(6))
+    up = fitq(svc, "datasets", "upload", str(tmp_path / "d.npz"), "--name", "zeros")
+    assert up.returncode == 0 and "6 training samples" in up.stdout
+    assert "zeros" in fitq(svc, "datasets", "ls").stdout
+    listed = fitq(svc, "jobs", "ls", "--json")
+    assert listed.returncode == 0 and isinstance(yaml.safe_load(listed.stdout), list)
+    job_id = yaml.safe_load(listed.stdout)[0]["id"]
+    for cmd in ("show", "metrics", "checkpoints", "logs"):
+        assert fitq(svc, "jobs", cmd, job_id).returncode == 0, cmd
+    assert fitq(svc, "jobs", "show", "nope").returncode == 2
