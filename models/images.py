@@ -9,19 +9,15 @@ extracted file must then open as an image of a known format and a bounded size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import shutil
-import uuid
 import zipfile
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from models.settings import Settings
-from models.uploads import CHUNK, UploadError, datasets_dir
+from models.uploads import UploadError, check_member, copy_member, store_upload
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")
@@ -54,22 +50,7 @@ def _check_members(archive: zipfile.ZipFile, settings: Settings) -> dict[str, in
                 f"unexpected member {name!r}; expected class_folder/image_file "
                 f"ending in one of {list(IMAGE_EXTENSIONS)}"
             )
-        total += info.file_size
-        if total > settings.max_dataset_bytes:
-            raise UploadError(
-                f"the images hold more than {settings.max_dataset_bytes} bytes "
-                "once decompressed (FITQ_MAX_DATASET_BYTES)",
-                413,
-            )
-        if (
-            info.compress_size
-            and info.file_size / info.compress_size > settings.max_compression_ratio
-        ):
-            raise UploadError(
-                f"{name} decompresses {info.file_size / info.compress_size:.0f}-fold,"
-                f" more than FITQ_MAX_COMPRESSION_RATIO="
-                f"{settings.max_compression_ratio:g}"
-            )
+        total = check_member(info, total, settings, "images")
         counts[parts[0]] = counts.get(parts[0], 0) + 1
     if sum(counts.values()) > MAX_FILES:
         raise UploadError(f"more than {MAX_FILES} images")
@@ -105,71 +86,41 @@ def _check_image(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def store_images(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
-    """Streams, checks and extracts an image folder archive; returns id, size, sha, info."""
-    root = datasets_dir(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    dataset_id = uuid.uuid4().hex
-    incoming = root / f".incoming-{dataset_id}"
-    incoming.mkdir()
+def _process_images(raw: Path, folder: Path, settings: Settings) -> dict[str, Any]:
     try:
-        raw = incoming / "upload.zip"
-        digest, size = hashlib.sha256(), 0
-        with open(raw, "wb") as out:
-            while chunk := upload.read(CHUNK):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise UploadError(
-                        f"the file is over FITQ_MAX_UPLOAD_BYTES={settings.max_upload_bytes} bytes",
-                        413,
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-        try:
-            archive = zipfile.ZipFile(raw)
-        except zipfile.BadZipFile as exc:
-            raise UploadError(f"the file is not a zip archive: {exc}") from exc
-        with archive:
-            counts = _check_members(archive, settings)
-            target = incoming / IMAGES
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
+        archive = zipfile.ZipFile(raw)
+    except zipfile.BadZipFile as exc:
+        raise UploadError(f"the file is not a zip archive: {exc}") from exc
+    target = folder / IMAGES
+    with archive:
+        counts = _check_members(archive, settings)
+        for info in archive.infolist():
+            if not info.is_dir():
                 dest = target / info.filename
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(dest, "wb") as out:
-                    copied = 0
-                    while chunk := src.read(CHUNK):
-                        copied += len(chunk)
-                        if copied > info.file_size:
-                            raise UploadError(f"{info.filename} holds more than it declares")
-                        out.write(chunk)
-        raw.unlink()
-        sizes = Counter(_check_image(p) for p in sorted(target.glob("*/*")))
-        # Images are resized to the most common size.
-        (height, width), _ = sizes.most_common(1)[0]
-        classes = sorted(counts)
-        meta = {
-            "train": {
-                "n_samples": sum(counts.values()),
-                "x_shape": [height, width, 3],
-                "x_dtype": "float32",
-                "y_shape": [],
-                "y_dtype": "int64",
-                "n_classes": len(classes),
-                "class_names": classes,
-                "class_counts": [counts[c] for c in classes],
-                "image_sizes": len(sizes),
-            }
-        }
-        (incoming / "meta.json").write_text(json.dumps(meta["train"]))
-        incoming.rename(root / dataset_id)
-    except (UploadError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        shutil.rmtree(incoming, ignore_errors=True)
-        if isinstance(exc, UploadError):
-            raise
-        raise UploadError(f"the archive is damaged or truncated: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    return dataset_id, size, digest.hexdigest(), meta
+                copy_member(archive, info.filename, dest, info.file_size)
+    raw.unlink()
+    sizes = Counter(_check_image(p) for p in sorted(target.glob("*/*")))
+    # Images are resized to the most common size.
+    (height, width), _ = sizes.most_common(1)[0]
+    classes = sorted(counts)
+    meta = {
+        "n_samples": sum(counts.values()),
+        "x_shape": [height, width, 3],
+        "x_dtype": "float32",
+        "y_shape": [],
+        "y_dtype": "int64",
+        "n_classes": len(classes),
+        "class_names": classes,
+        "class_counts": [counts[c] for c in classes],
+        "image_sizes": len(sizes),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return {"train": meta}
+
+
+def store_images(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
+    """Streams, checks and extracts an image folder archive; returns id, size, sha, info."""
+    return store_upload(
+        upload, settings, ".zip", lambda raw, folder: _process_images(raw, folder, settings)
+    )

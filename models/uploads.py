@@ -16,6 +16,7 @@ import shutil
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -84,22 +85,7 @@ def inspect_npz(path: Path, settings: Settings) -> dict[str, Member]:
                     f"unexpected member {raw!r} in the archive; expected only "
                     f"{sorted(n + '.npy' for n in ARRAY_NAMES)}, each once"
                 )
-            total += info.file_size
-            if total > settings.max_dataset_bytes:
-                raise UploadError(
-                    f"the arrays hold more than {settings.max_dataset_bytes} bytes "
-                    "once decompressed (FITQ_MAX_DATASET_BYTES)",
-                    413,
-                )
-            if (
-                info.compress_size
-                and info.file_size / info.compress_size > settings.max_compression_ratio
-            ):
-                raise UploadError(
-                    f"{raw} decompresses {info.file_size / info.compress_size:.0f}"
-                    f"-fold, more than FITQ_MAX_COMPRESSION_RATIO="
-                    f"{settings.max_compression_ratio:g}"
-                )
+            total = check_member(info, total, settings, "arrays")
             with archive.open(info) as f:
                 shape, dtype, header = _header(f, raw)
             if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
@@ -141,18 +127,6 @@ def _check_pairs(members: dict[str, Member]) -> None:
             )
 
 
-def _extract(path: Path, members: dict[str, Member], dest: Path) -> None:
-    with zipfile.ZipFile(path) as archive:
-        for name, member in members.items():
-            written = 0
-            with archive.open(f"{name}.npy") as src, open(dest / f"{name}.npy", "wb") as out:
-                while chunk := src.read(CHUNK):
-                    written += len(chunk)
-                    if written > member.size:
-                        raise UploadError(f"{name}.npy holds more bytes than it declares")
-                    out.write(chunk)
-
-
 def _labels(y: np.ndarray) -> dict[str, Any]:
     if y.ndim != 1 or y.dtype.kind not in "biuf" or len(y) == 0:
         return {"n_classes": None, "class_counts": None}
@@ -183,10 +157,45 @@ def describe(folder: Path) -> dict[str, Any]:
     return info
 
 
-def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
-    """Streams ``upload`` to disk, checks it, extracts its arrays; returns id, size, sha, info.
+def check_member(info: zipfile.ZipInfo, total: int, settings: Settings, what: str) -> int:
+    """Checks one archive member's declared size and ratio; returns the running total."""
+    total += info.file_size
+    if total > settings.max_dataset_bytes:
+        raise UploadError(
+            f"the {what} hold more than {settings.max_dataset_bytes} bytes once "
+            "decompressed (FITQ_MAX_DATASET_BYTES)",
+            413,
+        )
+    ratio = info.file_size / info.compress_size if info.compress_size else 1.0
+    if ratio > settings.max_compression_ratio:
+        raise UploadError(
+            f"{info.filename} decompresses {ratio:.0f}-fold, more than "
+            f"FITQ_MAX_COMPRESSION_RATIO={settings.max_compression_ratio:g}"
+        )
+    return total
 
-    Nothing is left on disk when it is refused.
+
+def copy_member(archive: zipfile.ZipFile, name: str, dest: Path, declared: int) -> None:
+    """Extracts one member, never more bytes than its header declared."""
+    written = 0
+    with archive.open(name) as src, open(dest, "wb") as out:
+        while chunk := src.read(CHUNK):
+            written += len(chunk)
+            if written > declared:
+                raise UploadError(f"{name} holds more bytes than it declares")
+            out.write(chunk)
+
+
+def store_upload(
+    upload: BinaryIO,
+    settings: Settings,
+    suffix: str,
+    process: Callable[[Path, Path], dict[str, Any]],
+) -> tuple[str, int, str, dict[str, Any]]:
+    """Streams ``upload`` to a new folder under the cap, hashing it; ``process(file,
+    folder)`` checks and unpacks it there and returns its metadata. The folder becomes
+    the dataset's only when everything passed; nothing is left on disk otherwise.
+    Returns the dataset's id, the upload's size and SHA-256, and the metadata.
     """
     root = datasets_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
@@ -194,9 +203,8 @@ def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict
     incoming = root / f".incoming-{dataset_id}"
     incoming.mkdir()
     try:
-        raw = incoming / "upload.npz"
-        digest = hashlib.sha256()
-        size = 0
+        raw = incoming / f"upload{suffix}"
+        digest, size = hashlib.sha256(), 0
         with open(raw, "wb") as out:
             while chunk := upload.read(CHUNK):
                 size += len(chunk)
@@ -207,10 +215,8 @@ def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict
                     )
                 digest.update(chunk)
                 out.write(chunk)
-        members = inspect_npz(raw, settings)
-        _extract(raw, members, incoming)
-        raw.unlink()
-        info = describe(incoming)
+        info = process(raw, incoming)
+        raw.unlink(missing_ok=True)
         incoming.rename(root / dataset_id)
     except (UploadError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         shutil.rmtree(incoming, ignore_errors=True)
@@ -221,6 +227,21 @@ def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict
         shutil.rmtree(incoming, ignore_errors=True)
         raise
     return dataset_id, size, digest.hexdigest(), info
+
+
+def _process_npz(raw: Path, folder: Path, settings: Settings) -> dict[str, Any]:
+    members = inspect_npz(raw, settings)
+    with zipfile.ZipFile(raw) as archive:
+        for name, member in members.items():
+            copy_member(archive, f"{name}.npy", folder / f"{name}.npy", member.size)
+    return describe(folder)
+
+
+def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:
+    """Stores an uploaded ``.npz`` as memory-mappable ``.npy`` files, once checked."""
+    return store_upload(
+        upload, settings, ".npz", lambda raw, folder: _process_npz(raw, folder, settings)
+    )
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
