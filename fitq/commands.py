@@ -207,85 +207,88 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
-    client = Client()
-    try:
-        if args.jobs_command == "ls":
-            jobs = client.jobs(status=args.status, queue=args.queue, limit=args.limit)
-            _emit(
-                args,
-                jobs,
-                "\n".join(
-                    f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
-                    f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
-                    f"{j['name'] or ''}"
-                    for j in jobs
-                ),
-            )
-        elif args.jobs_command == "show":
-            job = client.job(args.id)
-            _emit(
-                args,
-                job,
-                yaml.safe_dump({k: v for k, v in job.items() if k != "spec"}, sort_keys=False),
-            )
-        elif args.jobs_command == "cancel":
-            job = client.cancel(args.id)
-            _emit(args, job, f"job {job['id']}: {job['status']}")
-        elif args.jobs_command == "logs":
-            print(client.logs(args.id), end="")
-        elif args.jobs_command == "metrics":
-            rows = client.metrics(args.id)
-            _emit(args, rows, "\n".join(_progress(r, len(rows), False) for r in rows))
-        else:
-            items = client.checkpoints(args.id)
-            _emit(
-                args,
-                items,
-                "\n".join(
-                    f"{c['id']:>4}  epoch {c['epoch']:>4}  {'best ' if c['is_best'] else '     '}"
-                    f"{c['path']}  {c['size_bytes']} bytes"
-                    for c in items
-                ),
-            )
+def _answered(
+    command: Callable[[argparse.Namespace, Client], None],
+) -> Callable[[argparse.Namespace], int]:
+    """A command whose refusals exit 2 and whose unreachable service exits 5."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            command(args, Client())
+        except ApiError as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            return REFUSED
+        except Unreachable as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            return UNREACHABLE
         return OK
-    except ApiError as exc:
-        print(f"fitq: {exc}", file=sys.stderr)
-        return REFUSED
-    except Unreachable as exc:
-        print(f"fitq: {exc}", file=sys.stderr)
-        return UNREACHABLE
+
+    return run
 
 
-def cmd_datasets(args: argparse.Namespace) -> int:
-    client = Client()
-    try:
-        if args.datasets_command == "upload":
-            ds = client.upload_dataset(Path(args.file), args.name)
-            _emit(
-                args,
-                ds,
-                f"uploaded dataset {ds['id']} ({ds['kind']}, "
-                f"{ds['splits']['train']['n_samples']} training samples)",
-            )
-        else:
-            items = client.datasets()
-            _emit(
-                args,
-                items,
-                "\n".join(
-                    f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
-                    f"{d['name'] or ''}"
-                    for d in items
-                ),
-            )
-        return OK
-    except ApiError as exc:
-        print(f"fitq: {exc}", file=sys.stderr)
-        return REFUSED
-    except Unreachable as exc:
-        print(f"fitq: {exc}", file=sys.stderr)
-        return UNREACHABLE
+@_answered
+def cmd_jobs(args: argparse.Namespace, client: Client) -> None:
+    if args.jobs_command == "ls":
+        jobs = client.jobs(status=args.status, queue=args.queue, limit=args.limit)
+        _emit(
+            args,
+            jobs,
+            "\n".join(
+                f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
+                f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
+                f"{j['name'] or ''}"
+                for j in jobs
+            ),
+        )
+    elif args.jobs_command == "show":
+        job = client.job(args.id)
+        _emit(
+            args,
+            job,
+            yaml.safe_dump({k: v for k, v in job.items() if k != "spec"}, sort_keys=False),
+        )
+    elif args.jobs_command == "cancel":
+        job = client.cancel(args.id)
+        _emit(args, job, f"job {job['id']}: {job['status']}")
+    elif args.jobs_command == "logs":
+        print(client.logs(args.id), end="")
+    elif args.jobs_command == "metrics":
+        rows = client.metrics(args.id)
+        _emit(args, rows, "\n".join(_progress(r, len(rows), False) for r in rows))
+    else:
+        items = client.checkpoints(args.id)
+        _emit(
+            args,
+            items,
+            "\n".join(
+                f"{c['id']:>4}  epoch {c['epoch']:>4}  {'best ' if c['is_best'] else '     '}"
+                f"{c['path']}  {c['size_bytes']} bytes"
+                for c in items
+            ),
+        )
+
+
+@_answered
+def cmd_datasets(args: argparse.Namespace, client: Client) -> None:
+    if args.datasets_command == "upload":
+        ds = client.upload_dataset(Path(args.file), args.name)
+        _emit(
+            args,
+            ds,
+            f"uploaded dataset {ds['id']} ({ds['kind']}, "
+            f"{ds['splits']['train']['n_samples']} training samples)",
+        )
+    else:
+        items = client.datasets()
+        _emit(
+            args,
+            items,
+            "\n".join(
+                f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
+                f"{d['name'] or ''}"
+                for d in items
+            ),
+        )
 
 
 def add_parsers(sub: Any) -> None:
