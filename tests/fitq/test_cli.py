@@ -225,6 +225,8 @@ def test_jobs_and_datasets_commands(svc: Service, tmp_path: Path) -> None:
     up = fitq(svc, "datasets", "upload", str(tmp_path / "d.npz"), "--name", "zeros")
     assert up.returncode == 0 and "6 training samples" in up.stdout
     assert "zeros" in fitq(svc, "datasets", "ls").stdout
+    submitted = fitq(svc, "submit", str(spec_file(tmp_path, svc)), "--json")
+    assert submitted.returncode == 0, submitted.stderr
     listed = fitq(svc, "jobs", "ls", "--json")
     assert listed.returncode == 0 and isinstance(yaml.safe_load(listed.stdout), list)
     job_id = yaml.safe_load(listed.stdout)[0]["id"]
