@@ -1,7 +1,7 @@
 """Trains from disk, a batch at a time, when a dataset is larger than the memory budget.
 
-An uploaded dataset's arrays are ``.npy`` files. ``NpyRows`` copies the rows a batch
-needs out of a short-lived memory map, so nothing but the batch stays resident.
+An uploaded dataset's arrays are ``.npy`` files. ``NpyRows`` reads the rows a batch
+needs with ``os.pread``, so nothing but the batch stays resident.
 ``RowsDataset`` is a ``keras.utils.PyDataset`` over a range of rows: ``shuffle``
 draws a new seeded permutation of the rows every epoch (fit() itself is told not to
 reorder the batches: the dataset owns ordering), and ``workers`` and
@@ -12,6 +12,7 @@ worker, Keras keeps a queue of batches ahead of training).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import numpy as np
 class NpyRows:
     """Random access to the rows of a ``.npy`` file without loading it.
 
-    Each read maps the file, copies the batch's rows out and unmaps it again, so
-    the pages it touched do not stay resident in this process.
+    Rows are read with ``os.pread`` (one call per run of consecutive rows) into a
+    fresh array: only the batch is ever resident in this process (a memory map would
+    leave the pages it faulted in, and their read-ahead, counted against it).
     """
 
     def __init__(self, path: Path) -> None:
@@ -41,16 +43,22 @@ class NpyRows:
 
     def rows(self, indices: np.ndarray) -> np.ndarray:
         order = np.argsort(indices, kind="stable")
-        mapped = np.memmap(
-            self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
-        )
+        ascending = indices[order]
+        raw = np.empty((len(indices), self.row_bytes), dtype=np.uint8)
+        # One read per run of consecutive rows.
+        starts = [0, *(np.flatnonzero(np.diff(ascending) != 1) + 1).tolist(), len(ascending)]
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            ascending = np.asarray(mapped[indices[order]])
+            for a, b in zip(starts[:-1], starts[1:], strict=False):
+                first, count = int(ascending[a]), b - a
+                data = os.pread(fd, count * self.row_bytes, self.offset + first * self.row_bytes)
+                raw[a:b] = np.frombuffer(data, dtype=np.uint8).reshape(count, self.row_bytes)
         finally:
-            del mapped
-        out = np.empty_like(ascending)
-        out[order] = ascending
-        return out
+            os.close(fd)
+        out = np.empty_like(raw)
+        out[order] = raw
+        batch: np.ndarray = out.view(self.dtype).reshape(len(indices), *self.shape[1:])
+        return batch
 
 
 class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
