@@ -32,6 +32,7 @@ def _warm_up(**_: Any) -> None:
     # Pay tensorflow's import before a job arrives, so training starts at once.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: F401
+    import sklearn.datasets  # noqa: F401
     import tensorflow  # noqa: F401
 
     import worker.training.runner  # noqa: F401

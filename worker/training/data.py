@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ class JobData:
     n_classes: int | None  # None for real-valued targets
 
 
+@lru_cache(maxsize=4)
 def load_builtin(name: str) -> Arrays:
-    """A built-in dataset, scaled as ``models.datasets`` documents."""
+    """A built-in dataset, scaled as ``models.datasets`` documents (loaded once; callers
+    index into it, which copies)."""
     from sklearn import datasets as skd
 
     meta = BUILTIN_DATASETS[name]
