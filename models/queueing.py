@@ -44,6 +44,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings, name: str = "fitq") -> Celery:
     """A Celery app configured for long training jobs from ``settings``."""
     app = Celery(name, broker=settings.resolved_broker_url)
+    if settings.broker_is_embedded:
+        app.conf.broker_transport = "models.fstransport:Transport"
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
