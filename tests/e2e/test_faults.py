@@ -100,7 +100,10 @@ def owner(svc: Service, job_id: str) -> str:
 def test_kill_9_of_training_process_or_whole_worker_loses_nothing(faults: Service) -> None:
     import numpy as np
 
-    baseline = faults.submit(eight_epochs("uninterrupted"))
+    # Batches of 4 make an epoch long enough (about 0.6 s) that the kill, after 1 to 5
+    # recorded epochs, always lands while the job still trains.
+    slow = {"fit.batch_size": 4}
+    baseline = faults.submit(eight_epochs("uninterrupted", **slow))
     assert faults.wait_for(baseline["id"], timeout=180)["status"] == "succeeded"
     expected = rows_by_epoch(faults, baseline["id"])
     expected_weights = final_weights(faults, baseline["id"])
@@ -108,14 +111,15 @@ def test_kill_9_of_training_process_or_whole_worker_loses_nothing(faults: Servic
     rng = random.Random(20)
     results = []
     for i in range(20):
-        job = faults.submit(eight_epochs(f"killed-{i}"))
-        kill_after = rng.randint(1, 6)
+        job = faults.submit(eight_epochs(f"killed-{i}", **slow))
+        kill_after = rng.randint(1, 5)
 
         def reached(job_id: str = job["id"], n: int = kill_after) -> bool:
             return len(faults.metrics(job_id)) >= n
 
         faults.wait_until(reached, 120, f"{kill_after} epochs of job {i}")
         time.sleep(rng.uniform(0, 0.3))
+        assert faults.job(job["id"])["status"] == "running", "the kill would miss the job"
         if i % 4 == 3:  # the whole worker, then a supervisor starts it again
             faults.kill("worker")
             faults.start_worker()
