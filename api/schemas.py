@@ -49,6 +49,31 @@ class JobError(BaseModel):
     traceback_tail: str
 
 
+class FindingOut(BaseModel):
+    kind: str = Field(description="overfitting, underfitting or divergence.")
+    epoch: int = Field(description="The epoch the finding starts at (1-based).")
+    message: str = Field(description="What the epoch history shows.")
+    remedy: str = Field(description="The fit() argument, callback or change that addresses it.")
+
+
+class InsightOut(BaseModel):
+    """What the job's epoch history says, recomputed as epochs are recorded."""
+
+    monitor: str = Field(description="The metric followed: the first monitoring callback's.")
+    mode: str = Field(description="min or max: the direction in which the monitor improves.")
+    best_epoch: int | None = Field(description="The epoch with the best monitored value.")
+    best_value: float | None
+    early_stopping_epoch: int | None = Field(
+        description="The last epoch, when EarlyStopping stopped the job."
+    )
+    final_weights_epoch: int | None = Field(
+        description="With restore_best_weights: the epoch whose weights the final model "
+        "holds (null while training or without restore_best_weights)."
+    )
+    overfitting_epoch: int | None = Field(description="Where overfitting starts, if it does.")
+    findings: list[FindingOut]
+
+
 class JobOut(BaseModel):
     id: str
     name: str | None
@@ -72,9 +97,12 @@ class JobOut(BaseModel):
     )
     warnings: list[str]
     error: JobError | None
+    insight: InsightOut | None = Field(
+        description="Best epoch, overfitting onset, underfitting and divergence findings."
+    )
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, insight: dict[str, Any] | None) -> JobOut:
         error = None
         if job.error_type:
             error = JobError(
@@ -106,6 +134,7 @@ class JobOut(BaseModel):
             class_weight=job.class_weight,
             warnings=list(job.warnings or []),
             error=error,
+            insight=InsightOut.model_validate(insight) if insight is not None else None,
         )
 
 

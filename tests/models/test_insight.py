@@ -1,0 +1,126 @@
+"""The insight rules on hand-written histories."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from models.insight import Epoch, analyse
+
+
+def rows(**series: list[float | None]) -> list[Epoch]:
+    n = max(len(v) for v in series.values())
+    out = []
+    for i in range(n):
+        metrics = {k: v[i] for k, v in series.items() if i < len(v) and v[i] is not None}
+        out.append(Epoch(i + 1, metrics))
+    return out
+
+
+def spec(*callbacks: dict[str, Any]) -> dict[str, Any]:
+    return {"callbacks": list(callbacks)}
+
+
+FALLING = [2.0, 1.2, 0.8, 0.5, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03]
+
+
+def test_best_epoch_follows_the_first_monitoring_callback_and_its_mode() -> None:
+    history = rows(loss=FALLING, val_accuracy=[0.5, 0.7, 0.9, 0.8, 0.85, 0.8, 0.7, 0.7, 0.7, 0.6])
+    insight = analyse(
+        spec({"type": "ModelCheckpoint", "filepath": "m.keras", "monitor": "val_accuracy"}),
+        history,
+        "running",
+        None,
+    )
+    assert (insight.monitor, insight.mode, insight.best_epoch) == ("val_accuracy", "max", 3)
+    assert insight.best_value == 0.9
+    plain = analyse(spec(), rows(loss=[3.0, 1.0, 2.0]), "running", None)
+    assert (plain.monitor, plain.best_epoch) == ("loss", 2)
+
+
+def test_rising_validation_loss_while_training_loss_falls_is_overfitting() -> None:
+    val = [2.0, 1.4, 1.0, 0.8, 0.7, 0.72, 0.75, 0.8, 0.86, 0.9]
+    insight = analyse(spec(), rows(loss=FALLING, val_loss=val), "succeeded", "completed")
+    assert [(f.kind, f.epoch) for f in insight.findings] == [("overfitting", 6)]
+    assert insight.overfitting_epoch == 6 and insight.best_epoch == 5
+
+
+def test_noise_around_a_plateau_is_not_overfitting() -> None:
+    val = [2.0, 1.4, 1.0, 0.8, 0.7, 0.705, 0.698, 0.703, 0.701, 0.704]
+    insight = analyse(spec(), rows(loss=FALLING, val_loss=val), "succeeded", "completed")
+    assert insight.findings == []
+
+
+def test_validation_worse_but_training_flat_is_not_overfitting() -> None:
+    loss = [2.0, 1.4, 1.0, 0.8, 0.7, 0.7, 0.69, 0.7, 0.7, 0.69]
+    val = [2.0, 1.4, 1.0, 0.8, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    insight = analyse(spec(), rows(loss=loss, val_loss=val), "running", None)
+    assert insight.overfitting_epoch is None
+
+
+def test_a_widening_gap_without_a_new_best_is_overfitting() -> None:
+    loss = [1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05]
+    val = [1.1, 0.9, 0.7, 0.71, 0.705, 0.702, 0.703, 0.704]
+    insight = analyse(spec(), rows(loss=loss, val_loss=val), "running", None)
+    assert [(f.kind, f.epoch) for f in insight.findings] == [("overfitting", 4)]
+    assert "gap" in insight.findings[0].message
+
+
+def test_sparse_validations_count_validations_not_epochs() -> None:
+    # validation_freq=2: val_loss on even epochs only
+    val: list[float | None] = [None, 1.0, None, 0.6, None, 0.65, None, 0.7, None, 0.8]
+    insight = analyse(spec(), rows(loss=FALLING, val_loss=val), "running", None)
+    assert insight.best_epoch == 4 and insight.overfitting_epoch == 6
+
+
+def test_nan_loss_is_divergence_at_its_epoch() -> None:
+    history = rows(loss=[1.0, 0.8, math.nan, math.nan])
+    insight = analyse(spec(), history, "failed", "nan_loss")
+    assert [(f.kind, f.epoch) for f in insight.findings] == [("divergence", 3)]
+
+
+def test_training_loss_rising_at_the_end_is_divergence() -> None:
+    insight = analyse(spec(), rows(loss=[1.0, 0.5, 0.4, 0.7, 1.5, 4.0]), "running", None)
+    assert [(f.kind, f.epoch) for f in insight.findings] == [("divergence", 4)]
+
+
+def test_still_learning_at_the_last_epoch_is_underfitting_once_finished() -> None:
+    loss = [2.0, 1.7, 1.45, 1.25, 1.08, 0.93, 0.8]
+    val = [2.1, 1.8, 1.55, 1.35, 1.2, 1.05, 0.95]
+    history = rows(loss=loss, val_loss=val)
+    assert analyse(spec(), history, "running", None).findings == []
+    done = analyse(spec(), history, "succeeded", "completed")
+    assert [(f.kind, f.epoch) for f in done.findings] == [("underfitting", 5)]
+    assert "fit.epochs" in done.findings[0].remedy
+
+
+def test_high_flat_loss_is_underfitting() -> None:
+    loss = [2.4, 2.31, 2.305, 2.303, 2.303, 2.302, 2.303, 2.302]
+    insight = analyse(spec(), rows(loss=loss), "succeeded", "completed")
+    assert [f.kind for f in insight.findings] == ["underfitting"]
+    assert insight.findings[0].epoch == 2
+
+
+def test_restored_weights_replay_early_stopping() -> None:
+    early = {"type": "EarlyStopping", "monitor": "val_loss", "restore_best_weights": True}
+    val = [1.0, 0.8, 0.79, 0.9, 0.95]
+    history = rows(loss=FALLING[:5], val_loss=val)
+    insight = analyse(spec(early), history, "succeeded", "early_stopping")
+    assert insight.final_weights_epoch == 3 and insight.early_stopping_epoch == 5
+    # min_delta: 0.79 is not better than 0.8 by 0.05; start_from_epoch skips epoch 1
+    strict = {**early, "min_delta": 0.05, "start_from_epoch": 1}
+    insight = analyse(spec(strict), history, "succeeded", "early_stopping")
+    assert insight.final_weights_epoch == 2
+    # restore_best_weights off, or still training: no claim about the final weights
+    assert (
+        analyse(
+            spec({**early, "restore_best_weights": False}), history, "succeeded", "early_stopping"
+        ).final_weights_epoch
+        is None
+    )
+    assert analyse(spec(early), history, "running", None).final_weights_epoch is None
+
+
+def test_no_epochs_no_findings() -> None:
+    insight = analyse(spec(), [], "queued", None)
+    assert insight.findings == [] and insight.best_epoch is None
