@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         max_body_bytes: Largest JSON request body the API accepts.
         broker_polling_interval: Seconds between polls of the embedded broker.
         progress_interval: Least seconds between in-epoch progress writes (and cancel checks).
+        events_max_seconds: A `/v1/jobs/{id}/events` stream of an unfinished job closes
+            after this long; clients reconnect and continue (`Last-Event-ID`).
         dispatcher_interval: Seconds between two passes of the dispatcher (expired
             leases, lost messages).
         requeue_seconds: A queued job whose message is nowhere in the broker after
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     broker_polling_interval: float = Field(default=0.05, gt=0)
     progress_interval: float = Field(default=1.0, gt=0)
     dispatcher_interval: float = Field(default=2.0, gt=0)
+    events_max_seconds: float = Field(default=300.0, gt=0)
     requeue_seconds: float = Field(default=60.0, gt=0)
     broker_visibility_timeout: float = Field(default=12 * 3600, gt=0)
     db_retry_seconds: float = Field(default=1.0, gt=0)

@@ -33,7 +33,10 @@ CHECKS = [
 EXAMPLES = int(os.environ.get("FITQ_FUZZ_EXAMPLES", "500"))
 _TMP = Path(tempfile.mkdtemp(prefix="fitq-fuzz-"))
 SETTINGS = Settings(
-    data_dir=_TMP, database_url=f"sqlite:///{_TMP / 'fuzz.db'}", max_upload_bytes=1 << 20
+    data_dir=_TMP,
+    database_url=f"sqlite:///{_TMP / 'fuzz.db'}",
+    max_upload_bytes=1 << 20,
+    events_max_seconds=0.2,  # event streams of unfinished jobs end, so the checks can read them
 )
 upgrade(SETTINGS.resolved_database_url)
 APP = create_app(SETTINGS)
