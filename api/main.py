@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.body import BodyMiddleware
-from api.routes import datasets, health, jobs
+from api.routes import dashboard, datasets, events, health, jobs
 from models.db import make_engine, make_session_factory
 from models.migrate import check_migrated
 from models.queueing import make_celery
@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     errors.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(datasets.router)
+    app.include_router(dashboard.router)
     return app
 
 

@@ -11,9 +11,11 @@ from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
+from api.insight import insights
 from api.schemas import (
     ERRORS,
     CheckpointList,
@@ -29,13 +31,17 @@ from api.schemas import (
 from models.errors import NotFound
 from models.queueing import publish_job
 from models.spec import JobSpec
-from models.tables import Checkpoint, EpochMetric, JobEvent
+from models.tables import Checkpoint, EpochMetric, Job, JobEvent
 
 MAX_INT = 2**31 - 1
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 log = logging.getLogger("fitq.api")
 LOG_TAIL_BYTES = 256 * 1024
+
+
+def _out(session: Session, job: Job) -> JobOut:
+    return JobOut.of(job, insights(session, [job])[job.id])
 
 
 def _cached(request: Request, payload: object) -> Response:
@@ -79,12 +85,12 @@ def submit_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200
-        return JobOut.of(job)
+        return _out(session, job)
     try:
         publish_job(celery, job.id, job.queue)
     except Exception:  # noqa: BLE001 - the job is stored; it is published again later
         log.exception("could not publish job %s to queue %s", job.id, job.queue)
-    return JobOut.of(job)
+    return _out(session, job)
 
 
 @router.post(
@@ -103,17 +109,18 @@ def validate_job(
     return Validation(warnings=store.validate_spec(session, spec, settings, principal))
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses={304: {"description": "Not modified"}})
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
+    request: Request,
     status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
     queue: Annotated[str | None, Query(max_length=64)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> JobList:
-    """List jobs, newest first, a page at a time."""
+) -> Response:
+    """List jobs, newest first, a page at a time; `If-None-Match` gives 304 when unchanged."""
     try:
         rows, next_cursor = store.list_jobs(
             session,
@@ -128,7 +135,11 @@ def list_jobs(
         raise HTTPException(
             422, [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
         ) from exc
-    return JobList(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
+    found = insights(session, rows)
+    return _cached(
+        request,
+        JobList(items=[JobOut.of(j, found[j.id]) for j in rows], next_cursor=next_cursor),
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
@@ -136,7 +147,7 @@ def get_job(
     job_id: str, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> Response:
     """One job; send `If-None-Match` with its last ETag to get 304 while nothing changed."""
-    return _cached(request, JobOut.of(store.get_job(session, job_id, principal)))
+    return _cached(request, _out(session, store.get_job(session, job_id, principal)))
 
 
 @router.get(
@@ -220,7 +231,7 @@ def download_checkpoint(
 )
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel a job: a queued one never starts; a running one stops between batches."""
-    return JobOut.of(store.cancel_job(session, job_id, principal))
+    return _out(session, store.cancel_job(session, job_id, principal))
 
 
 @router.get(
@@ -228,7 +239,8 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job
     response_model=None,
     responses={
         200: {
-            "description": "The log's last bytes.",
+            "description": "The log's last bytes; `X-Log-Size` is the log's size in bytes, "
+            "the `log_offset` from which `/events` continues it.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         }
     },
@@ -244,11 +256,12 @@ def get_logs(
     store.get_job(session, job_id, principal)
     path = settings.job_dir(job_id) / "train.log"
     if not path.is_file():
-        return PlainTextResponse("")
+        return PlainTextResponse("", headers={"X-Log-Size": "0"})
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         f.seek(max(0, size - tail_bytes))
-        return PlainTextResponse(f.read().decode("utf-8", errors="replace"))
+        text = f.read(size - f.tell()).decode("utf-8", errors="replace")
+    return PlainTextResponse(text, headers={"X-Log-Size": str(size)})
 
 
 @router.get("/{job_id}/history", response_model=EventList)
