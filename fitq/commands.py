@@ -1,7 +1,7 @@
 """The client commands of ``fitq``: submit, jobs, datasets; made for CI pipelines.
 
 Exit codes:
-    0  the job succeeded and every --require gate passed
+    0  the job succeeded and every --require and --forbid gate passed
     1  the job failed or was cancelled
     2  the spec was refused (the API's messages are printed, with field paths)
     3  a gate failed
@@ -74,6 +74,47 @@ class Gate:
         return passed, f"{self.scope}.{self.metric} = {got:.6g} {self.op} {self.value:g}"
 
 
+FINDINGS = ("overfitting", "underfitting", "divergence")
+
+
+@dataclass
+class Forbid:
+    """A requirement that the job's insight has no finding of a kind (``overfitting``)."""
+
+    kind: str
+
+    @property
+    def text(self) -> str:
+        return f"no {self.kind}"
+
+    def check(self, job: dict[str, Any], best_row: dict[str, Any] | None) -> tuple[bool, str]:
+        found = [
+            f for f in (job.get("insight") or {}).get("findings", []) if f["kind"] == self.kind
+        ]
+        if not found:
+            return True, f"no {self.kind} found"
+        f = found[0]
+        return False, f"{self.kind} from epoch {f['epoch']}: {f['message']} ({f['remedy']})"
+
+
+def insight_lines(job: dict[str, Any]) -> list[str]:
+    """The job's insight, a line per finding, for people reading a CI log."""
+    insight = job.get("insight") or {}
+    lines = []
+    if insight.get("best_epoch"):
+        lines.append(
+            f"best epoch: {insight['best_epoch']} "
+            f"({insight['monitor']} {insight['best_value']:.6g})"
+        )
+    if insight.get("final_weights_epoch"):
+        lines.append(
+            f"final weights: epoch {insight['final_weights_epoch']} (restore_best_weights)"
+        )
+    for f in insight.get("findings", []):
+        lines.append(f"{f['kind']} from epoch {f['epoch']}: {f['message']}; try {f['remedy']}")
+    return lines
+
+
 def set_path(spec: dict[str, Any], assignment: str) -> None:
     """``fit.epochs=5``: the value is read as YAML (numbers, lists, booleans)."""
     path, sep, raw = assignment.partition("=")
@@ -100,7 +141,9 @@ def _progress(row: dict[str, Any], epochs: int, tty: bool) -> str:
     return line
 
 
-def write_junit(path: Path, job: dict[str, Any], results: list[tuple[Gate, bool, str]]) -> None:
+def write_junit(
+    path: Path, job: dict[str, Any], results: list[tuple[Gate | Forbid, bool, str]]
+) -> None:
     suite = ET.Element(
         "testsuite",
         name=f"fitq job {job.get('name') or job['id']}",
@@ -131,7 +174,8 @@ def _load_spec(path: str) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     out = sys.stdout
-    gates = [Gate.parse(g) for g in args.require]
+    gates: list[Gate | Forbid] = [Gate.parse(g) for g in args.require]
+    gates += [Forbid(kind) for kind in args.forbid]
     spec = _load_spec(args.spec)
     for assignment in args.set:
         set_path(spec, assignment)
@@ -187,6 +231,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         lines = [f"job {job['id']}: {job['status']} ({job['stop_reason']})"]
         if job.get("error"):
             lines.append(f"error: {job['error']['type']}: {job['error']['message']}")
+        lines += insight_lines(job)
         lines += [f"gate {'PASS' if ok else 'FAIL'}: {m}" for _, ok, m in results]
         _emit(args, summary, "\n".join(lines))
         if job["status"] != "succeeded":
@@ -319,6 +364,13 @@ def add_parsers(sub: Any) -> None:
         default=[],
         metavar="GATE",
         help="e.g. 'val_accuracy>=0.9', 'test.accuracy>0.8' (repeatable)",
+    )
+    submit.add_argument(
+        "--forbid",
+        action="append",
+        default=[],
+        choices=FINDINGS,
+        help="fail (exit 3) if the job's insight finds this, e.g. --forbid overfitting",
     )
     submit.add_argument("--junit", metavar="FILE", help="write the gates as JUnit XML")
     submit.add_argument("--download-best", metavar="DIR", help="download the best checkpoint")

@@ -39,6 +39,7 @@ class _Cursor:
     checkpoint: int = 0
     log_offset: int = -1
     job_etag: str = ""
+    best: dict[int, bool] = field(default_factory=dict)  # is_best of checkpoints sent
     items: list[tuple[str, str | None, Any]] = field(default_factory=list)
 
 
@@ -72,6 +73,7 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
         ):
             cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
             cur.checkpoint = ck.id
+            cur.best[ck.id] = ck.is_best
         if cur.log_offset >= 0:
             text = _log_since(settings, job_id, cur)
             if text:
@@ -80,8 +82,25 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
         etag = store.etag_of(jsonable_encoder(out))
         if etag != cur.job_etag:
             cur.job_etag = etag
+            _best_changes(session, job_id, cur)
             cur.items.append(("job", None, out))
         return job.status in FINISHED and len(rows) < EPOCHS_PER_POLL
+
+
+def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
+    """Sends again the checkpoints sent earlier whose is_best has changed since."""
+    changed = [
+        ck_id
+        for ck_id, is_best in session.execute(
+            select(Checkpoint.id, Checkpoint.is_best).where(
+                Checkpoint.job_id == job_id, Checkpoint.id <= cur.checkpoint
+            )
+        )
+        if ck_id in cur.best and cur.best[ck_id] != is_best
+    ]
+    for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
+        cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
+        cur.best[ck.id] = ck.is_best
 
 
 def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
@@ -106,9 +125,10 @@ def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
         200: {
             "description": "A `text/event-stream`. Events: `job` (the job, whenever it "
             "changes, first at once), `epoch` (each new epoch's metrics; its `id` is the "
-            "epoch, so a reconnecting client resumes with `Last-Event-ID`), `checkpoint`, "
-            "`log` (new training log text, with `log_offset`), and `end` once a finished "
-            "job's events are all sent.",
+            "epoch, so a reconnecting client resumes with `Last-Event-ID`), `checkpoint` "
+            "(a new checkpoint, or one sent before whose `is_best` changed), `log` (new "
+            "training log text, with `log_offset`), and `end` once a finished job's "
+            "events are all sent.",
             "content": {
                 "text/event-stream": {
                     "schema": {

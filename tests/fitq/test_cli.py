@@ -109,6 +109,49 @@ def test_a_failing_gate_exits_3_and_is_a_junit_failure(svc: Service, tmp_path: P
     assert suite.failures == 1
 
 
+def test_forbid_overfitting_fails_an_overfitting_job_and_names_the_epoch(
+    svc: Service, tmp_path: Path
+) -> None:
+    junit = tmp_path / "report.xml"
+    out = fitq(
+        svc,
+        "submit",
+        str(spec_file(tmp_path, svc)),
+        "--set",
+        "model.params.hidden_units=[512, 512]",
+        "--set",
+        "data.train.take=60",
+        "--set",
+        "data.validation.take=250",
+        "--set",
+        "fit.epochs=30",
+        "--set",
+        "fit.batch_size=4",
+        "--wait",
+        "--forbid",
+        "overfitting",
+        "--forbid",
+        "divergence",
+        "--junit",
+        str(junit),
+        "--json",
+    )
+    assert out.returncode == 3, out.stderr
+    import json
+
+    summary = json.loads(out.stdout)
+    onset = summary["insight"]["overfitting_epoch"]
+    assert onset == summary["insight"]["best_epoch"] + 1
+    gates = {g["gate"]: g for g in summary["gates"]}
+    assert gates["no divergence"]["passed"] is True
+    assert gates["no overfitting"]["passed"] is False
+    assert f"overfitting from epoch {onset}" in gates["no overfitting"]["detail"]
+    from junitparser import JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    assert suite.tests == 2 and suite.failures == 1
+
+
 def test_a_failed_job_exits_1(svc: Service, tmp_path: Path) -> None:
     bad_model = {
         "module": "keras",
