@@ -30,8 +30,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import transaction
+from models.devices import routed_queue
 from models.names import TASK_RUN_JOB
-from models.queueing import publish_job
+from models.queueing import job_devices, publish_job
 from models.settings import Settings
 from models.tables import CANCELLED, FAILED, QUEUED, RUNNING, Job, JobEvent, utcnow
 
@@ -86,9 +87,9 @@ def broker_job_ids(settings: Settings, queues: set[str]) -> set[str] | None:
     return {job_id for raw in raws if (job_id := _job_id_of(raw))}
 
 
-def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str]]]:
+def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str, int]]]:
     done = Pass()
-    publish: list[tuple[str, str]] = []
+    publish: list[tuple[str, str, int]] = []
     expired = session.execute(
         select(
             Job.id, Job.queue, Job.attempts, Job.failed_attempts, Job.spec, Job.cancel_requested
@@ -144,7 +145,7 @@ def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str
             )
             bucket.append(job_id)
             if kind == "lease_expired":
-                publish.append((job_id, queue))
+                publish.append((job_id, queue, job_devices(spec)))
     return done, publish
 
 
@@ -156,7 +157,7 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
     stale_before = now - dt.timedelta(seconds=settings.requeue_seconds)
     with factory() as s:
         waiting = s.execute(
-            select(Job.id, Job.queue).where(
+            select(Job.id, Job.queue, Job.spec).where(
                 Job.status == QUEUED,
                 or_(
                     Job.dispatched_at < stale_before,
@@ -165,10 +166,19 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
             )
         ).all()
     if waiting:
-        present = broker_job_ids(settings, {q for _, q in waiting})
-        lost = [(j, q) for j, q in waiting if present is None or j not in present]
+        # A job that needs several devices may wait in its base queue or, forwarded
+        # by a smaller worker, in the queue of workers with that many.
+        queues = {q for _, q, _ in waiting} | {
+            routed_queue(q, job_devices(spec)) for _, q, spec in waiting
+        }
+        present = broker_job_ids(settings, queues)
+        lost = [
+            (j, q, job_devices(spec))
+            for j, q, spec in waiting
+            if present is None or j not in present
+        ]
         with transaction(factory) as s:
-            for job_id, queue in lost:
+            for job_id, queue, devices in lost:
                 changed = s.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == QUEUED)
@@ -183,11 +193,11 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
                             message="no message for this job in the broker; published again",
                         )
                     )
-                    publish.append((job_id, queue))
+                    publish.append((job_id, queue, devices))
                     done.republished.append(job_id)
-    for job_id, queue in publish:
+    for job_id, queue, devices in publish:
         try:
-            publish_job(celery, job_id, queue)
+            publish_job(celery, job_id, queue, devices)
         except Exception as exc:  # noqa: BLE001 - the next pass publishes it again
             log.warning("could not publish job %s: %s", job_id, exc)
     return done

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from models.devices import routed_queue
 from models.names import DEFAULT_QUEUE, TASK_RUN_JOB
 from models.settings import Settings
 
@@ -69,6 +70,18 @@ def make_celery(settings: Settings, name: str = "fitq") -> Celery:
     return app
 
 
-def publish_job(app: Celery, job_id: str, queue: str) -> None:
-    """Wakes a worker on ``queue`` for ``job_id``; the job row is already committed."""
-    app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, ignore_result=True)
+def publish_job(app: Celery, job_id: str, queue: str, devices: int = 1) -> None:
+    """Wakes a worker on ``queue`` for ``job_id``; the job row is already committed.
+
+    A job that needs ``devices`` > 1 goes to the queue only workers with that many
+    devices consume; published without them, the first worker forwards it there.
+    """
+    app.send_task(
+        TASK_RUN_JOB, args=[job_id], queue=routed_queue(queue, devices), ignore_result=True
+    )
+
+
+def job_devices(spec: dict[str, Any]) -> int:
+    """The devices a stored spec asks for (specs stored before ``resources`` ask for one)."""
+    resources = spec.get("resources") or {}
+    return int(resources.get("gpus", 1))

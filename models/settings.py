@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         max_jobs_in_flight: Queued and running jobs one token owner may have (429
             beyond).
         max_params: Largest number of weights a job's model may have.
+        max_gpus_per_worker: The most devices any worker of the deployment has
+            (``fitq worker --gpus-per-worker``); a job whose ``resources.gpus`` is
+            larger could never run and is refused (422). Defaults to 1.
+        logical_cpus: On a worker without GPUs, split the CPU into this many
+            TensorFlow logical devices, so that jobs with ``resources.gpus`` up to
+            this number run there with MirroredStrategy (for trying multi-device
+            specs, and how the tests run them). Defaults to 1.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -79,6 +86,8 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] | None = None
     max_jobs_in_flight: int = Field(default=100, gt=0)
     max_params: int = Field(default=50_000_000, gt=0)
+    max_gpus_per_worker: int = Field(default=1, gt=0)
+    logical_cpus: int = Field(default=1, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -7,10 +7,12 @@ needs the whole spec (metric names, shapes, placeholders) before anything is que
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from models.devices import ROUTED_SUFFIX
 from models.names import DEFAULT_QUEUE
 
 Mode = Literal["auto", "min", "max"]
@@ -301,6 +303,21 @@ CallbackSpec = Annotated[
 ]
 
 
+class ResourcesSpec(_Strict):
+    """What a job needs from the worker that trains it.
+
+    Attributes:
+        gpus: How many devices the job trains on. With more than one, the model is
+            replicated on that many GPUs with ``tf.distribute.MirroredStrategy`` and
+            each step splits ``fit.batch_size`` (the global batch) across them, as
+            Keras documents. A worker without GPUs counts its logical CPU devices
+            (``FITQ_LOGICAL_CPUS``). A job waits for a worker with this many devices;
+            one asking more than ``FITQ_MAX_GPUS_PER_WORKER`` is refused. Defaults to 1.
+    """
+
+    gpus: Annotated[int, Strict(), Field(ge=1, le=64)] = 1
+
+
 class JobSpec(_Strict):
     """A training job: a model, its data and the arguments of ``model.fit()``.
 
@@ -320,6 +337,7 @@ class JobSpec(_Strict):
         data: Training, validation and test data.
         fit: The arguments of ``model.fit()``.
         callbacks: Keras callbacks, declared as data.
+        resources: The devices the job trains on.
     """
 
     name: str | None = Field(default=None, max_length=200)
@@ -332,3 +350,14 @@ class JobSpec(_Strict):
     data: DataSpec
     fit: FitSpec = Field(default_factory=FitSpec)
     callbacks: list[CallbackSpec] = Field(default_factory=list, max_length=16)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @field_validator("queue")
+    @classmethod
+    def _not_a_routed_queue(cls, queue: str) -> str:
+        if re.search(re.escape(ROUTED_SUFFIX) + r"\d+$", queue):
+            raise ValueError(
+                f"received queue={queue!r}; names ending in '{ROUTED_SUFFIX}<number>' are "
+                "where fitq routes jobs that need several devices; set resources.gpus instead"
+            )
+        return queue

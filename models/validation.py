@@ -110,6 +110,7 @@ def check_spec(
     _check_compile(spec, train, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
+    _check_resources(spec, settings, problems)
 
     if spec.max_runtime_seconds and spec.max_runtime_seconds > settings.max_runtime_seconds:
         problems.add(
@@ -120,6 +121,24 @@ def check_spec(
     if problems.items:
         raise SpecError(problems.items)
     return warnings
+
+
+def _check_resources(spec: JobSpec, settings: Settings, problems: _Problems) -> None:
+    gpus = spec.resources.gpus
+    if gpus > settings.max_gpus_per_worker:
+        problems.add(
+            ("resources", "gpus"),
+            f"received gpus={gpus}, but no worker has more than "
+            f"{settings.max_gpus_per_worker} (FITQ_MAX_GPUS_PER_WORKER): the job could "
+            f"never run; expected at most {settings.max_gpus_per_worker}",
+        )
+    batch = spec.fit.batch_size or 32
+    if gpus > 1 and batch < gpus:
+        problems.add(
+            ("fit", "batch_size"),
+            f"received batch_size={batch} for resources.gpus={gpus}; the batch is "
+            f"global, split across the {gpus} replicas, so expected at least {gpus}",
+        )
 
 
 def log_keys(spec: JobSpec) -> list[str]:
