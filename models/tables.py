@@ -132,7 +132,11 @@ class EpochMetric(Base):
     # epoch, so that a resumed attempt continues them.
     callback_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_id_epoch"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "epoch", name="uq_epoch_metrics_job_id_epoch"),
+        # /metrics counts the epochs of the last minute.
+        Index("ix_epoch_metrics_recorded_at", "recorded_at"),
+    )
 
 
 class Checkpoint(Base):
@@ -200,3 +204,27 @@ class ApiToken(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Worker(Base):
+    """A worker process, as it last reported itself: its queues, devices and job.
+
+    The worker writes its row when it is ready and renews ``heartbeat_at`` every
+    third of ``FITQ_LEASE_SECONDS``. What it trains is the ``running`` job whose
+    ``worker`` is its name. Rows not heard from for a day are removed by the next
+    worker that starts.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    device_kind: Mapped[str] = mapped_column(String(8))
+    devices: Mapped[int] = mapped_column(Integer)
+    # CUDA_VISIBLE_DEVICES of a worker pinned to GPUs.
+    gpus: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
