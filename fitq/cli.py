@@ -2,8 +2,11 @@
 
 fitq up [--host 127.0.0.1] [--port 8000]   migrate, then the API, one worker, the dispatcher
 fitq api [--host] [--port]                 the API alone
-fitq worker [--queues q1,q2]               one Celery worker (concurrency 1)
+fitq worker [--queues q1,q2] [--gpus all|0,1] [--gpus-per-worker N] [--events]
+                                           Celery workers, concurrency 1: one per GPU
+                                           (or N GPUs) with --gpus, else one
 fitq dispatcher                            requeue jobs of dead workers, republish lost ones
+fitq flower [--address] [--port 5555]      Flower, Celery's monitor, on the configured broker
 fitq migrate                               bring the database to the latest schema
 fitq token create --name NAME [--admin]    a bearer token (also: token list, token revoke)
 """
@@ -85,26 +88,36 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.celery_app import app
+    from models.devices import gpu_groups, queues_for, worker_devices
 
-    name = f"fitq-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main(
-        [
-            "worker",
-            "--queues",
-            args.queues,
-            "--concurrency",
-            "1",
-            "--pool",
-            "prefork",
-            "--hostname",
-            name,
-            "--loglevel",
-            args.loglevel,
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    settings = get_settings()
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if args.gpus is not None:
+        from fitq.workers import supervise
+
+        try:
+            groups = gpu_groups(args.gpus, args.gpus_per_worker)
+        except ValueError as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            return 2
+        child = ["--queues", ",".join(queues), "--loglevel", args.loglevel]
+        return supervise(groups, child + (["--events"] if args.events else []))
+    if args.gpus_per_worker != 1:
+        print("fitq: --gpus-per-worker goes with --gpus", file=sys.stderr)
+        return 2
+    devices = worker_devices(os.environ, settings.logical_cpus)
+    if devices.count > settings.max_gpus_per_worker:
+        print(
+            f"fitq: this worker has {devices.count} devices, but the API refuses jobs asking "
+            f"for more than FITQ_MAX_GPUS_PER_WORKER={settings.max_gpus_per_worker}",
+            file=sys.stderr,
+            flush=True,
+        )
+    from worker.celery_app import run_worker
+
+    tag = f"gpu{devices.gpus.replace(',', '_')}-" if devices.gpus else ""
+    name = f"fitq-{tag}{os.getpid()}@{socket.gethostname()}"
+    run_worker(name, queues_for(queues, devices.count), devices, args.loglevel, args.events)
     return 0
 
 
@@ -136,6 +149,15 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
     return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    from models.queueing import make_celery
+
+    app = make_celery(get_settings(), name="fitq-flower")
+    # Flower reads its other options (FLOWER_BASIC_AUTH, ...) from the environment.
+    code = app.start(["flower", f"--address={args.address}", f"--port={args.port}"])
+    return int(code or 0)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -229,14 +251,36 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the API")
     server(api)
     api.set_defaults(func=cmd_api)
-    worker = sub.add_parser("worker", help="run one Celery worker, concurrency 1")
+    worker = sub.add_parser(
+        "worker", help="run Celery workers, concurrency 1: one per GPU with --gpus, else one"
+    )
     worker.add_argument("--queues", default="default", help="comma-separated queues (default)")
+    worker.add_argument(
+        "--gpus",
+        help="'all' or GPU indices such as '0,1': one worker per GPU, each pinned with "
+        "CUDA_VISIBLE_DEVICES; 'all' on a machine without GPUs: one CPU worker",
+    )
+    worker.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=1,
+        help="GPUs each worker gets, for jobs with resources.gpus > 1 (1)",
+    )
+    worker.add_argument(
+        "--events", action="store_true", help="send task events, for Flower (fitq flower)"
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
     dispatcher = sub.add_parser(
         "dispatcher", help="requeue the jobs of dead workers and republish lost messages"
     )
     dispatcher.set_defaults(func=cmd_dispatcher)
+    flower = sub.add_parser(
+        "flower", help="run Flower (pip install 'fitq[ops]'): what each worker runs, live"
+    )
+    flower.add_argument("--address", default="127.0.0.1", help="address to listen on")
+    flower.add_argument("--port", type=int, default=5555, help="port to listen on (5555)")
+    flower.set_defaults(func=cmd_flower)
     token = sub.add_parser("token", help="create, list and revoke API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token and print it (once)")

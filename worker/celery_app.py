@@ -4,6 +4,7 @@ TensorFlow is imported only in the pool's child processes (``worker_process_init
 never in the Celery parent, so a crash while training takes down one child only.
 When the parent is told to stop (SIGTERM: a deploy, a preemption notice), it asks
 its children with SIGUSR2 to put their jobs back in the queue at the next batch.
+The parent keeps the worker's row in the ``workers`` table (``worker.registry``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from models.devices import Devices
 from models.queueing import make_celery
 from models.settings import get_settings
+from worker.registry import Identity, Registration
 
 app = make_celery(get_settings(), name="fitq-worker")
 app.conf.include = ["worker.tasks"]
@@ -31,9 +34,12 @@ def _warm_up(**_: Any) -> None:
     signal.signal(signal.SIGUSR2, lambda *_: PREEMPT.set())
     # Pay tensorflow's import before a job arrives, so training starts at once.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from worker.devices import configure
+
+    # Before anything makes TensorFlow initialise its devices.
+    configure(get_settings().logical_cpus)
     import keras  # noqa: F401
     import sklearn.datasets  # noqa: F401
-    import tensorflow  # noqa: F401
 
     import worker.training.runner  # noqa: F401
 
@@ -56,3 +62,44 @@ def _preempt_children(**_: Any) -> None:
         except ProcessLookupError:
             continue
         log.info("asked pool process %s to put its job back in the queue", pid)
+
+
+_registrations: list[Registration] = []
+
+
+def run_worker(name: str, queues: list[str], devices: Devices, loglevel: str, events: bool) -> None:
+    """Runs this process as the Celery worker ``name`` until it is stopped.
+
+    It consumes ``queues`` with one pool process (concurrency 1), registers itself
+    with its ``devices`` once ready and, with ``events``, sends task events for
+    Flower.
+    """
+    _registrations.append(Registration(get_settings(), Identity(name, queues, devices)))
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        "1",
+        "--pool",
+        "prefork",
+        "--hostname",
+        name,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv + (["--task-events"] if events else []))
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _register(**_: Any) -> None:
+    for registration in _registrations:
+        registration.start()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _unregister(**_: Any) -> None:
+    for registration in _registrations:
+        registration.stop()

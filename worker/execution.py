@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_session_factory
-from models.queueing import make_celery, publish_job
+from models.devices import routed_queue
+from models.names import DEFAULT_QUEUE
+from models.queueing import job_devices, make_celery, publish_job
 from models.settings import Settings, get_settings
 from models.spec import JobSpec
 from models.uploads import datasets_dir
@@ -45,6 +48,9 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     store = JobStore(
         session_factory(settings.resolved_database_url), job_id, settings.lease_seconds
     )
+    waiting = store.waiting_spec()
+    if waiting is not None and _forward_if_too_small(store, waiting, worker, settings):
+        return "forwarded"
     claim = store.claim(worker)
     if claim is None:
         log.info("job %s is not queued; nothing to do", job_id)
@@ -76,7 +82,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     except Preempted:
         log.warning("job %s: worker stopping; putting it back in the queue", job_id)
         if writer.call(lambda: store.requeue("the worker stopped (SIGTERM); resumes elsewhere")):
-            publish_job(make_celery(settings), job_id, spec.queue)
+            publish_job(make_celery(settings), job_id, spec.queue, spec.resources.gpus)
         return "requeued"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
@@ -88,3 +94,25 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "failed"
     finally:
         writer.close()
+
+
+def _forward_if_too_small(
+    store: JobStore, spec: dict[str, Any], worker: str, settings: Settings
+) -> bool:
+    """Sends a job that needs more devices than this worker has to the queue of workers
+    with enough, where it waits for one; returns whether it did."""
+    from worker.devices import device_names
+
+    needed, have = job_devices(spec), len(device_names())
+    if needed <= have:
+        return False
+    queue = str(spec.get("queue") or DEFAULT_QUEUE)
+    target = routed_queue(queue, needed)
+    message = (
+        f"{worker} has {have} device(s) and the job asks for resources.gpus={needed}: "
+        f"waiting on queue {target!r} for a worker with at least {needed}"
+    )
+    if store.forwarded(message):
+        publish_job(make_celery(settings), store.job_id, queue, needed)
+        log.info("job %s: %s", store.job_id, message)
+    return True

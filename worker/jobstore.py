@@ -68,6 +68,30 @@ class JobStore:
         assert isinstance(bind, Engine)
         return bind
 
+    def waiting_spec(self) -> dict[str, Any] | None:
+        """The job's spec while it waits to be claimed; ``None`` when it does not."""
+        with self.factory() as s:
+            row = s.execute(
+                select(Job.spec).where(
+                    Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False)
+                )
+            ).first()
+        return dict(row[0]) if row is not None else None
+
+    def forwarded(self, message: str) -> bool:
+        """Records that the job was sent on to larger workers; False if it no longer waits."""
+        with transaction(self.factory) as s:
+            now = utcnow()
+            res = s.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.status == QUEUED)
+                .values(dispatched_at=now, updated_at=now)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            s.add(JobEvent(job_id=self.job_id, kind="forwarded", at=now, message=message))
+            return True
+
     def claim(self, worker: str) -> Claim | None:
         """Takes a queued job for this process; ``None`` when it is not queued."""
         with transaction(self.factory) as s:

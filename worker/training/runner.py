@@ -28,6 +28,7 @@ from models.spec import (
     ReduceLROnPlateauSpec,
     TerminateOnNaNSpec,
 )
+from worker.devices import strategy_for
 from worker.training.architectures import build_model
 from worker.training.augmentation import (
     augmented_dataset,
@@ -134,18 +135,22 @@ def train(
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
-    model = build_model(
-        spec.model.builtin,
-        spec.model.params,
-        spec.model.keras_config,
-        _input_shape(tuple(shape[1:]), spec),
-        head,
-    )
-    model.compile(
-        optimizer=_object(spec.compile.optimizer, keras.optimizers),
-        loss=_object(spec.compile.loss, keras.losses),
-        metrics=[_object(m, keras.metrics) for m in spec.compile.metrics],
-    )
+    # Several devices: variables are mirrored on each, and fit() splits every global
+    # batch of fit.batch_size across them.
+    strategy = strategy_for(spec.resources.gpus)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(
+            spec.model.builtin,
+            spec.model.params,
+            spec.model.keras_config,
+            _input_shape(tuple(shape[1:]), spec),
+            head,
+        )
+        model.compile(
+            optimizer=_object(spec.compile.optimizer, keras.optimizers),
+            loss=_object(spec.compile.loss, keras.losses),
+            metrics=[_object(m, keras.metrics) for m in spec.compile.metrics],
+        )
 
     fit = spec.fit
     class_weight: dict[int, float] | None = None
@@ -191,6 +196,13 @@ def train(
         contextlib.redirect_stdout(log),
     ):
         print(f"fitq: training with seed {spec.seed} on {len(y)} samples", flush=True)
+        if strategy is not None:
+            devices = ", ".join(strategy.extended.worker_devices)
+            print(
+                f"fitq: MirroredStrategy with {strategy.num_replicas_in_sync} replicas "
+                f"({devices}); global batch {fit.batch_size or 32}",
+                flush=True,
+            )
         if resume_note:
             print(f"fitq: {resume_note}", flush=True)
         try:
