@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.body import BodyMiddleware
-from api.routes import dashboard, datasets, events, health, jobs
+from api.metrics import RequestLatencyMiddleware
+from api.routes import dashboard, datasets, events, health, jobs, metrics, workers
 from models.db import make_engine, make_session_factory
 from models.migrate import check_migrated
 from models.queueing import make_celery
@@ -47,12 +48,15 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(RequestLatencyMiddleware)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(datasets.router)
     app.include_router(dashboard.router)
+    app.include_router(metrics.router)
+    app.include_router(workers.router)
     return app
 
 
