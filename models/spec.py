@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from models.devices import ROUTED_SUFFIX
 from models.names import DEFAULT_QUEUE
@@ -351,6 +360,16 @@ class JobSpec(_Strict):
     fit: FitSpec = Field(default_factory=FitSpec)
     callbacks: list[CallbackSpec] = Field(default_factory=list, max_length=16)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A one-device spec is stored as specs were before `resources` existed: its
+        # hash (for Idempotency-Key) stays the same, and workers of the previous
+        # release still read it while an upgrade rolls out.
+        data: dict[str, Any] = handler(self)
+        if self.resources == ResourcesSpec():
+            data.pop("resources", None)
+        return data
 
     @field_validator("queue")
     @classmethod
