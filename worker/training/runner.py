@@ -28,7 +28,7 @@ from models.spec import (
     ReduceLROnPlateauSpec,
     TerminateOnNaNSpec,
 )
-from worker.devices import strategy_for
+from worker.devices import device_names, strategy_for
 from worker.training.architectures import build_model
 from worker.training.augmentation import (
     augmented_dataset,
@@ -203,6 +203,8 @@ def train(
                 f"({devices}); global batch {fit.batch_size or 32}",
                 flush=True,
             )
+        else:
+            print(f"fitq: training on {device_names()[0]}", flush=True)
         if resume_note:
             print(f"fitq: {resume_note}", flush=True)
         try:
