@@ -82,7 +82,8 @@ def wait_for_rows(proc: subprocess.Popen[bytes], factory: Any, n: int, log: Path
         if len(rows) >= n:
             return rows
         time.sleep(0.2)
-    raise AssertionError(f"{n} workers did not register:\n{log.read_text(errors='replace')[-3000:]}")
+    tail = log.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"{n} workers did not register:\n{tail}")
 
 
 def stop(proc: subprocess.Popen[bytes], log: Path) -> None:

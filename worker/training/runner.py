@@ -8,6 +8,7 @@ callback, so the recorded history equals the script's.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -200,11 +201,11 @@ def train(
             devices = ", ".join(strategy.extended.worker_devices)
             print(
                 f"fitq: MirroredStrategy with {strategy.num_replicas_in_sync} replicas "
-                f"({devices}); global batch {fit.batch_size or 32}",
+                f"({devices}); global batch {fit.batch_size or 32} (pid {os.getpid()})",
                 flush=True,
             )
         else:
-            print(f"fitq: training on {device_names()[0]}", flush=True)
+            print(f"fitq: training on {device_names()[0]} (pid {os.getpid()})", flush=True)
         if resume_note:
             print(f"fitq: {resume_note}", flush=True)
         try:
