@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,14 +54,16 @@ def test_metrics_move_while_a_job_trains(service: Service) -> None:
     job = service.submit(digits_spec(**{"fit.epochs": EPOCHS, "fit.batch_size": 8}))
 
     during: Samples = []
+    workers: list[dict[str, Any]] = []
 
     def scraped_while_training() -> bool:
-        nonlocal during
+        nonlocal during, workers
         rows = service.metrics(job["id"])
         if service.job(job["id"])["status"] != "running" or len(rows) < 2:
             return False
         during = scrape(service)
-        # Only a scrape taken while the job still ran counts.
+        workers = service.client.get("/v1/workers").json()["items"]
+        # Only what was read while the job still ran counts.
         return service.job(job["id"])["status"] == "running"
 
     service.wait_until(scraped_while_training, 120, "a scrape while the job trains")
@@ -73,6 +76,9 @@ def test_metrics_move_while_a_job_trains(service: Service) -> None:
     assert epochs_during < value(before, "fitq_epoch_duration_seconds_count", queue=q) + EPOCHS
     assert value(during, "fitq_epochs_per_second", queue=q) > 0
     assert value(during, "fitq_workers", state="busy") >= 1
+    (busy,) = [w for w in workers if w["job"] is not None]
+    assert busy["alive"] and busy["job"]["id"] == job["id"] and busy["job"]["epochs"] == EPOCHS
+    assert busy["job"]["epoch"] >= 2 and q in busy["queues"]
 
     done = service.wait_for(job["id"])
     assert done["status"] == "succeeded", done["error"]
