@@ -1,15 +1,21 @@
-# One image for the API, the migration step and CPU workers.
-# Build with --build-arg EXTRAS=worker for an image that can train (adds tensorflow).
+# The API image: the API, migrations, the dispatcher and Flower. No tensorflow.
+# The worker image is Dockerfile.worker.
 FROM python:3.11-slim
-ARG EXTRAS=""
 WORKDIR /app
-ENV PYTHONUNBUFFERED=1 FITQ_DATA_DIR=/data
-# Dependencies first, so code changes reuse the cached layer.
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 FITQ_DATA_DIR=/data
+# Dependencies first, from pyproject.toml alone, so a code change reuses this layer.
 COPY pyproject.toml README.md ./
 RUN mkdir -p api worker models migrations fitq \
-    && pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
+    && pip install --no-cache-dir ".[ops]" \
     && pip uninstall -y fitq
-COPY . .
-RUN pip install --no-cache-dir --no-deps .
-EXPOSE 8000
+COPY api api
+COPY models models
+COPY migrations migrations
+COPY fitq fitq
+COPY worker worker
+RUN pip install --no-cache-dir --no-deps . \
+    && useradd --uid 10001 --no-create-home fitq \
+    && mkdir -p /data /artifacts && chown fitq /data /artifacts
+USER fitq
+EXPOSE 8000 5555
 CMD ["fitq", "api", "--host", "0.0.0.0", "--port", "8000"]

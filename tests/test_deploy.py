@@ -170,7 +170,7 @@ def dockerfile_and_extras(svc: dict[str, Any]) -> tuple[str, list[str]]:
     text = (ROOT / name).read_text()
     defaults = dict(re.findall(r"^ARG (\w+)=(\S*)$", text, flags=re.M))
     args = {**defaults, **{k: str(v) for k, v in (build.get("args") or {}).items()}}
-    (spec,) = re.findall(r'pip install --no-cache-dir "\.\[([^\]]*)\]"', text)
+    (spec,) = re.findall(r'pip install --no-cache-dir "\.(?:\[([^\]]*)\])?"', text)
     for key, val in args.items():
         spec = spec.replace(f"${{{key}}}", val)
     return name, [e for e in spec.split(",") if e]
