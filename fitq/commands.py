@@ -111,7 +111,9 @@ def insight_lines(job: dict[str, Any]) -> list[str]:
             f"final weights: epoch {insight['final_weights_epoch']} (restore_best_weights)"
         )
     for f in insight.get("findings", []):
-        lines.append(f"{f['kind']} from epoch {f['epoch']}: {f['message']}; try {f['remedy']}")
+        lines.append(
+            f"{f['kind']} from epoch {f['epoch']}: {f['message']}. What helps: {f['remedy']}"
+        )
     return lines
 
 

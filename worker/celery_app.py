@@ -56,7 +56,14 @@ def _children() -> list[int]:
 
 @worker_shutting_down.connect  # type: ignore[untyped-decorator]
 def _preempt_children(**_: Any) -> None:
+    # Only pool processes holding a job: an idle one has nothing to put back, and a
+    # signal that interrupts its wait for work makes it exit with an error.
+    from celery.worker import state
+
+    busy = {req.worker_pid for req in list(state.active_requests) if req.worker_pid}
     for pid in _children():
+        if pid not in busy:
+            continue
         try:
             os.kill(pid, signal.SIGUSR2)
         except ProcessLookupError:

@@ -58,7 +58,7 @@ function duration(job) {
 
 function statusWords(job) {
   let words = STATUS_WORDS[job.status] || job.status;
-  if (job.stop_reason && job.stop_reason !== "completed") {
+  if (job.stop_reason && job.stop_reason !== "completed" && job.stop_reason !== job.status) {
     words += ` (${job.stop_reason.replace(/_/g, " ")})`;
   }
   if (job.status === "running" && job.cancel_requested) words += " – cancelling";
@@ -207,11 +207,11 @@ class ListView {
     main.replaceChildren(
       el("h1", {}, "Jobs"),
       form,
-      el("table", { id: "jobs" },
+      el("div", { class: "scroll" }, el("table", { id: "jobs" },
         el("thead", {}, el("tr", {},
           ...["Name", "Status", "Queue", "Progress", "Latest metric", "Duration", "Attempts"]
             .map((name) => el("th", { scope: "col" }, name)))),
-        this.tbody),
+        this.tbody)),
       this.emptyNote,
       el("div", { class: "pager" }, this.prev, this.pageLabel, this.next));
     this.loop();
@@ -359,8 +359,10 @@ function drawChart(figure, title, series, markers) {
     });
     line.append(svg("title", {}, `${marker.label}: epoch ${marker.epoch}`));
     root.append(line);
+    const flip = x > W - M.right - 90;  // near the right edge: label on the line's left
     root.append(svg("text", {
-      class: `marker-label ${marker.kind}`, x: x + 3, y: M.top + 9 + 11 * marker.row,
+      class: `marker-label ${marker.kind}`, x: flip ? x - 3 : x + 3, y: M.top + 9 + 11 * marker.row,
+      "text-anchor": flip ? "end" : "start",
     }, `${marker.label} ${marker.epoch}`));
   }
   for (const s of series) {
@@ -377,7 +379,7 @@ function drawChart(figure, title, series, markers) {
     }
   }
   const keys = series.filter((s) => s.points.length).map((s) =>
-    el("span", { class: "key" }, el("i", { class: s.kind }), s.name));
+    el("span", { class: "key" }, el("i", { class: s.kind }), s.label || s.name));
   figure.replaceChildren(el("figcaption", {}, title, ...keys), root);
 }
 
@@ -424,7 +426,7 @@ class JobView {
       this.title, this.meta, this.actions, this.errorBox, this.warningsBox,
       el("h2", {}, "Insight"), this.insightBox,
       el("h2", {}, "Metrics"), this.charts,
-      el("h2", {}, "Checkpoints"), this.ckTable, this.ckEmpty,
+      el("h2", {}, "Checkpoints"), el("div", { class: "scroll" }, this.ckTable), this.ckEmpty,
       el("h2", {}, "Log"), this.log,
       el("details", {}, el("summary", {}, "Spec"), this.spec));
     const base = `/v1/jobs/${this.id}`;
@@ -498,7 +500,7 @@ class JobView {
     const best = job.insight && job.insight.best_epoch
       ? `epoch ${job.insight.best_epoch} (${job.insight.monitor} ${fmt(job.insight.best_value)})` : "–";
     this.meta.replaceChildren(
-      item("Id", el("code", {}, job.id)),
+      item("Id", el("code", {}, job.id), "job-id"),
       item("Queue", job.queue),
       item("Progress", progressText(job), "job-progress"),
       item("Best", best),
@@ -572,8 +574,8 @@ class JobView {
     const charts = names.map((base) => ({
       title: base,
       series: [
-        { name: base, kind: "train", points: this.series(base) },
-        { name: `val_${base}`, kind: "val", points: this.series(`val_${base}`) },
+        { name: base, label: "training", kind: "train", points: this.series(base) },
+        { name: `val_${base}`, label: "validation", kind: "val", points: this.series(`val_${base}`) },
       ],
     }));
     const rates = new Set(this.epochs.map((e) => e.lr).filter((lr) => lr !== null && lr !== undefined));

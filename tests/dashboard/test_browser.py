@@ -103,8 +103,6 @@ def test_list_shows_progress_advancing_without_a_reload(svc: Service, page: Any)
     assert page.evaluate("window.sameDocument") == "yes", "the page reloaded"
     status = text_of(page, f"tr[data-job='{job['id']}'] .status")
     assert status == "Running"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "jobs-list.png"))
     svc.client.post(f"/v1/jobs/{job['id']}/cancel")
     svc.wait_for(job["id"])
 
@@ -231,6 +229,18 @@ def test_overfitting_job_page_shows_markers_findings_and_checkpoints(
     assert "Epoch 40/40" in text_of(page, "#log")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "job-page.png"), full_page=True)
+
+    # The list with this module's jobs so far, and one training now.
+    running = svc.submit(slow_spec(40, name="training-now"))
+    svc.wait_for(running["id"], ("running",), timeout=60)
+    page.goto(svc.base_url + "/")
+    cell = f"tr[data-job='{running['id']}'] td.progress"
+    page.wait_for_function(
+        f"document.querySelector(\"{cell}\")?.innerText.includes('step')", timeout=30_000
+    )
+    page.screenshot(path=str(SCREENSHOTS / "jobs-list.png"))
+    svc.client.post(f"/v1/jobs/{running['id']}/cancel")
+    svc.wait_for(running["id"])
 
 
 def _bulk_insert(svc: Service, jobs: int, epochs: int) -> str:
