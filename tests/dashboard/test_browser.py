@@ -243,6 +243,35 @@ def test_overfitting_job_page_shows_markers_findings_and_checkpoints(
     svc.wait_for(running["id"])
 
 
+def test_a_failed_job_page_shows_its_error_and_the_divergence(svc: Service, page: Any) -> None:
+    spec = digits_spec(
+        **{
+            "name": "diverges",
+            "data.train": {
+                "x": [[float(i)] for i in range(64)],
+                "y": [float(i * 1000) for i in range(64)],
+            },
+            "data.validation": ...,
+            "model.params": {"hidden_units": [8]},
+            "compile": {
+                "optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
+                "loss": "mse",
+            },
+            "fit.epochs": 50,
+            "callbacks": [{"type": "TerminateOnNaN"}],
+        }
+    )
+    job = svc.wait_for(svc.submit(spec)["id"], timeout=120)
+    assert job["status"] == "failed" and job["error"]["type"] == "NaNLoss"
+    page.goto(f"{svc.base_url}/#/jobs/{job['id']}")
+    page.wait_for_selector("body[data-ready=job]")
+    assert text_of(page, "#job-status") == "Failed (nan loss)"
+    error = text_of(page, "#error")
+    assert "NaNLoss" in error and job["error"]["message"] in error
+    assert page.locator("#insight li[data-kind=divergence]").count() == 1
+    assert page.locator("#cancel").count() == 0
+
+
 def _bulk_insert(svc: Service, jobs: int, epochs: int) -> str:
     """Many stored jobs and one job with many epochs, written straight to the database."""
     from sqlalchemy import create_engine
