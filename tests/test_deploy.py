@@ -31,9 +31,10 @@ BUILT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OWN_PACKAGES = {"api", "worker", "models", "migrations", "fitq", "tests"}
 # Loaded here only because this environment has them; nothing needs them: the venv's
-# setuptools hook (a .pth file), and pygments, which mako (alembic's templates) uses
-# when it finds it.
-OPTIONAL = {"setuptools", "pygments"}
+# setuptools hook (a .pth file), pygments, which mako (alembic's templates) uses when
+# it finds it, and greenlet, which SQLAlchemy loads when it is installed (here, for
+# playwright in the dev extra) and only its asyncio support needs.
+OPTIONAL = {"setuptools", "pygments", "greenlet"}
 # What each fitq command imports when it runs; the database driver and the broker's
 # client follow from the URLs the service is given.
 COMMAND_MODULES = {

@@ -112,6 +112,11 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
             epoch's backup; ``None`` to take no backups.
     """
 
+    # Keras may then run the batch hooks on its callback threads, so the training loop
+    # does not wait for each batch's logs, as it doesn't in a bare fit(). What they
+    # raise (a cancel, a preemption, the deadline) reaches the loop at the next batch.
+    async_safe = True
+
     def __init__(
         self,
         sink: Sink,
@@ -138,6 +143,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.steps: int | None = None
         self._epoch_start = 0.0
         self._last_report = -math.inf
+        self._report_lock = threading.Lock()
         self._seen: dict[str, tuple[int, int, int] | None] = {}
         self.stopped_by: JobCancelled | MaxRuntimeExceeded | None = None
         self.backup_callbacks = backup_callbacks
@@ -164,11 +170,13 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def _report_progress(self, step: int) -> None:
         # At most one progress write (and cancel check) per interval; epoch ends
         # check for a cancel through record_epoch anyway.
-        now = self.clock()
-        if now - self._last_report < self.interval:
-            return
-        self._last_report = now
-        self._check(self.sink.progress(self.epoch, step, self.steps))
+        with self._report_lock:
+            now = self.clock()
+            if now - self._last_report < self.interval:
+                return
+            self._last_report = now
+            cancelled = self.sink.progress(self.epoch, step, self.steps)
+        self._check(cancelled)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         duration = time.perf_counter() - self._epoch_start
