@@ -178,11 +178,13 @@ def _restored_epoch(early: dict[str, Any], epochs: Sequence[Epoch]) -> int | Non
 def _divergence(epochs: Sequence[Epoch]) -> Finding | None:
     for e in epochs:
         value = _value(e, "loss")
-        if value is not None and not math.isfinite(value):
+        # Stored rows hold null for a value that was NaN or infinite.
+        if "loss" in e.metrics and (value is None or not math.isfinite(value)):
+            shown = "NaN or infinite" if value is None else str(value)
             return Finding(
                 "divergence",
                 e.epoch,
-                f"the training loss became {value} at epoch {e.epoch}: training diverged",
+                f"the training loss became {shown} at epoch {e.epoch}: training diverged",
                 "lower compile.optimizer.learning_rate, clip gradients (clipnorm), "
                 "or add TerminateOnNaN to stop at once",
             )

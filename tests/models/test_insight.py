@@ -79,6 +79,15 @@ def test_nan_loss_is_divergence_at_its_epoch() -> None:
     assert [(f.kind, f.epoch) for f in insight.findings] == [("divergence", 3)]
 
 
+def test_a_null_loss_as_stored_for_nan_is_divergence() -> None:
+    history = [Epoch(1, {"loss": 1.0}), Epoch(2, {"loss": None, "val_loss": None})]
+    insight = analyse(spec(), history, "failed", "nan_loss")
+    assert [(f.kind, f.epoch) for f in insight.findings] == [("divergence", 2)]
+    assert "NaN or infinite" in insight.findings[0].message
+    # a row without the key at all (validation-only metrics) is no finding
+    assert analyse(spec(), [Epoch(1, {"val_loss": 1.0})], "running", None).findings == []
+
+
 def test_training_loss_rising_at_the_end_is_divergence() -> None:
     insight = analyse(spec(), rows(loss=[1.0, 0.5, 0.4, 0.7, 1.5, 4.0]), "running", None)
     assert [(f.kind, f.epoch) for f in insight.findings] == [("divergence", 4)]
