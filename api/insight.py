@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.schemas import JobOut
 from models.insight import Epoch, analyse
 from models.tables import EpochMetric, Job
 
@@ -48,6 +49,11 @@ def insights(session: Session, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return out
+
+
+def job_out(session: Session, job: Job) -> JobOut:
+    """The job as the API returns it, with its insight."""
+    return JobOut.of(job, insights(session, [job])[job.id])
 
 
 def _key(job: Job) -> tuple[str, Any]:

@@ -29,6 +29,29 @@ def digits_spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def nan_loss_spec(**overrides: Any) -> dict[str, Any]:
+    """A regression whose step size makes the loss NaN within a few epochs; TerminateOnNaN."""
+    spec = digits_spec(
+        **{
+            "data.train": {
+                "x": [[float(i)] for i in range(64)],
+                "y": [float(i * 1000) for i in range(64)],
+            },
+            "data.validation": ...,
+            "model.params": {"hidden_units": [8]},
+            "compile": {
+                "optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
+                "loss": "mse",
+            },
+            "fit.epochs": 50,
+            "callbacks": [{"type": "TerminateOnNaN"}],
+        }
+    )
+    for path, value in overrides.items():
+        set_path(spec, path, value)
+    return spec
+
+
 def set_path(spec: dict[str, Any], dotted: str, value: Any) -> None:
     """``set_path(spec, "fit.epochs", 5)``; a value of ``...`` deletes the key."""
     node = spec

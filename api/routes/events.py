@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import jobs as store
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.insight import insights
-from api.schemas import ERRORS, CheckpointOut, EpochOut, JobOut
+from api.insight import job_out
+from api.schemas import ERRORS, CheckpointOut, EpochOut
 from models.settings import Settings
 from models.tables import FINISHED, Checkpoint, EpochMetric, Job
 
@@ -78,7 +78,7 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             text = _log_since(settings, job_id, cur)
             if text:
                 cur.items.append(("log", None, {"text": text, "log_offset": cur.log_offset}))
-        out = JobOut.of(job, insights(session, [job])[job.id])
+        out = job_out(session, job)
         etag = store.etag_of(jsonable_encoder(out))
         if etag != cur.job_etag:
             cur.job_etag = etag

@@ -11,11 +11,10 @@ from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
-from api.insight import insights
+from api.insight import insights, job_out
 from api.schemas import (
     ERRORS,
     CheckpointList,
@@ -31,17 +30,13 @@ from api.schemas import (
 from models.errors import NotFound
 from models.queueing import publish_job
 from models.spec import JobSpec
-from models.tables import Checkpoint, EpochMetric, Job, JobEvent
+from models.tables import Checkpoint, EpochMetric, JobEvent
 
 MAX_INT = 2**31 - 1
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 log = logging.getLogger("fitq.api")
 LOG_TAIL_BYTES = 256 * 1024
-
-
-def _out(session: Session, job: Job) -> JobOut:
-    return JobOut.of(job, insights(session, [job])[job.id])
 
 
 def _cached(request: Request, payload: object) -> Response:
@@ -85,12 +80,12 @@ def submit_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200
-        return _out(session, job)
+        return job_out(session, job)
     try:
         publish_job(celery, job.id, job.queue)
     except Exception:  # noqa: BLE001 - the job is stored; it is published again later
         log.exception("could not publish job %s to queue %s", job.id, job.queue)
-    return _out(session, job)
+    return job_out(session, job)
 
 
 @router.post(
@@ -147,7 +142,7 @@ def get_job(
     job_id: str, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> Response:
     """One job; send `If-None-Match` with its last ETag to get 304 while nothing changed."""
-    return _cached(request, _out(session, store.get_job(session, job_id, principal)))
+    return _cached(request, job_out(session, store.get_job(session, job_id, principal)))
 
 
 @router.get(
@@ -231,7 +226,7 @@ def download_checkpoint(
 )
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel a job: a queued one never starts; a running one stops between batches."""
-    return _out(session, store.cancel_job(session, job_id, principal))
+    return job_out(session, store.cancel_job(session, job_id, principal))
 
 
 @router.get(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Service, make_backend
-from tests.factories import digits_spec
+from tests.factories import digits_spec, nan_loss_spec
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -244,23 +244,7 @@ def test_overfitting_job_page_shows_markers_findings_and_checkpoints(
 
 
 def test_a_failed_job_page_shows_its_error_and_the_divergence(svc: Service, page: Any) -> None:
-    spec = digits_spec(
-        **{
-            "name": "diverges",
-            "data.train": {
-                "x": [[float(i)] for i in range(64)],
-                "y": [float(i * 1000) for i in range(64)],
-            },
-            "data.validation": ...,
-            "model.params": {"hidden_units": [8]},
-            "compile": {
-                "optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
-                "loss": "mse",
-            },
-            "fit.epochs": 50,
-            "callbacks": [{"type": "TerminateOnNaN"}],
-        }
-    )
+    spec = nan_loss_spec(name="diverges")
     job = svc.wait_for(svc.submit(spec)["id"], timeout=120)
     assert job["status"] == "failed" and job["error"]["type"] == "NaNLoss"
     page.goto(f"{svc.base_url}/#/jobs/{job['id']}")

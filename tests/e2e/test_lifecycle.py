@@ -11,7 +11,7 @@ import yaml
 from models.queueing import make_celery, publish_job
 from models.settings import Settings
 from tests.conftest import ROOT, Service
-from tests.factories import digits_spec
+from tests.factories import digits_spec, nan_loss_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -146,22 +146,7 @@ def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -
 
 
 def test_nan_loss_with_terminate_on_nan_fails_with_nan_loss(service: Service) -> None:
-    spec = digits_spec(
-        **{
-            "data.train": {
-                "x": [[float(i)] for i in range(64)],
-                "y": [float(i * 1000) for i in range(64)],
-            },
-            "data.validation": ...,
-            "model.params": {"hidden_units": [8]},
-            "compile": {
-                "optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e6}},
-                "loss": "mse",
-            },
-            "fit.epochs": 50,
-            "callbacks": [{"type": "TerminateOnNaN"}],
-        }
-    )
+    spec = nan_loss_spec()
     done = service.wait_for(service.submit(spec)["id"], timeout=120)
     assert done["status"] == "failed" and done["stop_reason"] == "nan_loss"
     assert done["error"]["type"] == "NaNLoss"
