@@ -76,15 +76,57 @@ def test_a_corrupt_backup_falls_back_to_the_previous_one(tmp_path: Path) -> None
     for epoch in (1, 2, 3):
         write_backup(tmp_path, snapshot(model, epoch, []))
     folder = tmp_path / BACKUP_DIR
-    newest = folder / "epoch-000003.npz"
+    newest = folder / "epoch-000003.bin"
     newest.write_bytes(newest.read_bytes()[:100])  # half-written
     snap = load_backup(tmp_path, model, max_epoch=3)
     assert snap is not None and snap.epoch == 2
     assert load_backup(tmp_path, model, max_epoch=1).epoch == 1  # never newer than recorded
     assert sorted(p.name for p in folder.iterdir()) == [
-        "epoch-000001.npz",
-        "epoch-000002.npz",
-        "epoch-000003.npz",
+        "epoch-000001.bin",
+        "epoch-000002.bin",
+        "epoch-000003.bin",
     ]
     write_backup(tmp_path, snapshot(model, 4, []))
-    assert not (folder / "epoch-000001.npz").exists()  # only the last three are kept
+    assert not (folder / "epoch-000001.bin").exists()  # only the last three are kept
+
+
+def test_a_snapshot_keeps_its_epoch_when_training_goes_on_before_it_is_written(
+    tmp_path: Path,
+) -> None:
+    # The writer thread writes a snapshot while the next epoch already trains.
+    model, x, y = model_and_data()
+    model.fit(x, y, epochs=1, verbose=0)
+    at_snapshot = [np.array(v) for v in model.variables]
+    optimizer_at_snapshot = [np.array(v) for v in model.optimizer.variables]
+    snap = snapshot(model, 1, [])
+    model.fit(x, y, epochs=2, verbose=0)
+    assert not np.array_equal(np.array(model.variables[0]), at_snapshot[0])
+    write_backup(tmp_path, snap)
+    loaded = load_backup(tmp_path, model, max_epoch=1)
+    assert loaded is not None
+    for i, expected in enumerate(at_snapshot):
+        np.testing.assert_array_equal(loaded.arrays[f"m{i}"], expected)
+        assert loaded.arrays[f"m{i}"].dtype == expected.dtype
+        assert loaded.arrays[f"m{i}"].shape == expected.shape
+    for i, expected in enumerate(optimizer_at_snapshot):
+        np.testing.assert_array_equal(loaded.arrays[f"o{i}"], expected)
+        assert loaded.arrays[f"o{i}"].shape == expected.shape  # 0-d counters stay 0-d
+
+
+def test_a_flipped_byte_is_caught_and_an_older_npz_backup_still_loads(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    model.fit(x, y, epochs=1, verbose=0)
+    folder = tmp_path / BACKUP_DIR
+    folder.mkdir()
+    # A backup as an earlier fitq wrote it (np.savez), then a newer one that rots.
+    old = snapshot(model, 1, [])
+    np.savez(folder / "epoch-000001.npz", **{k: np.asarray(v) for k, v in old.arrays.items()})
+    path = write_backup(tmp_path, snapshot(model, 2, []))
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0xFF  # inside the last array's data: the header still parses
+    path.write_bytes(bytes(blob))
+    snap = load_backup(tmp_path, model, max_epoch=2)
+    assert snap is not None and snap.epoch == 1
+    restore(model, snap)
+    for i, v in enumerate(model.variables):
+        np.testing.assert_array_equal(np.array(v), np.asarray(old.arrays[f"m{i}"]))
