@@ -1258,11 +1258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=5, help="idle-latency jobs (5)")
-    parser.add_argument("--e2e", type=int, default=5, help="service and plain digits pairs (5)")
+    parser.add_argument("--e2e", type=int, default=12, help="service and plain digits pairs (12)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="rounds of plain / reporting / null-sink fits, order alternating (4)")
-    parser.add_argument("--interleaved", type=int, default=12,
-                        help="fits alternating pairs of epochs with and without the callback (12)")
+    parser.add_argument("--interleaved", type=int, default=36,
+                        help="fits alternating pairs of epochs with and without the callback (36)")
     parser.add_argument("--wait-quiet", type=float, default=120, metavar="S",
                         help="wait up to S seconds for other processes to go quiet (120)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
