@@ -998,17 +998,27 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     inter = cb["interleaved"]
     inter_busy = [load.cores(r["t0"], r["t1"]) or 0.0 for r in inter]
     inter_quiet = [r for r, b in zip(inter, inter_busy, strict=True) if b <= BUSY_CORES]
-    ratios = sorted(x for r in (inter_quiet or inter) for x in r["ratios"])
+    used_fits = inter_quiet or inter
+    ratios = sorted(x for r in used_fits for x in r["ratios"])
     # The median: epochs here take 100-300 ms longer now and then, with the callback or
     # without it, and a few such spikes move a mean by several percent. Its 95 %
-    # interval from the order statistics (Binomial(n, 1/2), normal approximation).
-    n_r = len(ratios)
+    # interval by resampling whole fits (the ratios of one fit share its epochs and
+    # its drift, so they are not independent draws).
+    import random
+
+    rng = random.Random(0)
     added = statistics.median(ratios) - 1
-    lo_i = max(0, int(n_r / 2 - 0.98 * n_r**0.5))
-    hi_i = min(n_r - 1, int(n_r / 2 + 0.98 * n_r**0.5 + 0.999))
-    ci = (ratios[lo_i] - 1, ratios[hi_i] - 1)
     mean_added = statistics.fmean(ratios) - 1
-    half_ci = 1.96 * statistics.stdev(ratios) / n_r**0.5
+
+    def resampled(stat: Callable[[list[float]], float]) -> tuple[float, float]:
+        draws = sorted(
+            stat([x for r in rng.choices(used_fits, k=len(used_fits)) for x in r["ratios"]])
+            for _ in range(2000)
+        )
+        return draws[50] - 1, draws[1949] - 1
+
+    ci = resampled(statistics.median)
+    mean_ci = resampled(statistics.fmean)
     inter_unquiet = None if inter_quiet else max(inter_busy)
     inter_which = (f"{len(ratios)} pairs of epochs in the {len(inter_quiet)} quiet fits of "
                    f"{len(inter)}" if inter_quiet
@@ -1060,14 +1070,13 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
         + "; other processes per fit (cores): "
         + ", ".join(f"{b:.2f}" for b in inter_busy)
         + f"; mean ratio over the pairs used {mean_added + 1:.4f} (95 % CI "
-        f"{(mean_added - half_ci) * 100:+.2f} to {(mean_added + half_ci) * 100:+.2f} %); the "
+        f"{mean_ci[0] * 100:+.2f} to {mean_ci[1] * 100:+.2f} %); the "
         f"largest ratios {', '.join(f'{x:.2f}' for x in ratios[-3:])} and smallest "
         f"{', '.join(f'{x:.2f}' for x in ratios[:3])}; mean epoch with it "
         f"{statistics.fmean(x for r in inter for x in r['on']) * 1000:.1f} ms, without it "
         f"{statistics.fmean(x for r in inter for x in r['off']) * 1000:.1f} ms.",
         f"- 3. Whole fits, for context: the same fit in one process, alternating order "
-        f"({whole_fits * 100:+.1f} %, fits of 20 epochs differ by more than this from one "
-        f"to the next here): mean steady-state epoch (epochs "
+        f"({whole_fits * 100:+.1f} %): mean steady-state epoch (epochs "
         f"2-{n_epochs}) over {which}: plain {plain_epoch * 1000:.1f} ms, with "
         f"ReportingCallback {rep_epoch * 1000:.1f} ms (ratio {rep_epoch / plain_epoch:.3f}). "
         f"Other processes' load per round (cores, the highest of its three fits): "
@@ -1087,8 +1096,8 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
         f"less sensitive to other load than elapsed time: plain {cpu['plain'] * 1000:.1f} ms, "
         f"reporting {cpu['reporting'] * 1000:.1f} ms ({pct(cpu['reporting'], cpu['plain'])}), "
         f"null sink {cpu['null_sink'] * 1000:.1f} ms ({pct(cpu['null_sink'], cpu['plain'])}).",
-        f"- 3. Sink: {cb['sink']}; progress interval {cb['interval']} s (the service's "
-        f"default); per-epoch backups {backups}. Measured directly, per epoch: the training "
+        f"- 3. Sink: {cb['sink']}; progress interval {cb['interval']} s (from `Settings`); "
+        f"per-epoch backups {backups}. Measured directly, per epoch: the training "
         f"thread spent {sink_per_epoch * 1000:.2f} ms in sink calls ({listing(in_sink)}), "
         f"{sink_per_epoch / plain_epoch * 100:.1f} % of the mean plain epoch; the writes "
         f"themselves (database and backup files, on whichever thread) took "

@@ -49,8 +49,8 @@ class Claim:
 class _Statements:
     """The writes a training attempt makes every epoch or second, built once.
 
-    Built with bound parameters, they skip SQLAlchemy's per-call statement
-    construction and cache lookup, which cost several times the write itself.
+    Built with bound parameters, they skip building the statement and its cache key
+    on every call, which cost several times the write itself.
     """
 
     touch: Any

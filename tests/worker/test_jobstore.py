@@ -40,6 +40,8 @@ def test_epoch_progress_and_checkpoint_writes_land_once_and_renew_the_lease(
     store.record_checkpoint(2, "b.keras", "val_loss", 0.4, True, 11)
     store.record_checkpoint(2, "b.keras", "val_loss", 0.4, True, 12)  # rewritten file
     store.record_checkpoint(3, "c.keras", "val_loss", 0.45, False, 13)
+    # The best of another monitored metric is its own: val_loss's best stays.
+    store.record_checkpoint(3, "d.keras", "val_accuracy", 0.9, True, 14)
 
     with factory() as s:
         rows = s.execute(select(EpochMetric).order_by(EpochMetric.epoch)).scalars().all()
@@ -57,6 +59,7 @@ def test_epoch_progress_and_checkpoint_writes_land_once_and_renew_the_lease(
             ("a.keras", 1, False, 10),
             ("b.keras", 2, True, 12),
             ("c.keras", 3, False, 13),
+            ("d.keras", 3, True, 14),
         ]
 
     # A cancel request reaches the writer through the job row.
@@ -93,3 +96,22 @@ def test_an_attempt_that_lost_the_job_writes_nothing(migrated_backend: Backend) 
         assert s.execute(select(Checkpoint)).first() is None
         job = s.get(Job, job_id)
         assert job is not None and job.progress_epoch == 1 and job.worker == "w2"
+
+
+def test_a_finished_job_takes_no_more_writes_from_its_own_attempt(
+    migrated_backend: Backend,
+) -> None:
+    factory = make_session_factory(make_engine(migrated_backend.database_url))
+    job_id = add_job(factory, "queued", attempts=0)
+    store = JobStore(factory, job_id)
+    assert store.claim("w1") is not None
+    store.record_epoch(1, {"loss": 1.0}, None, 0.1, None)
+    assert store.finish("succeeded", "completed")
+    with pytest.raises(LostOwnership):
+        store.record_epoch(2, {"loss": 0.5}, None, 0.1, None)
+    with pytest.raises(LostOwnership):
+        store.heartbeat()
+    with factory() as s:
+        assert s.execute(select(EpochMetric.epoch)).scalars().all() == [1]
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == "succeeded" and job.lease_expires_at is None

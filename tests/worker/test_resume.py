@@ -130,3 +130,49 @@ def test_a_flipped_byte_is_caught_and_an_older_npz_backup_still_loads(tmp_path: 
     restore(model, snap)
     for i, v in enumerate(model.variables):
         np.testing.assert_array_equal(np.array(v), np.asarray(old.arrays[f"m{i}"]))
+
+
+def test_a_backup_that_does_not_fit_the_model_or_is_damaged_is_skipped(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    model.fit(x, y, epochs=1, verbose=0)
+    good = write_backup(tmp_path, snapshot(model, 1, []))
+    blob = good.read_bytes()
+    folder = good.parent
+    # A byte of the header (inside a dtype string): the header's own CRC-32 catches it.
+    at = blob.index(b'"<f4"') + 1
+    (folder / "epoch-000002.bin").write_bytes(blob[:at] + b">" + blob[at + 1 :])
+    # Data cut short after the header: the sizes no longer add up.
+    (folder / "epoch-000003.bin").write_bytes(blob[:-8])
+    # Another model's backup: a layer of another width, then another dtype.
+    other = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(9), keras.layers.Dense(2, activation="softmax")]
+    )
+    other.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    other.fit(x, y, epochs=1, verbose=0)
+    (folder / "epoch-000004.bin").write_bytes(
+        write_backup(tmp_path / "o", snapshot(other, 4, [])).read_bytes()
+    )
+    wrong_dtype = snapshot(model, 5, [])
+    wrong_dtype.arrays["m0"] = np.asarray(wrong_dtype.arrays["m0"]).astype("float64")
+    write_backup(tmp_path, wrong_dtype)  # keeps the last three: 3, 4, 5
+    (folder / "epoch-000001.bin").write_bytes(blob)
+    (folder / "epoch-000002.bin").write_bytes(blob[:at] + b">" + blob[at + 1 :])
+    snap = load_backup(tmp_path, model, max_epoch=5)
+    assert snap is not None and snap.epoch == 1
+
+
+def test_bfloat16_and_empty_arrays_round_trip(tmp_path: Path) -> None:
+    import ml_dtypes
+
+    from worker.training.resume import Snapshot, read_backup
+
+    arrays = {
+        "m0": np.arange(6, dtype=ml_dtypes.bfloat16).reshape(2, 3),
+        "m1": np.zeros((0, 3), "float32"),
+        "m2": np.array(7, "int64"),
+        "m3": np.array([True, False]),
+    }
+    loaded = read_backup(write_backup(tmp_path, Snapshot(1, arrays)))
+    for name, expected in arrays.items():
+        assert loaded[name].dtype == expected.dtype and loaded[name].shape == expected.shape
+        np.testing.assert_array_equal(loaded[name], expected)

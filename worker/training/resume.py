@@ -33,7 +33,7 @@ BACKUP_DIR = "backup"
 KEEP = 3
 _NAME = re.compile(r"^epoch-(\d{6})\.(bin|npz)$")  # .npz: by earlier fitq
 _MAGIC = b"FITQBAK1"
-_HEADER_SIZE = struct.Struct("<Q")
+_HEADER_SIZE = struct.Struct("<QI")  # the header's length and its CRC-32
 
 
 @dataclass
@@ -55,12 +55,14 @@ def _value(variable: Any) -> Any:
     """The variable's current value, as a tensor that later assignments do not change.
 
     One read op, without Keras' and numpy's conversions (about a tenth of their cost on
-    the training thread); the writer thread turns it into numpy. A variable of a
-    distribution strategy is copied to numpy here.
+    the training thread); the writer thread turns it into numpy. A value on an
+    accelerator is copied to host memory here, so that backups waiting for the writer
+    (a database outage) never hold device memory; so is a distribution strategy's.
     """
     raw = getattr(variable, "value", variable)
     if isinstance(raw, tf.Variable) and not isinstance(raw, tf.distribute.DistributedValues):
-        return tf.raw_ops.ReadVariableOp(resource=raw.handle, dtype=raw.dtype)
+        value = tf.raw_ops.ReadVariableOp(resource=raw.handle, dtype=raw.dtype)
+        return value if "CPU" in value.device else value.numpy()
     return np.array(variable)
 
 
@@ -89,19 +91,44 @@ def write_backup(job_dir: Path, snap: Snapshot) -> Path:
         {
             "epoch": snap.epoch,
             "crc32": crc,
-            "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()],
+            "arrays": [[n, _dtype_name(a.dtype), list(a.shape)] for n, a in arrays.items()],
         }
     ).encode()
     with open(tmp, "wb") as f:
-        f.write(_MAGIC + _HEADER_SIZE.pack(len(header)) + header)
+        f.write(_MAGIC + _HEADER_SIZE.pack(len(header), zlib.crc32(header)) + header)
         for array in arrays.values():
             f.write(_bytes(array))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    for old in sorted(p for p in folder.iterdir() if _NAME.match(p.name))[:-KEEP]:
+    for _, _, old in _backups(folder)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final
+
+
+def _backups(folder: Path) -> list[tuple[int, bool, Path]]:
+    """The folder's backups, oldest first; of one epoch's two, the .npz an older fitq left
+    before the .bin."""
+    return sorted(
+        (int(m.group(1)), m.group(2) == "bin", p)
+        for p in folder.iterdir()
+        if (m := _NAME.match(p.name))
+    )
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    # bfloat16 and the other ml_dtypes types have no distinct dtype.str ('<V2').
+    return dtype.name if dtype.kind == "V" else dtype.str
+
+
+def _dtype(name: str) -> np.dtype[Any]:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes
+
+        found: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+        return found
 
 
 def _contiguous(value: Any) -> np.ndarray:
@@ -123,11 +150,13 @@ def read_backup(path: Path) -> dict[str, np.ndarray]:
     start = len(_MAGIC) + _HEADER_SIZE.size
     if len(blob) < start or not blob.startswith(_MAGIC):
         raise ValueError("not a fitq backup, or cut short")
-    (size,) = _HEADER_SIZE.unpack_from(blob, len(_MAGIC))
+    size, header_crc = _HEADER_SIZE.unpack_from(blob, len(_MAGIC))
+    if zlib.crc32(blob[start : start + size]) != header_crc:
+        raise ValueError("the header does not match its CRC-32")
     header = json.loads(blob[start : start + size])
     offset, arrays = start + size, {}
     for name, dtype, shape in header["arrays"]:
-        dt = np.dtype(dtype)
+        dt = _dtype(dtype)
         if dt.hasobject:
             raise ValueError(f"{name}: object arrays are not backups")
         count = int(np.prod(shape, dtype=np.int64))
@@ -174,19 +203,13 @@ def load_backup(job_dir: Path, model: keras.Model, max_epoch: int) -> Snapshot |
     folder = job_dir / BACKUP_DIR
     if not folder.is_dir():
         return None
-    # The newest file of each epoch, a .bin before an .npz an older fitq left.
-    candidates = sorted(
-        (int(m.group(1)), m.group(2) == "bin", p)
-        for p in folder.iterdir()
-        if (m := _NAME.match(p.name))
-    )
-    n_model, n_opt = len(model.variables), len(_optimizer_variables(model))
+    candidates = _backups(folder)
     for epoch, _, path in reversed(candidates):
         if epoch > max_epoch:
             continue
         try:
             arrays = read_backup(path)
-            _check(model, arrays, n_model, n_opt)
+            _check(model, arrays)
         except Exception as exc:  # noqa: BLE001 - any unreadable backup is skipped
             log.warning(
                 "backup %s is unusable (%s: %s); trying an older one",
@@ -199,14 +222,21 @@ def load_backup(job_dir: Path, model: keras.Model, max_epoch: int) -> Snapshot |
     return None
 
 
-def _check(model: keras.Model, arrays: dict[str, np.ndarray], n_model: int, n_opt: int) -> None:
-    for i, v in enumerate(model.variables):
-        if arrays[f"m{i}"].shape != tuple(v.shape):
-            raise ValueError(
-                f"variable {v.path} has shape {tuple(v.shape)}, backup {arrays[f'm{i}'].shape}"
-            )
-    if f"m{n_model}" in arrays or f"o{n_opt - 1}" not in arrays or f"o{n_opt}" in arrays:
-        raise ValueError("the backup holds a different number of variables")
+def _check(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    """Raises ``ValueError`` unless the backup holds exactly the model's and the
+    optimizer's variables, with their shapes and dtypes."""
+    for prefix, variables in (("m", model.variables), ("o", _optimizer_variables(model))):
+        for i, v in enumerate(variables):
+            array = arrays.get(f"{prefix}{i}")
+            if array is None:
+                raise ValueError("the backup holds fewer variables than the model")
+            if array.shape != tuple(v.shape) or array.dtype.name != v.dtype:
+                raise ValueError(
+                    f"variable {v.path} is {v.dtype}{list(v.shape)}, "
+                    f"the backup {array.dtype.name}{list(array.shape)}"
+                )
+        if f"{prefix}{len(variables)}" in arrays:
+            raise ValueError("the backup holds more variables than the model")
 
 
 def restore(model: keras.Model, snap: Snapshot) -> None:
