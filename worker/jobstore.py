@@ -55,6 +55,7 @@ class _Statements:
 
     touch: Any
     progress: Any
+    class_weight: Any
     epoch_touch: Any
     epoch_row: Any
     unset_best: Any
@@ -105,6 +106,7 @@ def _statements(dialect: str) -> _Statements:
             progress_step=_bind("step"),
             progress_steps=_bind("steps"),
         ),
+        class_weight=touch(class_weight=_param(jobs, "class_weight")),
         epoch_touch=touch(
             latest_metrics=_param(jobs, "latest_metrics"),
             best=_param(jobs, "best"),
@@ -215,21 +217,9 @@ class JobStore:
     def _owned(self) -> Any:
         return (Job.id == self.job_id) & (Job.status == RUNNING) & (Job.attempts == self.attempt)
 
-    def _touch(self, s: Session, **values: Any) -> bool:
-        """Updates the job row if this attempt owns it (renewing the lease); returns cancel."""
-        now = utcnow()
-        row = s.execute(
-            update(Job)
-            .where(self._owned())
-            .values(updated_at=now, lease_expires_at=now + self.lease, **values)
-            .returning(Job.cancel_requested)
-        ).first()
-        if row is None:
-            raise LostOwnership(self.job_id)
-        return bool(row[0])
-
     def _renew(self, conn: Connection, stmt: Any, **params: Any) -> bool:
-        """``_touch`` with a prebuilt statement: renews the lease, returns cancel."""
+        """Runs a prebuilt update of the job row if this attempt owns it (renewing the
+        lease); returns whether a cancel was requested."""
         now = utcnow()
         row = conn.execute(
             stmt,
@@ -317,8 +307,12 @@ class JobStore:
             )
 
     def record_class_weight(self, weights: dict[int, float]) -> None:
-        with transaction(self.factory) as s:
-            self._touch(s, class_weight={str(k): v for k, v in weights.items()})
+        with self._engine().begin() as conn:
+            self._renew(
+                conn,
+                self._prebuilt().class_weight,
+                class_weight={str(k): v for k, v in weights.items()},
+            )
 
     def event(self, kind: str, message: str) -> None:
         with transaction(self.factory) as s:

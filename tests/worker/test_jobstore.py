@@ -31,6 +31,7 @@ def test_epoch_progress_and_checkpoint_writes_land_once_and_renew_the_lease(
         assert job.lease_expires_at is not None
         assert job.lease_expires_at >= before + dt.timedelta(seconds=29)
 
+    store.record_class_weight({0: 1.5, 1: 0.5})
     best = {"epoch": 1, "monitor": "val_loss", "value": 0.5}
     store.record_epoch(1, {"loss": 0.7, "val_loss": 0.5}, 0.001, 0.25, best, {"0": {"wait": 0}})
     # A second attempt at the same epoch replaces the row, no duplicate; None stays None.
@@ -54,6 +55,7 @@ def test_epoch_progress_and_checkpoint_writes_land_once_and_renew_the_lease(
         assert job is not None
         assert (job.progress_epoch, job.progress_step) == (2, 40)
         assert job.latest_metrics == {"loss": 0.5, "val_loss": 0.4} and job.best == best
+        assert job.class_weight == {"0": 1.5, "1": 0.5}
         cps = s.execute(select(Checkpoint).order_by(Checkpoint.path)).scalars().all()
         assert [(c.path, c.epoch, c.is_best, c.size_bytes) for c in cps] == [
             ("a.keras", 1, False, 10),
