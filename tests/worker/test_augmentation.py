@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +13,10 @@ np = pytest.importorskip("numpy")
 
 from models.spec import JobSpec  # noqa: E402
 from tests.factories import digits_spec  # noqa: E402
+from worker.training.augmentation import Augmenter  # noqa: E402
 from worker.training.data import load_job_data  # noqa: E402
 from worker.training.runner import _fit_inputs  # noqa: E402
+from worker.training.streaming import NpyRows, RowsDataset  # noqa: E402
 
 AUG = [
     {"layer": "RandomFlip", "mode": "horizontal"},
@@ -45,12 +49,57 @@ def test_training_batches_are_augmented_and_validation_is_not() -> None:
     assert np.array_equal(y_val, data.validation.y)
 
 
-def test_augmentation_is_seeded() -> None:
-    a, _ = inputs()
-    b, _ = inputs()
-    c, _ = inputs(seed=8)
-    assert np.array_equal(first_batch(a), first_batch(b))
-    assert not np.array_equal(first_batch(a), first_batch(c))
+def epoch_batches(fit_inputs: dict[str, Any], epochs: int = 2) -> list[np.ndarray]:
+    """Every training batch of ``epochs`` passes, as fit() would iterate them."""
+    ds = fit_inputs["x"]
+    return [np.asarray(x) for _ in range(epochs) for x, _ in ds]
+
+
+def test_augmentation_is_seeded_whatever_runs_in_parallel() -> None:
+    # Batches are augmented by parallel map calls; a run must not depend on their order.
+    runs = [epoch_batches(inputs()[0]) for _ in range(6)]
+    other = epoch_batches(inputs(seed=8)[0])
+    per_epoch = len(runs[0]) // 2
+    assert per_epoch == 10  # 300 rows in batches of 32
+    for run in runs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(runs[0], run, strict=True))
+    assert not any(np.array_equal(a, b) for a, b in zip(runs[0], other, strict=True))
+    # Each epoch draws anew: the same rows (no shuffle) are augmented differently.
+    first, second = runs[0][:per_epoch], runs[0][per_epoch:]
+    assert not any(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_augmentation_of_rows_from_disk_is_seeded_with_parallel_loaders(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((96, 8, 8, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    y = np.arange(96) % 10
+
+    def batches(seed: int) -> list[np.ndarray]:
+        ds = RowsDataset(
+            NpyRows(tmp_path / "x.npy"),
+            y,
+            0,
+            96,
+            16,
+            True,
+            seed,
+            workers=2,
+            augment=Augmenter(
+                JobSpec.model_validate(digits_spec(**{"data.augmentation": AUG})).data.augmentation,
+                seed,
+            ).numpy,
+        )
+        out = []
+        for _ in range(2):
+            with ThreadPoolExecutor(2) as pool:  # batches load out of order, as workers do
+                out += list(pool.map(lambda i: ds[i][0], reversed(range(len(ds)))))
+            ds.on_epoch_end()
+        return out
+
+    a, b, c = batches(7), batches(7), batches(8)
+    assert a[0].shape == (16, 6, 6, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not any(np.array_equal(p, q) for p, q in zip(a, c, strict=True))
 
 
 def test_validation_split_holds_out_the_last_fraction_unaugmented() -> None:

@@ -32,8 +32,8 @@ from models.spec import (
 from worker.devices import device_names, strategy_for
 from worker.training.architectures import build_model
 from worker.training.augmentation import (
+    Augmenter,
     augmented_dataset,
-    augmenter,
     crop_for_eval,
     eval_cropper,
 )
@@ -302,7 +302,7 @@ def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[st
             seed=0,
             workers=spec.fit.workers,
             use_multiprocessing=spec.fit.use_multiprocessing,
-            augment=(lambda x, training: crop_for_eval(specs, x)) if specs else None,
+            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
         )
         return {"x": seq}
     return {"x": crop_for_eval(specs, arrays.x), "y": arrays.y, "batch_size": batch_size}
@@ -350,7 +350,7 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
             spec.seed,
             fit.workers,
             fit.use_multiprocessing,
-            augment=augmenter(specs, spec.seed) if specs else None,
+            augment=Augmenter(specs, spec.seed).numpy if specs else None,
         )
         split_val: Any = RowsDataset(
             train.x,
@@ -362,7 +362,7 @@ def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
             0,
             fit.workers,
             fit.use_multiprocessing,
-            augment=(lambda x, training: crop_for_eval(specs, x)) if specs else None,
+            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
         )
     else:
         x_fit = augmented_dataset(
@@ -394,8 +394,7 @@ def _image_fit_inputs(
     subset = "training" if fit.validation_split else None
     ds = _images(train, spec, batch, fit.shuffle, subset)
     if specs:
-        aug = augmenter(specs, spec.seed)
-        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = Augmenter(specs, spec.seed).map(ds, spec.seed)
     inputs: dict[str, Any] = {"x": ds.prefetch(tf.data.AUTOTUNE)}
     if fit.validation_split:
         val = _images(train, spec, val_batch or batch, False, "validation")

@@ -73,7 +73,9 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         seed: Seeds the permutations.
         workers: Batches loaded in parallel. Defaults to 1.
         use_multiprocessing: Load in processes rather than threads. Defaults to False.
-        augment: Layers applied to each training batch as it loads. Defaults to none.
+        augment: Called as ``augment(x, n)`` on each batch as it loads, ``n`` being the
+            batch's number counted across epochs (it seeds the batch's augmentation).
+            Defaults to none.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         self.augment = augment
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
+        self.epoch = 0
         if shuffle:
             self.rng.shuffle(self.indices)
 
@@ -110,9 +113,10 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         rows = self.indices[index * self.batch_size : (index + 1) * self.batch_size]
         x = self.x.rows(rows)
         if self.augment is not None:
-            x = np.asarray(self.augment(x, training=True))
+            x = np.asarray(self.augment(x, self.epoch * len(self) + index))
         return x, self.y[rows]
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         if self.shuffle:
             self.rng.shuffle(self.indices)
