@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import jobs as store
@@ -29,6 +29,7 @@ KEEPALIVE_SECONDS = 15.0
 LOG_CHUNK_BYTES = 64 * 1024
 EPOCHS_PER_POLL = 1000
 MAX_INT = 2**31 - 1
+_JOB_COLUMNS = [attr.key for attr in inspect(Job).column_attrs]
 
 
 @dataclass
@@ -39,6 +40,7 @@ class _Cursor:
     checkpoint: int = 0
     log_offset: int = -1
     job_etag: str = ""
+    job_row: tuple[Any, ...] | None = None  # the job row's values when last sent
     best: dict[int, bool] = field(default_factory=dict)  # is_best of checkpoints sent
     items: list[tuple[str, str | None, Any]] = field(default_factory=list)
 
@@ -78,12 +80,17 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             text = _log_since(settings, job_id, cur)
             if text:
                 cur.items.append(("log", None, {"text": text, "log_offset": cur.log_offset}))
-        out = job_out(session, job)
-        etag = store.etag_of(jsonable_encoder(out))
-        if etag != cur.job_etag:
-            cur.job_etag = etag
-            _best_changes(session, job_id, cur)
-            cur.items.append(("job", None, out))
+        # Every write to the job (the worker's included) changes its row, updated_at at
+        # least; an unchanged row needs no job_out(), no encoding and no hash.
+        values = tuple(getattr(job, key) for key in _JOB_COLUMNS)
+        if values != cur.job_row:
+            cur.job_row = values
+            out = job_out(session, job)
+            etag = store.etag_of(jsonable_encoder(out))
+            if etag != cur.job_etag:
+                cur.job_etag = etag
+                _best_changes(session, job_id, cur)
+                cur.items.append(("job", None, out))
         return job.status in FINISHED and len(rows) < EPOCHS_PER_POLL
 
 

@@ -1,0 +1,42 @@
+"""The event stream's poll on a real database: a job event for every change of the job,
+none while nothing changes."""
+
+from __future__ import annotations
+
+from api.routes.events import _Cursor, _poll
+from models.db import make_engine, make_session_factory
+from models.settings import Settings
+from models.tables import Job
+from tests.conftest import Backend
+from tests.models.test_dispatch import add_job
+
+
+def test_the_job_is_sent_when_any_of_its_columns_changes(migrated_backend: Backend) -> None:
+    factory = make_session_factory(make_engine(migrated_backend.database_url))
+    job_id = add_job(factory, "running")
+    settings = Settings()
+    cur = _Cursor(epoch=0)
+
+    def poll() -> list[str]:
+        _poll(factory, settings, job_id, cur)
+        items, cur.items = cur.items, []
+        return [kind for kind, _, _ in items]
+
+    def change(**values: object) -> None:  # as a writer would, but updated_at untouched
+        with factory() as s, s.begin():
+            job = s.get(Job, job_id)
+            assert job is not None
+            for key, value in values.items():
+                setattr(job, key, value)
+
+    assert poll() == ["job"]
+    assert poll() == []
+    change(cancel_requested=True)
+    assert poll() == ["job"]
+    change(progress_epoch=1, progress_step=3, progress_steps=10)
+    assert poll() == ["job"]
+    assert poll() == []
+    change(worker="w2")  # a column the job's JSON does not show: no event
+    assert poll() == []
+    change(status="succeeded", stop_reason="completed")
+    assert poll() == ["job"]
