@@ -59,6 +59,9 @@ class Settings(BaseSettings):
             TensorFlow logical devices, so that jobs with ``resources.gpus`` up to
             this number run there with MirroredStrategy (for trying multi-device
             specs, and how the tests run them). Defaults to 1.
+        worker_warm_up: Each pool process runs a two-step fit of a tiny model before
+            it takes a job, so that the job does not pay the first ``fit()``'s one-time
+            costs. Defaults to True.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -88,6 +91,7 @@ class Settings(BaseSettings):
     max_params: int = Field(default=50_000_000, gt=0)
     max_gpus_per_worker: int = Field(default=1, gt=0)
     logical_cpus: int = Field(default=1, gt=0)
+    worker_warm_up: bool = True
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -38,12 +38,15 @@ def _warm_up(**_: Any) -> None:
     from worker.devices import configure
 
     # Before anything makes TensorFlow initialise its devices.
-    configure(get_settings().logical_cpus)
+    settings = get_settings()
+    configure(settings.logical_cpus)
     import keras  # noqa: F401
     import sklearn.datasets  # noqa: F401
 
     from worker.training.runner import warm_up
 
+    if not settings.worker_warm_up:
+        return
     # And the first fit()'s own costs, so that the job's first epoch starts sooner.
     started = time.monotonic()
     try:

@@ -80,16 +80,17 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             text = _log_since(settings, job_id, cur)
             if text:
                 cur.items.append(("log", None, {"text": text, "log_offset": cur.log_offset}))
-        # Every write to the job (the worker's included) changes its row, updated_at at
-        # least; an unchanged row needs no job_out(), no encoding and no hash.
+        # Every write to the job (the worker's included, a checkpoint's too) changes its
+        # row, updated_at at least; an unchanged row needs no job_out(), no encoding, no
+        # hash and no look at the checkpoints' is_best.
         values = tuple(getattr(job, key) for key in _JOB_COLUMNS)
         if values != cur.job_row:
             cur.job_row = values
+            _best_changes(session, job_id, cur)
             out = job_out(session, job)
             etag = store.etag_of(jsonable_encoder(out))
             if etag != cur.job_etag:
                 cur.job_etag = etag
-                _best_changes(session, job_id, cur)
                 cur.items.append(("job", None, out))
         return job.status in FINISHED and len(rows) < EPOCHS_PER_POLL
 

@@ -3,10 +3,12 @@ none while nothing changes."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from api.routes.events import _Cursor, _poll
 from models.db import make_engine, make_session_factory
 from models.settings import Settings
-from models.tables import Job
+from models.tables import Checkpoint, Job, utcnow
 from tests.conftest import Backend
 from tests.models.test_dispatch import add_job
 
@@ -40,3 +42,34 @@ def test_the_job_is_sent_when_any_of_its_columns_changes(migrated_backend: Backe
     assert poll() == []
     change(status="succeeded", stop_reason="completed")
     assert poll() == ["job"]
+    factory.kw["bind"].dispose()
+
+
+def test_a_checkpoint_that_stops_being_the_best_is_sent_again(migrated_backend: Backend) -> None:
+    factory = make_session_factory(make_engine(migrated_backend.database_url))
+    job_id = add_job(factory, "running")
+    settings = Settings()
+    cur = _Cursor(epoch=0)
+
+    def poll() -> list[tuple[str, bool | None]]:
+        _poll(factory, settings, job_id, cur)
+        items, cur.items = cur.items, []
+        return [(kind, data.is_best if kind == "checkpoint" else None) for kind, _, data in items]
+
+    def write(**values: object) -> None:  # a checkpoint write, as the worker's: the row and a touch
+        with factory() as s, s.begin():
+            s.add(Checkpoint(job_id=job_id, size_bytes=1, monitor="val_loss", **values))
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.updated_at = utcnow()
+            if values["is_best"]:
+                for old in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)):
+                    old.is_best = old.path == values["path"]
+
+    write(epoch=1, path="a.keras", value=0.5, is_best=True)
+    assert poll() == [("checkpoint", True), ("job", None)]
+    # A better one: the job's JSON shows nothing new, but a.keras is no longer the best.
+    write(epoch=2, path="b.keras", value=0.4, is_best=True)
+    assert sorted(poll()) == [("checkpoint", False), ("checkpoint", True)]
+    assert poll() == []
+    factory.kw["bind"].dispose()

@@ -97,7 +97,8 @@ def test_augmentation_of_rows_from_disk_is_seeded_with_parallel_loaders(tmp_path
         return out
 
     a, b, c = batches(7), batches(7), batches(8)
-    assert a[0].shape == (16, 6, 6, 1)
+    assert a[0].shape == (16, 6, 6, 1) and len(a) == 12
+    assert not any(np.array_equal(p, q) for p, q in zip(a[:6], a[6:], strict=True))  # epochs
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
     assert not any(np.array_equal(p, q) for p, q in zip(a, c, strict=True))
 
@@ -107,3 +108,33 @@ def test_validation_split_holds_out_the_last_fraction_unaugmented() -> None:
     x_val, y_val = fit_inputs["validation_data"]
     assert np.array_equal(y_val, data.train.y[240:])
     assert np.array_equal(x_val, data.train.x[240:, 1:7, 1:7, :])
+
+
+EVERY_LAYER = [
+    {"layer": "RandomFlip", "mode": "horizontal_and_vertical"},
+    {"layer": "RandomRotation", "factor": 0.2},
+    {"layer": "RandomZoom", "height_factor": 0.2},
+    {"layer": "RandomTranslation", "height_factor": 0.2, "width_factor": 0.2},
+    {"layer": "RandomCrop", "height": 6, "width": 6},
+    {"layer": "RandomContrast", "factor": 0.5},
+    {"layer": "RandomBrightness", "factor": 0.3},
+    {"layer": "GaussianNoise", "stddev": 0.1},
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
+@pytest.mark.parametrize("layer", EVERY_LAYER, ids=lambda spec: spec["layer"])
+def test_each_layer_augments_as_its_keras_call_would_and_by_the_batch_seed(
+    layer: dict[str, Any], dtype: str
+) -> None:
+    specs = JobSpec.model_validate(digits_spec(**{"data.augmentation": [layer]})).data.augmentation
+    x = (np.random.default_rng(0).random((16, 8, 8, 1)) * 4).astype(dtype)
+    aug = Augmenter(specs, seed=3)
+    out = aug.numpy(x, 5)
+    # The layer's own call(); some layers' call() refuses integer images, which fitq takes.
+    keras_in = x.astype(np.float32) if dtype == "uint8" else x
+    keras_out = np.asarray(aug.layers[0](keras_in, training=True))
+    assert out.shape == keras_out.shape and out.dtype == keras_out.dtype == np.float32
+    assert np.array_equal(out, aug.numpy(x, 5))  # the same batch number: the same draws
+    assert not np.array_equal(out, aug.numpy(x, 6))  # another batch: other draws
+    assert not np.array_equal(out, x[:, : out.shape[1], : out.shape[2]])  # it did something

@@ -54,9 +54,8 @@ class Augmenter:
     def __call__(self, x: Any, batch_number: Any) -> Any:
         """The batch ``x`` augmented; ``batch_number`` (an int or an int64 tensor) seeds it."""
         x = tf.convert_to_tensor(x)
-        if not x.dtype.is_floating:
-            x = tf.cast(x, tf.float32)
         for i, layer in enumerate(self.layers):
+            x = tf.cast(x, layer.compute_dtype)  # as Layer.__call__ casts its inputs
             seed = _BatchSeed(batch_number, self.seed + i)
             if isinstance(layer, keras.layers.GaussianNoise):
                 noise = keras.random.normal(
