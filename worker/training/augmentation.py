@@ -71,10 +71,10 @@ class Augmenter:
         """As ``__call__``, eagerly, for loaders that hand numpy to fit()."""
         return np.asarray(self(x, tf.constant(batch_number, tf.int64)))
 
-    def map(self, ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-        """``ds``'s batches augmented in parallel, each numbered by a seeded random stream
-        that is drawn in order and drawn anew (deterministically) every epoch."""
-        numbers = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    def map(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """``ds``'s batches augmented in parallel, each numbered by a random stream seeded
+        with the job's seed, drawn in order and drawn anew (deterministically) every epoch."""
+        numbers = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
 
         def apply(batch: Any, n: Any) -> tuple[Any, Any]:
             x, y = batch
@@ -115,4 +115,4 @@ def augmented_dataset(
     ds = ds.batch(batch_size)
     if repeat:
         ds = ds.repeat()
-    return Augmenter(specs, seed).map(ds, seed).prefetch(tf.data.AUTOTUNE)
+    return Augmenter(specs, seed).map(ds).prefetch(tf.data.AUTOTUNE)

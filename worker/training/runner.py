@@ -411,7 +411,7 @@ def _image_fit_inputs(
     subset = "training" if fit.validation_split else None
     ds = _images(train, spec, batch, fit.shuffle, subset)
     if specs:
-        ds = Augmenter(specs, spec.seed).map(ds, spec.seed)
+        ds = Augmenter(specs, spec.seed).map(ds)
     inputs: dict[str, Any] = {"x": ds.prefetch(tf.data.AUTOTUNE)}
     if fit.validation_split:
         val = _images(train, spec, val_batch or batch, False, "validation")
