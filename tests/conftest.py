@@ -79,8 +79,14 @@ def require_postgres() -> None:
 
 
 def fresh_postgres_schema(schema: str) -> str:
-    """An empty schema of the test database; returns a URL whose tables live in it."""
+    """An empty schema of the test database; returns a URL whose tables live in it.
+
+    ``FITQ_TEST_SCHEMA_SUFFIX`` is appended to the name, so that two test runs can share
+    one PostgreSQL server without dropping each other's tables.
+    """
     import psycopg
+
+    schema += os.environ.get("FITQ_TEST_SCHEMA_SUFFIX", "")
 
     with psycopg.connect(
         POSTGRES_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True
