@@ -5,14 +5,19 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 FITQ_DATA_DIR=/data
 # Dependencies first, from pyproject.toml alone, so a code change reuses this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p api worker models migrations fitq \
+RUN mkdir -p api worker models core queueing checks storage dispatcher migrations fitq \
     && pip install --no-cache-dir ".[ops]" \
     && pip uninstall -y fitq
 COPY api api
+COPY worker worker
 COPY models models
+COPY core core
+COPY queueing queueing
+COPY checks checks
+COPY storage storage
+COPY dispatcher dispatcher
 COPY migrations migrations
 COPY fitq fitq
-COPY worker worker
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --uid 10001 --no-create-home fitq \
     && mkdir -p /data /artifacts && chown fitq /data /artifacts

@@ -9,8 +9,8 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from models.settings import Settings
-from models.tokens import OPEN, Principal, authenticate
+from api.tokens import OPEN, Principal, authenticate
+from core.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

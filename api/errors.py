@@ -9,7 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from models.errors import Conflict, NotFound, SpecError, TooManyJobs
+from core.errors import Conflict, NotFound, SpecError, TooManyJobs
 
 
 def _echo(error: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,11 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.datasets import BUILTIN_PREFIX
-from models.errors import Conflict, NotFound, TooManyJobs
-from models.settings import Settings
+from api.tokens import Principal
+from checks.datasets import BUILTIN_PREFIX
+from checks.validation import check_spec
+from core.errors import Conflict, NotFound, TooManyJobs
+from core.settings import Settings
 from models.spec import JobSpec
 from models.tables import (
     CANCELLED,
@@ -29,8 +31,6 @@ from models.tables import (
     JobEvent,
     utcnow,
 )
-from models.tokens import Principal
-from models.validation import check_spec
 
 
 def spec_hash(spec: JobSpec) -> str:

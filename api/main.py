@@ -12,10 +12,10 @@ from api import errors
 from api.body import BodyMiddleware
 from api.metrics import RequestLatencyMiddleware
 from api.routes import dashboard, datasets, events, health, jobs, metrics, workers
-from models.db import make_engine, make_session_factory
-from models.migrate import check_migrated
-from models.queueing import make_celery
-from models.settings import Settings, get_settings
+from core.db import make_engine, make_session_factory
+from core.settings import Settings, get_settings
+from migrations.migrate import check_migrated
+from queueing.broker import make_celery
 
 log = logging.getLogger("fitq.api")
 DESCRIPTION = """Submit a Keras `model.fit()` call as a job spec; Celery workers train it and

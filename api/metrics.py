@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, case, extract, func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.settings import Settings
+from core.settings import Settings
 from models.tables import FINISHED, QUEUED, RUNNING, STATUSES, EpochMetric, Job, Worker, utcnow
 
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)

@@ -586,7 +586,7 @@ def digits_arrays() -> dict[str, tuple[Any, Any]]:
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from models.datasets import split_indices
+    from checks.datasets import split_indices
 
     bunch = load_digits()
     x = (np.asarray(bunch.data, dtype=np.float64) / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
@@ -780,9 +780,9 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
     import keras
 
     from api.jobs import create_job
-    from models.db import make_engine, make_session_factory
-    from models.migrate import upgrade
-    from models.settings import Settings
+    from core.db import make_engine, make_session_factory
+    from core.settings import Settings
+    from migrations.migrate import upgrade
     from models.spec import JobSpec
     from worker.jobstore import JobStore
     from worker.training.reporting import ReportingCallback
@@ -801,7 +801,7 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         extra["backup_callbacks"] = []
     owner: tuple[Any, ...] = ()
     if "principal" in inspect.signature(create_job).parameters:
-        from models.tokens import OPEN  # auth off: what the API uses on loopback
+        from api.tokens import OPEN  # auth off: what the API uses on loopback
 
         owner = (OPEN,)
     store_args = (settings.lease_seconds,) if len(

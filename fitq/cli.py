@@ -23,14 +23,14 @@ import threading
 import time
 from types import FrameType
 
-from models.errors import DatabaseNotMigrated
-from models.settings import Settings, get_settings
+from core.errors import DatabaseNotMigrated
+from core.settings import Settings, get_settings
 
 WORKER_STOP_SECONDS = 30
 
 
 def _migrate(settings: Settings) -> None:
-    from models.migrate import upgrade
+    from migrations.migrate import upgrade
 
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
@@ -59,8 +59,8 @@ def _serve_api(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from api.main import create_app
-    from models.db import make_engine
-    from models.migrate import check_migrated
+    from core.db import make_engine
+    from migrations.migrate import check_migrated
 
     try:
         check_migrated(make_engine(settings.resolved_database_url))
@@ -88,7 +88,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from models.devices import gpu_groups, queues_for, worker_devices
+    from queueing.devices import gpu_groups, queues_for, worker_devices
 
     settings = get_settings()
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -122,9 +122,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _dispatcher_thread(settings: Settings) -> threading.Event:
-    from models.db import make_engine, make_session_factory
-    from models.dispatch import run_forever
-    from models.queueing import make_celery
+    from core.db import make_engine, make_session_factory
+    from dispatcher.dispatch import run_forever
+    from queueing.broker import make_celery
 
     stop = threading.Event()
     factory = make_session_factory(make_engine(settings.resolved_database_url))
@@ -152,7 +152,7 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    from models.queueing import make_celery
+    from queueing.broker import make_celery
 
     app = make_celery(get_settings(), name="fitq-flower")
     # Flower reads its other options (FLOWER_BASIC_AUTH, ...) from the environment.
@@ -196,10 +196,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from models.db import make_engine, make_session_factory
-    from models.errors import Conflict, NotFound
-    from models.migrate import check_migrated
-    from models.tokens import create_token, list_tokens, revoke_token
+    from api.tokens import create_token, list_tokens, revoke_token
+    from core.db import make_engine, make_session_factory
+    from core.errors import Conflict, NotFound
+    from migrations.migrate import check_migrated
 
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url)

@@ -1,1 +1,1 @@
-"""Alembic environment and versions of fitq's schema."""
+"""fitq's schema: the Alembic environment, its versions, and ``migrate`` to run them."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from models.db import make_engine
-from models.settings import get_settings
+from core.db import make_engine
+from core.settings import get_settings
 from models.tables import Base
 
 config = context.config

@@ -1,4 +1,5 @@
-"""Shared domain of fitq: settings, tables, the job spec, errors and task names.
+"""fitq's data model: the database tables, the job spec, their types and enums.
 
-Imports neither ``api`` nor ``worker``, and never tensorflow or keras.
+Imports no other package of fitq and no infrastructure (no Celery, no settings, no
+database engine), and never tensorflow or keras.
 """

@@ -1,7 +1,7 @@
 """The job spec: a ``model.fit()`` call written down as data.
 
 Field names, defaults and constraints are Keras' own wherever Keras has them. The
-schema here catches wrong types and values; ``models.validation`` then checks what
+schema here catches wrong types and values; ``checks.validation`` then checks what
 needs the whole spec (metric names, shapes, placeholders) before anything is queued.
 """
 
@@ -21,14 +21,17 @@ from pydantic import (
     model_validator,
 )
 
-from models.devices import ROUTED_SUFFIX
-from models.names import DEFAULT_QUEUE
-
 Mode = Literal["auto", "min", "max"]
 # Strict: JSON ``true`` is not the number 1.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 
+
+# The queue a job goes to when its spec names none.
+DEFAULT_QUEUE = "default"
+# Queue names allow [A-Za-z0-9_.-] (as kombu's filesystem transport does); jobs that need
+# several devices are routed to ``<queue>.gpus<n>``, so a spec may not name its queue so.
+ROUTED_SUFFIX = ".gpus"
 
 class _Strict(BaseModel):
     # NaN and infinity would be stored as null; refuse them at the door.

@@ -107,7 +107,7 @@ def make_backend(name: str, tmp: Path, schema: str) -> Backend:
 @pytest.fixture(params=["sqlite", "postgres"])
 def migrated_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """An empty database of each kind, migrated to the latest schema."""
-    from models.migrate import upgrade
+    from migrations.migrate import upgrade
 
     backend = make_backend(request.param, tmp_path, "fitq_unit")
     upgrade(backend.database_url)
@@ -150,7 +150,7 @@ class Service:
         )
 
     def start(self) -> None:
-        from models.migrate import upgrade
+        from migrations.migrate import upgrade
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.backend.database_url)

@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "api", "models", "worker", "fitq", "tests", "migrations", "bench"],
+        ["ruff", "check", "."],
         ["mypy"],
     ],
 )

@@ -21,26 +21,30 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from core.settings import Settings
 from fitq.cli import build_parser
-from models.settings import Settings
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 BUILT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OWN_PACKAGES = {"api", "worker", "models", "migrations", "fitq", "tests"}
+OWN_PACKAGES = {
+    "api", "worker", "models", "core", "queueing", "checks", "storage", "dispatcher",
+    "migrations", "fitq", "tests",
+}
 # Loaded here only because this environment has them; nothing needs them: the venv's
 # setuptools hook (a .pth file), pygments, which mako (alembic's templates) uses when
 # it finds it, and greenlet, which SQLAlchemy loads when it is installed (here, for
-# playwright in the dev extra) and only its asyncio support needs.
-OPTIONAL = {"setuptools", "pygments", "greenlet"}
+# playwright in the dev extra) and only its asyncio support needs, and psutil (in the dev
+# extra, for the benchmarks), which Keras' saving and Celery's billiard use when present.
+OPTIONAL = {"setuptools", "pygments", "greenlet", "psutil"}
 # What each fitq command imports when it runs; the database driver and the broker's
 # client follow from the URLs the service is given.
 COMMAND_MODULES = {
     "api": ["fitq.cli", "uvicorn", "api.main"],
-    "migrate": ["fitq.cli", "models.migrate"],
-    "dispatcher": ["fitq.cli", "models.dispatch"],
+    "migrate": ["fitq.cli", "migrations.migrate"],
+    "dispatcher": ["fitq.cli", "dispatcher.dispatch"],
     "worker": [
         "fitq.cli",
         "fitq.workers",
@@ -91,8 +95,8 @@ def test_every_built_service_runs_a_fitq_command_that_exists() -> None:
 
 def test_flower_runs_as_a_celery_subcommand_on_fitqs_broker() -> None:
     code = (
-        "from models.queueing import make_celery\n"
-        "from models.settings import Settings\n"
+        "from queueing.broker import make_celery\n"
+        "from core.settings import Settings\n"
         "make_celery(Settings(broker_url='redis://127.0.0.1:1/0')).start(['flower', '--help'])\n"
     )
     out = subprocess.run(
@@ -110,7 +114,7 @@ def test_every_fitq_variable_is_a_setting_and_valid() -> None:
         for key, val in env.items():
             if key.startswith("FITQ_"):
                 field = key.removeprefix("FITQ_").lower()
-                assert field in fields, f"{name}: {key} is no setting of models/settings.py"
+                assert field in fields, f"{name}: {key} is no setting of core/settings.py"
                 values[field] = val
         Settings.model_validate(values)  # raises on a value of the wrong kind
 

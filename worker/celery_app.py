@@ -18,9 +18,9 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from models.devices import Devices
-from models.queueing import make_celery
-from models.settings import get_settings
+from core.settings import get_settings
+from queueing.broker import make_celery
+from queueing.devices import Devices
 from worker.registry import Identity, Registration
 
 app = make_celery(get_settings(), name="fitq-worker")

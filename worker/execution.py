@@ -8,13 +8,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_engine, make_session_factory
-from models.devices import routed_queue
-from models.names import DEFAULT_QUEUE
-from models.queueing import job_devices, make_celery, publish_job
-from models.settings import Settings, get_settings
-from models.spec import JobSpec
-from models.uploads import datasets_dir
+from core.db import make_engine, make_session_factory
+from core.settings import Settings, get_settings
+from models.spec import DEFAULT_QUEUE, JobSpec
+from queueing.broker import job_devices, make_celery, publish_job
+from queueing.devices import routed_queue
+from storage.uploads import datasets_dir
 from worker.jobstore import JobStore, LostOwnership
 from worker.writer import JobWriter
 

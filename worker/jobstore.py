@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import transaction
+from core.db import transaction
 from models.tables import (
     FINISHED,
     QUEUED,

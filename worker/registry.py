@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_engine, make_session_factory, transaction
-from models.devices import Devices
-from models.settings import Settings
+from core.db import make_engine, make_session_factory, transaction
+from core.settings import Settings
 from models.tables import Worker, utcnow
+from queueing.devices import Devices
 
 log = logging.getLogger("fitq.worker")
 FORGET_AFTER = dt.timedelta(days=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from models.names import TASK_RUN_JOB
+from queueing.names import TASK_RUN_JOB
 from worker.celery_app import app
 from worker.execution import execute_job
 

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import ERRORS
-from models.errors import NotFound
-from models.images import store_images
+from api.tokens import Principal
+from core.errors import NotFound
 from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
-from models.tokens import Principal
-from models.uploads import UploadError, dataset_dir, store_npz
+from storage.images import store_images
+from storage.uploads import UploadError, dataset_dir, store_npz
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
 

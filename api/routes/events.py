@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import jobs as store
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.insight import job_out
+from api.job_view import job_out
 from api.schemas import ERRORS, CheckpointOut, EpochOut
-from models.settings import Settings
+from core.settings import Settings
 from models.tables import FINISHED, Checkpoint, EpochMetric, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
-from api.insight import insights, job_out
+from api.job_view import insights, job_out
 from api.schemas import (
     ERRORS,
     CheckpointList,
@@ -27,10 +27,10 @@ from api.schemas import (
     MetricsList,
     Validation,
 )
-from models.errors import NotFound
-from models.queueing import publish_job
+from core.errors import NotFound
 from models.spec import JobSpec
 from models.tables import Checkpoint, EpochMetric, JobEvent
+from queueing.broker import publish_job
 
 MAX_INT = 2**31 - 1
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]

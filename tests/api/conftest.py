@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from models.migrate import upgrade
-from models.settings import Settings
+from core.settings import Settings
+from migrations.migrate import upgrade
 
 
 @pytest.fixture

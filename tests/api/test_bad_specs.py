@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from models.migrate import upgrade
-from models.settings import Settings
+from core.settings import Settings
+from migrations.migrate import upgrade
 from tests.factories import digits_spec
 
 SMALL_INLINE = 50  # max_inline_values of the "small" app

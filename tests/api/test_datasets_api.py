@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from models.migrate import upgrade
-from models.settings import Settings
-from models.uploads import npz_bytes
+from core.settings import Settings
+from migrations.migrate import upgrade
+from storage.uploads import npz_bytes
 from tests.factories import digits_spec
 
 

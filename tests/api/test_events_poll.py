@@ -6,11 +6,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from api.routes.events import _Cursor, _poll
-from models.db import make_engine, make_session_factory
-from models.settings import Settings
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
 from models.tables import Checkpoint, Job, utcnow
 from tests.conftest import Backend
-from tests.models.test_dispatch import add_job
+from tests.dispatcher.test_dispatch import add_job
 
 
 def test_the_job_is_sent_when_any_of_its_columns_changes(migrated_backend: Backend) -> None:

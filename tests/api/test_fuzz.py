@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
 from api.main import create_app  # noqa: E402
-from models.migrate import upgrade  # noqa: E402
-from models.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from migrations.migrate import upgrade  # noqa: E402
 
 # What the API promises of every response. A schema-valid spec may still be refused for
 # what the schema can't express (an unknown metric, a shape mismatch): that is a 422,
@@ -78,7 +78,7 @@ def real_ids(running_app: None) -> dict[str, str]:
     """Real jobs and a dataset, so generated requests reach existing sub-resources too."""
     import numpy as np
 
-    from models.uploads import npz_bytes
+    from storage.uploads import npz_bytes
     from tests.factories import digits_spec
 
     with TestClient(APP) as client:

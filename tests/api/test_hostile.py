@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
-from models.settings import Settings
-from models.tokens import create_token
-from models.uploads import npz_bytes
+from api.tokens import create_token
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from migrations.migrate import upgrade
+from storage.uploads import npz_bytes
 from tests.factories import digits_spec
 
 

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
-from models.settings import Settings
+from api.tokens import create_token
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from migrations.migrate import upgrade
 from models.tables import Worker, utcnow
-from models.tokens import create_token
 from tests.factories import digits_spec
 
 

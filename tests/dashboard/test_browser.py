@@ -352,8 +352,8 @@ def test_dashboard_with_tokens(tmp_path: Path, browser: Any) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from models.migrate import upgrade
-    from models.tokens import create_token
+    from api.tokens import create_token
+    from migrations.migrate import upgrade
 
     service = Service(
         make_backend("sqlite", tmp_path, "fitq_dash_auth"),

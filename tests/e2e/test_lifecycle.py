@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.queueing import make_celery, publish_job
-from models.settings import Settings
+from core.settings import Settings
+from queueing.broker import make_celery, publish_job
 from tests.conftest import ROOT, Service
 from tests.factories import digits_spec, nan_loss_spec
 

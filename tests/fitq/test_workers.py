@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
+from core.db import make_engine, make_session_factory
+from migrations.migrate import upgrade
 from models.tables import Worker
 
 pytestmark = pytest.mark.e2e

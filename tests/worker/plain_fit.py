@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from models.datasets import split_indices  # noqa: E402
+from checks.datasets import split_indices  # noqa: E402
 
 
 def digits(split: str, take: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from models.insight import RISE_VALIDATIONS, Epoch, analyse
+from api.insight import RISE_VALIDATIONS, Epoch, analyse
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from models.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory
 from models.tables import Checkpoint, EpochMetric, Job, utcnow
 from tests.conftest import Backend
-from tests.models.test_dispatch import add_job
+from tests.dispatcher.test_dispatch import add_job
 from worker.jobstore import JobStore, LostOwnership
 
 

@@ -8,9 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from models.architectures import CNNParams, MLPParams  # noqa: E402
-from models.keras_config import estimate_params  # noqa: E402
-from models.validation import _builtin_layers  # noqa: E402
+from checks.architectures import CNNParams, MLPParams  # noqa: E402
+from checks.keras_config import estimate_params  # noqa: E402
+from checks.validation import _builtin_layers  # noqa: E402
 from worker.training.architectures import build_cnn, build_mlp  # noqa: E402
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import keras
 
-from models.architectures import CNNParams, MLPParams
+from checks.architectures import CNNParams, MLPParams
 
-Head = tuple[int, str]  # output units and default activation (models.catalog.output_head)
+Head = tuple[int, str]  # output units and default activation (checks.catalog.output_head)
 
 
 def _output(head: Head, activation: str | None) -> keras.layers.Layer:

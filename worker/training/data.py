@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
+from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.spec import DataRef, DataSpec
 from worker.training.streaming import NpyRows
 
@@ -30,7 +30,7 @@ class JobData:
 
 @lru_cache(maxsize=4)
 def load_builtin(name: str) -> Arrays:
-    """A built-in dataset, scaled as ``models.datasets`` documents (loaded once; callers
+    """A built-in dataset, scaled as ``checks.datasets`` documents (loaded once; callers
     index into it, which copies)."""
     from sklearn import datasets as skd
 
@@ -91,8 +91,8 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 def load_uploaded(ref: DataRef, root: Path, memory_budget: int) -> Data:
-    from models.uploads import SPLIT_ARRAYS
-    from models.validation import uploaded_split
+    from checks.validation import uploaded_split
+    from storage.uploads import SPLIT_ARRAYS
 
     folder = root / str(ref.dataset)
     if (folder / "images").is_dir():

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from models.catalog import monitor_direction
+from checks.catalog import monitor_direction
 from worker.training.resume import callback_state, snapshot, write_backup
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.catalog import output_head
+from checks.catalog import output_head
 from models.spec import (
     EarlyStoppingSpec,
     JobSpec,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.insight import Epoch, analyse
+from api.insight import Epoch, analyse
 
 
 def rows(**series: list[float | None]) -> list[Epoch]:

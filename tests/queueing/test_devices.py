@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.devices import Devices, gpu_groups, queues_for, routed_queue, worker_devices
+from queueing.devices import Devices, gpu_groups, queues_for, routed_queue, worker_devices
 
 
 def two_gpus() -> list[str]:

@@ -2,7 +2,7 @@
 
 ``check_spec`` collects every problem (with its path inside the spec) and raises one
 ``SpecError``; it returns the advice (warnings) for a spec that can run. It needs no
-Keras: shapes and class counts come from ``models.datasets`` and the inline arrays.
+Keras: shapes and class counts come from ``checks.datasets`` and the inline arrays.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from models import catalog
-from models.architectures import ARCHITECTURES
-from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
-from models.errors import SpecError
-from models.keras_config import check_keras_config, estimate_params, input_shape
-from models.settings import Settings
+from checks import catalog
+from checks.architectures import ARCHITECTURES
+from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
+from checks.keras_config import check_keras_config, estimate_params, input_shape
+from core.errors import SpecError
+from core.settings import Settings
 from models.spec import (
     CSVLoggerSpec,
     DataRef,

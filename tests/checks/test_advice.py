@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from models.settings import Settings
+from checks.validation import check_spec
+from core.settings import Settings
 from models.spec import JobSpec
-from models.validation import check_spec
 from tests.factories import digits_spec
 
 IMBALANCED = {"x": [[float(i)] for i in range(40)], "y": [0] * 32 + [1] * 8}

@@ -10,9 +10,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from models.db import make_engine
-from models.errors import DatabaseNotMigrated
-from models.migrate import check_migrated, upgrade
+from core.db import make_engine
+from core.errors import DatabaseNotMigrated
+from migrations.migrate import check_migrated, upgrade
 from models.tables import Base
 from tests.conftest import ROOT, Backend
 

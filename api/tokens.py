@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from models.tables import ApiToken, utcnow
 
 PREFIX = "fitq_"

@@ -1,7 +1,7 @@
 """Checks a Keras model config against fitq's allowlist before Keras ever sees it.
 
 Keras' own ``safe_mode`` is a denylist; this is the opposite: every serialized object
-in the config must be one of Keras' own classes from ``models.catalog``, named by its
+in the config must be one of Keras' own classes from ``checks.catalog``, named by its
 own module, with no registered (custom) name. Lambda, TFSMLayer, custom objects and
 functions are refused because they are not on the list.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import catalog
-from models.errors import SpecError
+from checks import catalog
+from core.errors import SpecError
 
 MAX_LAYERS = 200
 MAX_UNITS = 8192

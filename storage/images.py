@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from models.settings import Settings
-from models.uploads import UploadError, check_member, copy_member, store_upload
+from core.settings import Settings
+from storage.uploads import UploadError, check_member, copy_member, store_upload
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,127}$")

@@ -29,12 +29,12 @@ from celery import Celery
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import transaction
-from models.devices import routed_queue
-from models.names import TASK_RUN_JOB
-from models.queueing import job_devices, publish_job
-from models.settings import Settings
+from core.db import transaction
+from core.settings import Settings
 from models.tables import CANCELLED, FAILED, QUEUED, RUNNING, Job, JobEvent, utcnow
+from queueing.broker import job_devices, publish_job
+from queueing.devices import routed_queue
+from queueing.names import TASK_RUN_JOB
 
 log = logging.getLogger("fitq.dispatcher")
 DEFAULT_MAX_ATTEMPTS = 3

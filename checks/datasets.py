@@ -1,7 +1,7 @@
 """Built-in datasets: what scikit-learn ships offline, described without loading it.
 
 The API validates specs against this table (it never imports scikit-learn's loaders
-or tensorflow); the worker loads the arrays. ``tests/models/test_datasets.py`` checks
+or tensorflow); the worker loads the arrays. ``tests/checks/test_datasets.py`` checks
 the table against the real data.
 """
 

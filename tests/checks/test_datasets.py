@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.datasets import BUILTIN_DATASETS, split_indices
+from checks.datasets import BUILTIN_DATASETS, split_indices
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 

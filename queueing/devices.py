@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from models.spec import ROUTED_SUFFIX
+
 NVIDIA_SMI_TIMEOUT_S = 20
-# Queue names allow [A-Za-z0-9_.-] (as kombu's filesystem transport does); job specs
-# may not end theirs with this suffix and a number.
-ROUTED_SUFFIX = ".gpus"
 
 
 @dataclass(frozen=True)

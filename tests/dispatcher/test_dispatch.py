@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from models.db import make_engine, make_session_factory
-from models.dispatch import broker_job_ids, dispatch_once
-from models.queueing import make_celery, publish_job
-from models.settings import Settings
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from dispatcher.dispatch import broker_job_ids, dispatch_once
 from models.tables import Job, JobEvent, utcnow
+from queueing.broker import make_celery, publish_job
 from tests.conftest import Backend
 from tests.factories import digits_spec
 

@@ -11,9 +11,10 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from models.devices import routed_queue
-from models.names import DEFAULT_QUEUE, TASK_RUN_JOB
-from models.settings import Settings
+from core.settings import Settings
+from models.spec import DEFAULT_QUEUE
+from queueing.devices import routed_queue
+from queueing.names import TASK_RUN_JOB
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def make_celery(settings: Settings, name: str = "fitq") -> Celery:
     """A Celery app configured for long training jobs from ``settings``."""
     app = Celery(name, broker=settings.resolved_broker_url)
     if settings.broker_is_embedded:
-        app.conf.broker_transport = "models.fstransport:Transport"
+        app.conf.broker_transport = "queueing.fstransport:Transport"
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
-from models.errors import DatabaseNotMigrated
+from core.errors import DatabaseNotMigrated
 
 
 def alembic_config(url: str) -> Config:

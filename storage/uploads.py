@@ -23,8 +23,8 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
-from models.errors import FitqError
-from models.settings import Settings
+from core.errors import FitqError
+from core.settings import Settings
 
 SPLIT_ARRAYS = {"train": ("x", "y"), "validation": ("x_val", "y_val"), "test": ("x_test", "y_test")}
 ARRAY_NAMES = {name for pair in SPLIT_ARRAYS.values() for name in pair}

@@ -1,0 +1,1 @@
+"""Configuration, database plumbing and the domain errors every process shares."""

@@ -1,0 +1,1 @@
+"""The dispatcher process: requeues jobs whose lease expired, publishes what waits."""
