@@ -33,6 +33,7 @@ DEFAULT_QUEUE = "default"
 # several devices are routed to ``<queue>.gpus<n>``, so a spec may not name its queue so.
 ROUTED_SUFFIX = ".gpus"
 
+
 class _Strict(BaseModel):
     # NaN and infinity would be stored as null; refuse them at the door.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
