@@ -59,10 +59,15 @@ INTERLEAVED_EPOCHS = 42  # 10 on/off comparisons per fit
 
 # A small job for the latency series: one epoch of a tiny MLP on iris.
 SMALL_JOB: dict[str, Any] = {
-    "name": "bench-small", "queue": QUEUE, "seed": SEED,
+    "name": "bench-small",
+    "queue": QUEUE,
+    "seed": SEED,
     "model": {"builtin": "mlp", "params": {"hidden_units": [8]}},
-    "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
-                "metrics": ["accuracy"]},
+    "compile": {
+        "optimizer": "adam",
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+    },
     "data": {"train": {"dataset": "builtin:iris", "split": "train"}},
     "fit": {"batch_size": 32, "epochs": 1},
 }
@@ -108,20 +113,34 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal:"):
                 ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     versions = subprocess.run(
-        [sys.executable, "-c", "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3';"
-         "import tensorflow as tf, keras, celery, sqlalchemy;"
-         "print(tf.__version__, keras.__version__, celery.__version__, sqlalchemy.__version__)"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [
+            sys.executable,
+            "-c",
+            "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3';"
+            "import tensorflow as tf, keras, celery, sqlalchemy;"
+            "print(tf.__version__, keras.__version__, celery.__version__, sqlalchemy.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     ).stdout.split()
     tf_v, keras_v, celery_v, sa_v = (versions + ["?"] * 4)[:4]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.splitlines()
+    head = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or "?"
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "tree": f"{head}" + (f" with uncommitted changes to {len(dirty)} tracked files"
-                             if dirty else ""),
+        "tree": f"{head}"
+        + (f" with uncommitted changes to {len(dirty)} tracked files" if dirty else ""),
         "cpus (nproc)": str(os.cpu_count()),
         "cpu model": cpu,
         "ram": ram,
@@ -198,8 +217,9 @@ def monitor(out: Path, root: int, period: float = 0.5) -> None:
                     if fields is not None:
                         procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
             memo: dict[int, bool] = {root: True, 0: False, 1: False}
-            now = {pid: ticks for pid, (_, ticks) in procs.items()
-                   if not _in_tree(pid, procs, memo)}
+            now = {
+                pid: ticks for pid, (_, ticks) in procs.items() if not _in_tree(pid, procs, memo)
+            }
             if prev is not None:
                 total += sum(max(0, t - prev.get(pid, 0)) for pid, t in now.items())
             prev = now
@@ -216,8 +236,9 @@ class LoadWatch:
     phases: list[tuple[str, float, float]] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--monitor", str(self.path),
-                                      "--root", str(os.getpid())])
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--monitor", str(self.path), "--root", str(os.getpid())]
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -227,8 +248,11 @@ class LoadWatch:
     def cores(self, t0: float, t1: float) -> float | None:
         """Average CPUs used by other processes between two ``time.time()`` values."""
         try:
-            rows = [tuple(map(float, line.split()))
-                    for line in self.path.read_text().splitlines() if line.strip()]
+            rows = [
+                tuple(map(float, line.split()))
+                for line in self.path.read_text().splitlines()
+                if line.strip()
+            ]
         except OSError:
             return None
         inside = [r for r in rows if t0 <= r[0] <= t1]
@@ -244,8 +268,9 @@ class LoadWatch:
         finally:
             self.phases.append((name, t0, time.time()))
 
-    def wait_quiet(self, limit_s: float, max_cores: float = 0.15,
-                   window_s: float = 10) -> float | None:
+    def wait_quiet(
+        self, limit_s: float, max_cores: float = 0.15, window_s: float = 10
+    ) -> float | None:
         """Waits (up to ``limit_s``) until other processes have used under ``max_cores``
         for ``window_s`` seconds."""
         deadline = time.monotonic() + limit_s
@@ -283,8 +308,7 @@ class Service:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FITQ_")}
-        env.update(FITQ_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1",
-                   TF_CPP_MIN_LOG_LEVEL="2")
+        env.update(FITQ_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         return env
 
     def log_path(self, name: str) -> Path:
@@ -296,16 +320,24 @@ class Service:
 
     def spawn(self, name: str, *args: str) -> None:
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "fitq", *args], cwd=self.data_dir, env=self.env(),
-            stdout=open(self.log_path(name), "ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "fitq", *args],
+            cwd=self.data_dir,
+            env=self.env(),
+            stdout=open(self.log_path(name), "ab"),
+            stderr=subprocess.STDOUT,
         )
 
     def start(self) -> dict[str, float]:
         import httpx
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate = subprocess.run([sys.executable, "-m", "fitq", "migrate"], cwd=self.data_dir,
-                                 env=self.env(), capture_output=True, text=True)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "fitq", "migrate"],
+            cwd=self.data_dir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+        )
         if migrate.returncode != 0:
             raise RuntimeError(f"fitq migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
         port = free_port()
@@ -320,8 +352,11 @@ class Service:
         worker_ready = time.monotonic() - t0
         self.wait_warm_child(timeout=90)
         child_warm = time.monotonic() - t0
-        return {"api_ready_s": api_ready, "worker_ready_s": worker_ready,
-                "first_child_warm_s": child_warm}
+        return {
+            "api_ready_s": api_ready,
+            "worker_ready_s": worker_ready,
+            "first_child_warm_s": child_warm,
+        }
 
     def _api_ready(self) -> bool:
         import httpx
@@ -331,22 +366,28 @@ class Service:
         except httpx.HTTPError:
             return False
 
-    def wait_until(self, check: Callable[[], bool], timeout: float, what: str,
-                   poll: float = POLL_S) -> None:
+    def wait_until(
+        self, check: Callable[[], bool], timeout: float, what: str, poll: float = POLL_S
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
                 return
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({proc.returncode}) while waiting for "
-                                       f"{what}:\n{self.log_text(name)[-3000:]}")
+                    raise RuntimeError(
+                        f"{name} exited ({proc.returncode}) while waiting for "
+                        f"{what}:\n{self.log_text(name)[-3000:]}"
+                    )
             time.sleep(poll)
-        raise RuntimeError(f"timed out after {timeout}s waiting for {what}\n"
-                           f"worker log tail:\n{self.log_text('worker')[-3000:]}")
+        raise RuntimeError(
+            f"timed out after {timeout}s waiting for {what}\n"
+            f"worker log tail:\n{self.log_text('worker')[-3000:]}"
+        )
 
-    def wait_warm_child(self, timeout: float = 60, quiet_s: float = 1.0,
-                        margin_s: float = 0.5) -> tuple[int, float]:
+    def wait_warm_child(
+        self, timeout: float = 60, quiet_s: float = 1.0, margin_s: float = 0.5
+    ) -> tuple[int, float]:
         """Waits for a pool child not seen before that has imported TensorFlow and gone idle.
 
         Idle: its CPU time has not moved for ``quiet_s``. Returns its pid and the seconds
@@ -427,8 +468,7 @@ class Service:
         raise RuntimeError(f"job {job_id}'s event stream closed before its end event")
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (
-            self.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"])
+        items: list[dict[str, Any]] = self.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
         return items
 
     def stop(self) -> None:
@@ -460,7 +500,7 @@ class Service:
                 for n, line in enumerate(lines):
                     if line.startswith("Traceback"):
                         trace = [f"{name}{when}:", line]
-                        for more in lines[n + 1:n + 40]:
+                        for more in lines[n + 1 : n + 40]:
                             if more.startswith("[") or not more.strip():
                                 break
                             trace.append(more)
@@ -491,8 +531,10 @@ def service_digits(svc: Service, spec: dict[str, Any]) -> dict[str, Any]:
     seen = svc.wait_end_event(job["id"])
     done, _ = svc.wait_finished(job["id"])
     own = time.process_time() - own0
-    cpu = {name: ((cpu_ticks(pid) or 0) - ticks0[name]) / os.sysconf("SC_CLK_TCK")
-           for name, pid in pids.items()}
+    cpu = {
+        name: ((cpu_ticks(pid) or 0) - ticks0[name]) / os.sysconf("SC_CLK_TCK")
+        for name, pid in pids.items()
+    }
     rows = svc.metrics(job["id"])
     first_begin = parse_ts(rows[0]["recorded_at"]) - dt.timedelta(seconds=rows[0]["duration_s"])
     return {
@@ -509,7 +551,8 @@ def service_digits(svc: Service, spec: dict[str, Any]) -> dict[str, Any]:
         "epochs": len(rows),
         "epoch_s": [row["duration_s"] for row in rows],
         "last": rows[-1]["metrics"] if rows else {},
-        "t0": posted, "t1": seen,
+        "t0": posted,
+        "t1": seen,
     }
 
 
@@ -524,8 +567,7 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
         # Warm-up job: the first child's first job, then wait for its replacement.
         warm = svc.submit(SMALL_JOB)
         warm_job, _ = svc.wait_finished(warm["id"])
-        result["warmup_latency_s"] = seconds_between(warm_job["started_at"],
-                                                     warm_job["created_at"])
+        result["warmup_latency_s"] = seconds_between(warm_job["started_at"], warm_job["created_at"])
         _, waited = svc.wait_warm_child()
         refill = [waited]
 
@@ -546,8 +588,7 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
         svc.wait_finished(first["id"])
         second = svc.submit(SMALL_JOB)
         done, _ = svc.wait_finished(second["id"])
-        result["back_to_back_latency_s"] = seconds_between(done["started_at"],
-                                                           done["created_at"])
+        result["back_to_back_latency_s"] = seconds_between(done["started_at"], done["created_at"])
         log(f"back-to-back latency: {result['back_to_back_latency_s']:.2f} s")
         svc.wait_warm_child()
 
@@ -561,14 +602,18 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
             for side in order:
                 if side == "plain":
                     plain.append(run_plain(work, i))
-                    log(f"plain digits run {i + 1}/{n_e2e}: build+fit "
+                    log(
+                        f"plain digits run {i + 1}/{n_e2e}: build+fit "
                         f"{plain[-1]['fit_s']:.2f} s, load+build+fit {plain[-1]['plain_s']:.2f} s, "
                         f"{plain[-1]['with_process_s']:.2f} s "
-                        "from process spawn")
+                        "from process spawn"
+                    )
                 else:
                     runs.append(service_digits(svc, spec))
-                    log(f"service digits run {i + 1}/{n_e2e}: {runs[-1]['service_s']:.2f} s "
-                        f"recorded, {runs[-1]['wall_s']:.2f} s wall")
+                    log(
+                        f"service digits run {i + 1}/{n_e2e}: {runs[-1]['service_s']:.2f} s "
+                        f"recorded, {runs[-1]['wall_s']:.2f} s wall"
+                    )
                     svc.wait_warm_child()
         result["plain"] = plain
         result["e2e"] = runs
@@ -602,13 +647,17 @@ def digits_model() -> Any:
     """The MLP of ``examples/digits.yaml``, compiled, written as plain Keras."""
     import keras
 
-    model = keras.Sequential([
-        keras.Input(shape=(8, 8, 1)), keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"), keras.layers.Dropout(0.2),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="mlp")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="mlp",
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -656,15 +705,31 @@ def plain_fit(out: Path) -> None:
     c1 = time.perf_counter()
     model = digits_model()
     clock = EpochClock()
-    history = model.fit(*data["train"], batch_size=32, epochs=20, verbose=2, shuffle=True,
-                        validation_data=data["validation"], callbacks=[clock])
+    history = model.fit(
+        *data["train"],
+        batch_size=32,
+        epochs=20,
+        verbose=2,
+        shuffle=True,
+        validation_data=data["validation"],
+        callbacks=[clock],
+    )
     c2 = time.perf_counter()
     t_fit_end = time.time()
-    out.write_text(json.dumps({
-        "t_start": t_start, "import_s": t_imported - t_start, "load_s": c1 - c0,
-        "fit_s": c2 - c1, "plain_s": c2 - c0, "t_fit_end": t_fit_end, "epoch_s": clock.spans,
-        "last": {k: float(v[-1]) for k, v in history.history.items()},
-    }))
+    out.write_text(
+        json.dumps(
+            {
+                "t_start": t_start,
+                "import_s": t_imported - t_start,
+                "load_s": c1 - c0,
+                "fit_s": c2 - c1,
+                "plain_s": c2 - c0,
+                "t_fit_end": t_fit_end,
+                "epoch_s": clock.spans,
+                "last": {k: float(v[-1]) for k, v in history.history.items()},
+            }
+        )
+    )
 
 
 def run_plain(work: Path, i: int) -> dict[str, Any]:
@@ -673,8 +738,13 @@ def run_plain(work: Path, i: int) -> dict[str, Any]:
     result = work / f"plain-{i}.json"
     spawned = time.time()
     with open(work / f"plain-{i}.log", "wb") as logf:
-        proc = subprocess.run([sys.executable, __file__, "--plain-fit", str(result)],
-                              cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--plain-fit", str(result)],
+            cwd=ROOT,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"plain fit failed; see {work / f'plain-{i}.log'}")
     data: dict[str, Any] = json.loads(result.read_text())
@@ -721,6 +791,7 @@ class Stopwatch:
                 with self.lock:
                     self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t
                     self.calls[name] = self.calls.get(name, 0) + 1
+
         return run
 
 
@@ -739,12 +810,12 @@ class TimedSink:
         return self.watch.timed("record_epoch", self.inner.record_epoch)(*args, **kwargs)
 
     def record_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        return self.watch.timed("record_checkpoint", self.inner.record_checkpoint)(*args,
-                                                                                   **kwargs)
+        return self.watch.timed("record_checkpoint", self.inner.record_checkpoint)(*args, **kwargs)
 
     def save_backup(self, write: Callable[[], Any]) -> Any:
         return self.watch.timed("save_backup", self.inner.save_backup)(
-            self.writes.timed("backup file", write))
+            self.writes.timed("backup file", write)
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -761,8 +832,7 @@ def production_sink(store: Any, settings: Any) -> tuple[Any, Callable[[], None],
 
     writer = getattr(worker.execution, "JobWriter", None)
     if writer is not None:
-        sink = writer(store, settings.lease_seconds / 3,
-                      getattr(settings, "db_retry_seconds", 1.0))
+        sink = writer(store, settings.lease_seconds / 3, getattr(settings, "db_retry_seconds", 1.0))
         return sink, sink.close, "JobWriter(JobStore), writing from a background thread"
     wrap = getattr(worker.execution, "StoreSink", None)
     if wrap is not None:
@@ -804,8 +874,11 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         from models.tokens import OPEN  # auth off: what the API uses on loopback
 
         owner = (OPEN,)
-    store_args = (settings.lease_seconds,) if len(
-        inspect.signature(JobStore.__init__).parameters) > 3 else ()
+    store_args = (
+        (settings.lease_seconds,)
+        if len(inspect.signature(JobStore.__init__).parameters) > 3
+        else ()
+    )
 
     class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
         """First in the list: from one epoch's begin to the next (or to train end), so
@@ -852,39 +925,63 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
                     if hasattr(store, name):
                         setattr(store, name, writes.timed(f"db {name}", getattr(store, name)))
                 inner, close, names["sink"] = production_sink(store, settings)
-            callbacks.append(ReportingCallback(
-                TimedSink(inner, watch, writes), job_dir, [], ("val_loss", "min"),
-                interval=settings.progress_interval, **extra))
+            callbacks.append(
+                ReportingCallback(
+                    TimedSink(inner, watch, writes),
+                    job_dir,
+                    [],
+                    ("val_loss", "min"),
+                    interval=settings.progress_interval,
+                    **extra,
+                )
+            )
         t = time.perf_counter()
         with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            history = model.fit(*data["train"], batch_size=32, epochs=20, verbose=2,
-                                shuffle=True, validation_data=data["validation"],
-                                callbacks=callbacks)
+            history = model.fit(
+                *data["train"],
+                batch_size=32,
+                epochs=20,
+                verbose=2,
+                shuffle=True,
+                validation_data=data["validation"],
+                callbacks=callbacks,
+            )
         total = time.perf_counter() - t
         t = time.perf_counter()
         close()
         drain = time.perf_counter() - t
         epochs = timer.epochs()
-        return {"fit_s": total, "drain_s": drain, "epochs": epochs,
-                "steady": statistics.fmean(epochs[1:]),
-                "steady_cpu": statistics.fmean(timer.cpu_epochs()[1:]),
-                "sink_s": dict(watch.spent), "sink_calls": dict(watch.calls),
-                "write_s": dict(writes.spent), "write_calls": dict(writes.calls),
-                "last_loss": float(history.history["loss"][-1])}
+        return {
+            "fit_s": total,
+            "drain_s": drain,
+            "epochs": epochs,
+            "steady": statistics.fmean(epochs[1:]),
+            "steady_cpu": statistics.fmean(timer.cpu_epochs()[1:]),
+            "sink_s": dict(watch.spent),
+            "sink_calls": dict(watch.calls),
+            "write_s": dict(writes.spent),
+            "write_calls": dict(writes.calls),
+            "last_loss": float(history.history["loss"][-1]),
+        }
 
-    log(f"reporting callback (progress interval {settings.progress_interval} s): one "
-        "discarded warm-up fit")
+    log(
+        f"reporting callback (progress interval {settings.progress_interval} s): one "
+        "discarded warm-up fit"
+    )
     fit("plain")
     kinds = ("plain", "reporting", "null_sink")
     runs: dict[str, Any] = {k: [] for k in kinds}
     for i in range(rounds):
-        for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
             t0 = time.time()
             r = fit(kind)
             r.update(t0=t0, t1=time.time())
             runs[kind].append(r)
-            log(f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
-                f"fit {r['fit_s']:.2f} s")
+            log(
+                f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
+                f"fit {r['fit_s']:.2f} s"
+            )
+
     class Gate(keras.callbacks.Callback):  # type: ignore[misc]
         """Hands the reporting callback the hooks of alternate pairs of epochs only
         (0-based epochs 2-3, 6-7, 10-11, ...); the others train without it."""
@@ -933,30 +1030,51 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         store = JobStore(factory, job.id, *store_args)
         assert store.claim("bench") is not None
         sink, close, _ = production_sink(store, settings)
-        reporter = ReportingCallback(sink, work / "job-interleaved", [], ("val_loss", "min"),
-                                     interval=settings.progress_interval, **extra)
+        reporter = ReportingCallback(
+            sink,
+            work / "job-interleaved",
+            [],
+            ("val_loss", "min"),
+            interval=settings.progress_interval,
+            **extra,
+        )
         t0 = time.time()
         with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            model.fit(*data["train"], batch_size=32, epochs=INTERLEAVED_EPOCHS, verbose=2,
-                      shuffle=True, validation_data=data["validation"],
-                      callbacks=[timer, Gate(reporter)])
+            model.fit(
+                *data["train"],
+                batch_size=32,
+                epochs=INTERLEAVED_EPOCHS,
+                verbose=2,
+                shuffle=True,
+                validation_data=data["validation"],
+                callbacks=[timer, Gate(reporter)],
+            )
         close()
         e = timer.epochs()
-        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2)
-                  for k in range(3, len(e) - 2, 4)]
-        return {"ratios": ratios, "on": [e[k] for k in range(3, len(e) - 2, 4)],
-                "off": [e[k] for k in range(1, len(e), 4)], "t0": t0, "t1": time.time()}
+        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2) for k in range(3, len(e) - 2, 4)]
+        return {
+            "ratios": ratios,
+            "on": [e[k] for k in range(3, len(e) - 2, 4)],
+            "off": [e[k] for k in range(1, len(e), 4)],
+            "t0": t0,
+            "t1": time.time(),
+        }
 
-    log(f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
-        "callback on in alternate pairs of epochs")
+    log(
+        f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
+        "callback on in alternate pairs of epochs"
+    )
     runs["interleaved"] = []
     for i in range(interleaved_fits):
         r = interleaved()
         runs["interleaved"].append(r)
-        log(f"  fit {i + 1}/{interleaved_fits}: mean ratio "
-            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs")
-    runs.update(interval=settings.progress_interval, sink=names["sink"],
-                backups="backup_callbacks" in extra)
+        log(
+            f"  fit {i + 1}/{interleaved_fits}: mean ratio "
+            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs"
+        )
+    runs.update(
+        interval=settings.progress_interval, sink=names["sink"], backups="backup_callbacks" in extra
+    )
     return runs
 
 
@@ -977,8 +1095,7 @@ def verdict(ok: bool, busy: float | None = None) -> str:
     return text
 
 
-def callback_summary(cb: dict[str, Any], load: LoadWatch
-                     ) -> tuple[list[str], list[str], float]:
+def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], list[str], float]:
     """Part 3's table row, detail lines and added fraction.
 
     The headline uses the quiet rounds (other processes under ``BUSY_CORES`` during each
@@ -987,8 +1104,10 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     med = statistics.median
     kinds = ("plain", "reporting", "null_sink")
     n_rounds = len(cb["plain"])
-    busy = [max(load.cores(cb[k][i]["t0"], cb[k][i]["t1"]) or 0.0 for k in kinds)
-            for i in range(n_rounds)]
+    busy = [
+        max(load.cores(cb[k][i]["t0"], cb[k][i]["t1"]) or 0.0 for k in kinds)
+        for i in range(n_rounds)
+    ]
     quiet = [i for i in range(n_rounds) if busy[i] <= BUSY_CORES]
     used = quiet or list(range(n_rounds))
     plain_epoch = statistics.fmean(cb["plain"][i]["steady"] for i in used)
@@ -1020,22 +1139,30 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     ci = resampled(statistics.median)
     mean_ci = resampled(statistics.fmean)
     inter_unquiet = None if inter_quiet else max(inter_busy)
-    inter_which = (f"{len(ratios)} pairs of epochs in the {len(inter_quiet)} quiet fits of "
-                   f"{len(inter)}" if inter_quiet
-                   else f"{len(ratios)} pairs of epochs in all {len(inter)} fits, none quiet")
-    pair_ratios = [r["steady"] / p["steady"]
-                   for p, r in zip(cb["plain"], cb["reporting"], strict=True)]
-    null_ratios = [n["steady"] / p["steady"]
-                   for p, n in zip(cb["plain"], cb["null_sink"], strict=True)]
+    inter_which = (
+        f"{len(ratios)} pairs of epochs in the {len(inter_quiet)} quiet fits of {len(inter)}"
+        if inter_quiet
+        else f"{len(ratios)} pairs of epochs in all {len(inter)} fits, none quiet"
+    )
+    pair_ratios = [
+        r["steady"] / p["steady"] for p, r in zip(cb["plain"], cb["reporting"], strict=True)
+    ]
+    null_ratios = [
+        n["steady"] / p["steady"] for p, n in zip(cb["plain"], cb["null_sink"], strict=True)
+    ]
     cpu = {k: med(r["steady_cpu"] for r in cb[k]) for k in ("plain", "reporting", "null_sink")}
     n_epochs = len(cb["reporting"][0]["epochs"])
 
     def per_epoch(key: str) -> dict[str, tuple[float, float]]:
         names = sorted({n for r in cb["reporting"] for n in r[key]})
         calls_key = key.replace("_s", "_calls")
-        return {n: (statistics.fmean(r[key].get(n, 0.0) for r in cb["reporting"]) / n_epochs,
-                    statistics.fmean(r[calls_key].get(n, 0) for r in cb["reporting"]) / n_epochs)
-                for n in names}
+        return {
+            n: (
+                statistics.fmean(r[key].get(n, 0.0) for r in cb["reporting"]) / n_epochs,
+                statistics.fmean(r[calls_key].get(n, 0) for r in cb["reporting"]) / n_epochs,
+            )
+            for n in names
+        }
 
     backups = "on, as the runner sets them" if cb["backups"] else "not in this tree"
     in_sink = per_epoch("sink_s")
@@ -1052,13 +1179,18 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     def pct(a: float, b: float) -> str:
         return f"{(a / b - 1) * 100:+.1f} %"
 
-    which = (f"the {len(quiet)} quiet rounds of {n_rounds}" if quiet
-             else f"all {n_rounds} rounds, none quiet")
-    row = [f"| 3. reporting callback, added epoch time: median over {inter_which} of (epoch "
-           f"with it) / (mean of the epochs without it two before and two after) - 1 | "
-           f"{added * 100:+.2f} % (95 % CI {ci[0] * 100:+.2f} to {ci[1] * 100:+.2f} %) | "
-           f"< 2 % | "
-           f"{verdict(added < TARGET_CALLBACK_FRACTION, inter_unquiet)} |"]
+    which = (
+        f"the {len(quiet)} quiet rounds of {n_rounds}"
+        if quiet
+        else f"all {n_rounds} rounds, none quiet"
+    )
+    row = [
+        f"| 3. reporting callback, added epoch time: median over {inter_which} of (epoch "
+        f"with it) / (mean of the epochs without it two before and two after) - 1 | "
+        f"{added * 100:+.2f} % (95 % CI {ci[0] * 100:+.2f} to {ci[1] * 100:+.2f} %) | "
+        f"< 2 % | "
+        f"{verdict(added < TARGET_CALLBACK_FRACTION, inter_unquiet)} |"
+    ]
     details = [
         f"- 3. Interleaved, the headline: {len(inter)} fits of {INTERLEAVED_EPOCHS} epochs "
         "each, in one process, on the production sink; `ReportingCallback` gets the hooks of "
@@ -1083,8 +1215,10 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
         f"{', '.join(f'{b:.2f}' for b in busy)}. Paired ratios, every round (median "
         f"{med(pair_ratios):.3f}): {', '.join(f'{x:.3f}' for x in pair_ratios)}. Per fit "
         "(ms), plain: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"]) + "; reporting: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"]) + ". Whole fits "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"])
+        + "; reporting: "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"])
+        + ". Whole fits "
         f"(s), plain: {fits('plain')}; reporting: {fits('reporting')}.",
         f"- 3. Diagnostic, same rounds: ReportingCallback with a sink that writes nowhere "
         f"(its own code, no database, no files): median steady-state epoch "
@@ -1109,8 +1243,13 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     return row, details, added
 
 
-def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
-              load: LoadWatch, quiet: float | None) -> tuple[str, dict[str, Any]]:
+def summarize(
+    m: dict[str, str],
+    svc: dict[str, Any],
+    cb: dict[str, Any] | str,
+    load: LoadWatch,
+    quiet: float | None,
+) -> tuple[str, dict[str, Any]]:
     """The results section; ``cb`` is part 3's results, or why it failed."""
     med = statistics.median
     lat = svc["latency_s"]
@@ -1126,33 +1265,47 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
     # on both sides; with none, every pair, and the verdict says it is unreliable.
     quiet_pairs = [(r, p) for r, p in pairs if pair_busy(r, p) <= BUSY_CORES]
     used = quiet_pairs or pairs
-    which = (f"the {len(quiet_pairs)} quiet pairs of {len(pairs)}" if quiet_pairs
-             else f"all {len(pairs)} pairs, none quiet")
+    which = (
+        f"the {len(quiet_pairs)} quiet pairs of {len(pairs)}"
+        if quiet_pairs
+        else f"all {len(pairs)} pairs, none quiet"
+    )
     busy_pairs = None if quiet_pairs else max(pair_busy(r, p) for r, p in pairs)
     overhead = med(r["service_s"] - p["plain_s"] for r, p in used)
     overhead_wall = med(r["wall_s"] - p["plain_s"] for r, p in used)
     overhead_fit = med(r["service_s"] - p["fit_s"] for r, p in used)
     sides = {"service": [r for r, _ in used], "plain": [p for _, p in used]}
     first = {side: med(x["epoch_s"][0] for x in group) for side, group in sides.items()}
-    rest = {side: med(statistics.fmean(x["epoch_s"][1:]) for x in group)
-            for side, group in sides.items()}
-    same = all(abs(r["last"].get("loss", float("nan")) - p["last"]["loss"]) < 1e-6
-               for r in e2e for p in plain)
+    rest = {
+        side: med(statistics.fmean(x["epoch_s"][1:]) for x in group)
+        for side, group in sides.items()
+    }
+    same = all(
+        abs(r["last"].get("loss", float("nan")) - p["last"]["loss"]) < 1e-6
+        for r in e2e
+        for p in plain
+    )
+
     def busy_in(name: str) -> float | None:
         return next((load.cores(t0, t1) for n, t0, t1 in load.phases if n == name), None)
 
     busy_svc = busy_in("service")
     if isinstance(cb, str):
-        cb_row = [f"| 3. reporting callback, added steady-state epoch time | not measured | "
-                  f"< 2 % | **FAILED**: {cb} |"]
+        cb_row = [
+            f"| 3. reporting callback, added steady-state epoch time | not measured | "
+            f"< 2 % | **FAILED**: {cb} |"
+        ]
         cb_details: list[str] = []
         added = float("inf")
     else:
         cb_row, cb_details, added = callback_summary(cb, load)
 
     figures = {
-        "latency_median_s": lat_med, "latency_max_s": lat_max, "overhead_s": overhead,
-        "overhead_wall_s": overhead_wall, "callback_added": added,
+        "latency_median_s": lat_med,
+        "latency_max_s": lat_max,
+        "overhead_s": overhead,
+        "overhead_wall_s": overhead_wall,
+        "callback_added": added,
     }
 
     def cores(t0: float, t1: float) -> str:
@@ -1163,27 +1316,33 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         return next((cores(t0, t1) for n, t0, t1 in load.phases if n == name), "?")
 
     def pair_line(i: int, r: dict[str, Any], p: dict[str, Any]) -> str:
-        return (f"  - pair {i + 1}: service recorded {r['service_s']:.2f} s = queue "
-                f"{ms(r['queue_s'])} + setup {ms(r['setup_s'])} + training "
-                f"{r['training_s']:.2f} s + tail {ms(r['tail_s'])}, wall {r['wall_s']:.2f} s, "
-                f"{r['epochs']} epochs (CPU meanwhile: API {r['api_cpu_s']:.2f} s, worker main "
-                f"process {r['worker_main_cpu_s']:.2f} s, this client "
-                f"{r['client_cpu_s']:.2f} s; other processes "
-                f"{cores(r['t0'], r['t1'])} cores). Plain: load+build+fit {p['plain_s']:.2f} s "
-                f"(data load {ms(p['load_s'])}, build+fit {p['fit_s']:.2f} s), import "
-                f"{p['import_s']:.2f} s, process spawn to fit returned "
-                f"{p['with_process_s']:.2f} s (other processes {cores(p['t0'], p['t1'])} "
-                f"cores). Difference (recorded - plain load+build+fit): "
-                f"{ms(r['service_s'] - p['plain_s'])}"
-                f"{'' if pair_busy(r, p) <= BUSY_CORES else '; not quiet'}.")
+        return (
+            f"  - pair {i + 1}: service recorded {r['service_s']:.2f} s = queue "
+            f"{ms(r['queue_s'])} + setup {ms(r['setup_s'])} + training "
+            f"{r['training_s']:.2f} s + tail {ms(r['tail_s'])}, wall {r['wall_s']:.2f} s, "
+            f"{r['epochs']} epochs (CPU meanwhile: API {r['api_cpu_s']:.2f} s, worker main "
+            f"process {r['worker_main_cpu_s']:.2f} s, this client "
+            f"{r['client_cpu_s']:.2f} s; other processes "
+            f"{cores(r['t0'], r['t1'])} cores). Plain: load+build+fit {p['plain_s']:.2f} s "
+            f"(data load {ms(p['load_s'])}, build+fit {p['fit_s']:.2f} s), import "
+            f"{p['import_s']:.2f} s, process spawn to fit returned "
+            f"{p['with_process_s']:.2f} s (other processes {cores(p['t0'], p['t1'])} "
+            f"cores). Difference (recorded - plain load+build+fit): "
+            f"{ms(r['service_s'] - p['plain_s'])}"
+            f"{'' if pair_busy(r, p) <= BUSY_CORES else '; not quiet'}."
+        )
 
     lines = [
-        BEGIN_MARK, "",
-        f"Run of {m['date']}: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`"
-        ".", "",
-        "| machine | |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in m.items()), "",
-        "| measurement | result | target | verdict |", "|---|---|---|---|",
+        BEGIN_MARK,
+        "",
+        f"Run of {m['date']}: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in m.items()),
+        "",
+        "| measurement | result | target | verdict |",
+        "|---|---|---|---|",
         f"| 1. submit-to-start on an idle, warm worker: median of {len(lat)} | {ms(lat_med)} | "
         f"< 1 s | {verdict(lat_med < TARGET_LATENCY_S, busy_svc)} |",
         f"| 1. submit-to-start on an idle, warm worker: max of {len(lat)} | {ms(lat_max)} | "
@@ -1200,7 +1359,8 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         f"cores (of {m['cpus (nproc)']}) just before the run, {phase('service')} during parts "
         f"1 and 2 and {phase('callback')} during part 3.",
         "",
-        "Details:", "",
+        "Details:",
+        "",
         f"- 1. Each idle job, submit to start: {', '.join(ms(x) for x in lat)}. The session's "
         f"first job (first child, warmed): {ms(svc['warmup_latency_s'])}.",
         f"- Start-up, from spawning both processes: API ready "
@@ -1243,8 +1403,14 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         *cb_details,
     ]
     if svc["log_problems"]:
-        lines += ["", "Warnings and errors in the API and worker logs (count x first "
-                  "occurrence):", "", "```", *svc["log_problems"][:80], "```"]
+        lines += [
+            "",
+            "Warnings and errors in the API and worker logs (count x first occurrence):",
+            "",
+            "```",
+            *svc["log_problems"][:80],
+            "```",
+        ]
     else:
         lines += ["", "No warnings or errors in the API and worker logs."]
     lines += ["", END_MARK]
@@ -1264,16 +1430,30 @@ def write_doc(section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=5, help="idle-latency jobs (5)")
     parser.add_argument("--e2e", type=int, default=12, help="service and plain digits pairs (12)")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="rounds of plain / reporting / null-sink fits, order alternating (4)")
-    parser.add_argument("--interleaved", type=int, default=36,
-                        help="fits alternating pairs of epochs with and without the callback (36)")
-    parser.add_argument("--wait-quiet", type=float, default=120, metavar="S",
-                        help="wait up to S seconds for other processes to go quiet (120)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="rounds of plain / reporting / null-sink fits, order alternating (4)",
+    )
+    parser.add_argument(
+        "--interleaved",
+        type=int,
+        default=36,
+        help="fits alternating pairs of epochs with and without the callback (36)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120,
+        metavar="S",
+        help="wait up to S seconds for other processes to go quiet (120)",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--plain-fit", type=Path, help=argparse.SUPPRESS)
@@ -1310,8 +1490,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         load.stop()
     print(section.replace(BEGIN_MARK, "").replace(END_MARK, "").strip())
-    print(f"\n(total {time.monotonic() - started:.0f} s; work folder {work}"
-          f"{'' if args.keep else ', removed'})")
+    print(
+        f"\n(total {time.monotonic() - started:.0f} s; work folder {work}"
+        f"{'' if args.keep else ', removed'})"
+    )
     if not args.no_doc:
         write_doc(section)
         log(f"wrote {DOC.relative_to(ROOT)}")
@@ -1319,11 +1501,15 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    missed = [k for k, ok in (
-        ("latency", figures["latency_max_s"] < TARGET_LATENCY_S),
-        ("overhead", figures["overhead_s"] < TARGET_OVERHEAD_S),
-        ("callback", figures["callback_added"] < TARGET_CALLBACK_FRACTION),
-    ) if not ok]
+    missed = [
+        k
+        for k, ok in (
+            ("latency", figures["latency_max_s"] < TARGET_LATENCY_S),
+            ("overhead", figures["overhead_s"] < TARGET_OVERHEAD_S),
+            ("callback", figures["callback_added"] < TARGET_CALLBACK_FRACTION),
+        )
+        if not ok
+    ]
     if missed:
         log(f"targets missed: {', '.join(missed)}")
     return 0

@@ -241,19 +241,33 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal:"):
                 ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     versions = subprocess.run(
-        [sys.executable, "-c", "import tensorflow as tf, keras, numpy;"
-         "print(tf.__version__, keras.__version__, numpy.__version__)"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [
+            sys.executable,
+            "-c",
+            "import tensorflow as tf, keras, numpy;"
+            "print(tf.__version__, keras.__version__, numpy.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     ).stdout.split()
     tf_v, keras_v, np_v = (versions + ["?"] * 3)[:3]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.splitlines()
+    head = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or "?"
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "tree": head + (f" with uncommitted changes to {len(dirty)} tracked files"
-                        if dirty else ""),
+        "tree": head
+        + (f" with uncommitted changes to {len(dirty)} tracked files" if dirty else ""),
         "cpus (nproc)": str(os.cpu_count()),
         "cpu model": cpu,
         "ram": ram,
@@ -321,24 +335,49 @@ def wait_quiet(limit_s: float) -> float:
 
 
 def run_child(config: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config,
-           "--data", str(data), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        config,
+        "--data",
+        str(data),
+        "--epochs",
+        str(args.epochs),
+        "--batch",
+        str(args.batch),
+    ]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
-                              cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"})
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.child_timeout,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return {"config": config, "error": f"timed out after {args.child_timeout} s",
-                "stderr": filter_stderr(err), "process_s": time.perf_counter() - t0}
+        return {
+            "config": config,
+            "error": f"timed out after {args.child_timeout} s",
+            "stderr": filter_stderr(err),
+            "process_s": time.perf_counter() - t0,
+        }
     elapsed = time.perf_counter() - t0
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     problems = filter_stderr(proc.stderr)
     if proc.returncode != 0 or not found:
         tail = proc.stderr.strip().splitlines()[-15:]
-        return {"config": config, "error": f"exit {proc.returncode}", "stderr": problems,
-                "tail": tail, "process_s": elapsed}
-    result: dict[str, Any] = json.loads(found[-1][len("RESULT "):])
+        return {
+            "config": config,
+            "error": f"exit {proc.returncode}",
+            "stderr": problems,
+            "tail": tail,
+            "process_s": elapsed,
+        }
+    result: dict[str, Any] = json.loads(found[-1][len("RESULT ") :])
     result["stderr"] = problems
     result["process_s"] = elapsed
     return result
@@ -475,13 +514,20 @@ def render(
             problems[key] = problems.get(key, 0) + 1
     lines.append("")
     if problems:
-        lines += ["Warnings and errors on the processes' stderr (count x line; TensorFlow's "
-                  "start-up chatter about CUDA and CPU features left out):", "", "```"]
+        lines += [
+            "Warnings and errors on the processes' stderr (count x line; TensorFlow's "
+            "start-up chatter about CUDA and CPU features left out):",
+            "",
+            "```",
+        ]
         lines += [f"{n:3d} x {k}" for k, n in list(problems.items())[:40]]
         lines += ["```", ""]
     else:
-        lines += ["No warnings or errors on the processes' stderr (TensorFlow's start-up "
-                  "chatter about CUDA and CPU features left out).", ""]
+        lines += [
+            "No warnings or errors on the processes' stderr (TensorFlow's start-up "
+            "chatter about CUDA and CPU features left out).",
+            "",
+        ]
     lines += ["**Interpretation.** " + interpret(summary, env), "", END_MARK]
     return "\n".join(lines)
 
@@ -508,8 +554,9 @@ def interpret(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
             text += f" Against workers=1: {spread}."
         helps = [k for k, g in more.items() if g > 0.05]
         text += (
-            f" More loader workers help here ({', '.join(helps)})." if helps else
-            " More loader workers do not help on this machine."
+            f" More loader workers help here ({', '.join(helps)})."
+            if helps
+            else " More loader workers do not help on this machine."
         )
     own_max = max(v["own"] for v in rows.values())
     own = ", ".join(f"{k} {v['own']:.2f}" for k, v in rows.items())
@@ -563,11 +610,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs after 1 warm-up")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated subset of: {', '.join(CONFIGS)}",
+    )
     parser.add_argument("--child-timeout", type=float, default=120.0)
-    parser.add_argument("--wait-quiet", type=float, default=20.0,
-                        help="wait up to S seconds for other processes to quiet down")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=20.0,
+        help="wait up to S seconds for other processes to quiet down",
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -587,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         nbytes = write_data(folder, args.samples, args.features)
         log(f"wrote {nbytes / 1e6:.0f} MB to {folder / 'x.npy'}")
         cost = loader_cost(folder, args.batch)
-        log(f"NpyRows.rows: {cost['rows_ms']:.2f} ms per shuffled batch "
-            f"(bare pread calls {cost['pread_ms']:.2f} ms)")
+        log(
+            f"NpyRows.rows: {cost['rows_ms']:.2f} ms per shuffled batch "
+            f"(bare pread calls {cost['pread_ms']:.2f} ms)"
+        )
         quiet = wait_quiet(args.wait_quiet)
         load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         log(f"load average {load_before}; other processes {quiet:.2f} cores")
@@ -602,9 +658,11 @@ def main(argv: list[str] | None = None) -> int:
                     for ln in r.get("tail", [])[-5:]:
                         log(f"    {ln}")
                 else:
-                    log(f"round {rnd + 1} {name}: {fmt_rate(r['samples_per_s'])} samples/s, "
+                    log(
+                        f"round {rnd + 1} {name}: {fmt_rate(r['samples_per_s'])} samples/s, "
                         f"peak RSS +{r['peak_growth_mb']:.0f} MB, others "
-                        f"{r['other_cores']:.2f} cores ({r['process_s']:.1f} s)")
+                        f"{r['other_cores']:.2f} cores ({r['process_s']:.1f} s)"
+                    )
     load_after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     summary = summarize(results, configs)
     env = {
@@ -614,8 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": load_after,
         "quiet": quiet,
         "total_s": time.perf_counter() - t_start,
-        "others_max": max((r["other_cores"] for r in results if "error" not in r),
-                          default=0.0),
+        "others_max": max((r["other_cores"] for r in results if "error" not in r), default=0.0),
     }
     section = render(info, args, summary, results, env, configs)
     print(section)
