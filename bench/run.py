@@ -27,9 +27,7 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,29 +38,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DOC = ROOT / "docs" / "benchmarks.md"
+from bench.digits import SEED, digits_arrays, digits_model, fit_digits, seed  # noqa: E402 - ROOT
+from bench.record import DOC, machine, write_section  # noqa: E402
+from tests.conftest import FINISHED, Backend, Service  # noqa: E402
+
 BEGIN_MARK = "<!-- bench:results:begin (written by bench/run.py; do not edit by hand) -->"
 END_MARK = "<!-- bench:results:end -->"
 QUEUE = "bench"
 STAMP = re.compile(r"^\[[^\]]*\] ?")  # a Celery log line's "[time: LEVEL/process]"
-SEED = 42
-POLL_S = 0.05  # waiting for processes and start-up
 JOB_POLL_S = 0.25  # waiting for a job: a light load, as a dashboard or CI would poll
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the kernel's unit of CPU time
 TARGET_LATENCY_S = 1.0
 TARGET_OVERHEAD_S = 0.5
 TARGET_CALLBACK_FRACTION = 0.02
 INTERLEAVED_EPOCHS = 42  # 10 on/off comparisons per fit
+SINK = "JobWriter(JobStore), writing from a background thread"  # as execute_job builds it
 
 # A small job for the latency series: one epoch of a tiny MLP on iris.
 SMALL_JOB: dict[str, Any] = {
-    "name": "bench-small", "queue": QUEUE, "seed": SEED,
+    "name": "bench-small",
+    "queue": QUEUE,
+    "seed": SEED,
     "model": {"builtin": "mlp", "params": {"hidden_units": [8]}},
-    "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
-                "metrics": ["accuracy"]},
+    "compile": {
+        "optimizer": "adam",
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+    },
     "data": {"train": {"dataset": "builtin:iris", "split": "train"}},
     "fit": {"batch_size": 32, "epochs": 1},
 }
@@ -92,119 +100,7 @@ def seconds_between(later: str, earlier: str) -> float:
     return (parse_ts(later) - parse_ts(earlier)).total_seconds()
 
 
-# --------------------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    versions = subprocess.run(
-        [sys.executable, "-c", "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3';"
-         "import tensorflow as tf, keras, celery, sqlalchemy;"
-         "print(tf.__version__, keras.__version__, celery.__version__, sqlalchemy.__version__)"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    ).stdout.split()
-    tf_v, keras_v, celery_v, sa_v = (versions + ["?"] * 4)[:4]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.splitlines()
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "tree": f"{head}" + (f" with uncommitted changes to {len(dirty)} tracked files"
-                             if dirty else ""),
-        "cpus (nproc)": str(os.cpu_count()),
-        "cpu model": cpu,
-        "ram": ram,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "tensorflow / keras": f"{tf_v} / {keras_v}",
-        "celery / sqlalchemy": f"{celery_v} / {sa_v}",
-    }
-
-
-# --------------------------------------------------------------------------- /proc helpers
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()  # fields from 3 (state) on
-
-
-def children_of(pid: int) -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid:
-                out.add(int(entry))
-    return out
-
-
-def cpu_ticks(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def has_tensorflow(pid: int) -> bool:
-    try:
-        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------- other load
-
-
-def _in_tree(pid: int, procs: dict[int, tuple[int, int]], memo: dict[int, bool]) -> bool:
-    """Whether ``pid`` descends from the root that ``memo`` starts with as True."""
-    chain = []
-    while pid not in memo:
-        chain.append(pid)
-        pid = procs[pid][0] if pid in procs else 0
-    for p in chain:
-        memo[p] = memo[pid]
-    return memo[pid]
-
-
-def monitor(out: Path, root: int, period: float = 0.5) -> None:
-    """Appends ``time cpu_seconds`` lines: CPU used by processes outside ``root``'s tree.
-
-    Runs as a separate process so that it costs the measured processes no GIL. A
-    process seen for the first time counts all its CPU; one that exits between two
-    samples loses its last interval, so the figure is a slight underestimate.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    prev: dict[int, int] | None = None
-    total = 0
-    with open(out, "a", buffering=1) as f:
-        while os.getppid() == root:
-            procs: dict[int, tuple[int, int]] = {}
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    fields = _stat_fields(int(entry))
-                    if fields is not None:
-                        procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-            memo: dict[int, bool] = {root: True, 0: False, 1: False}
-            now = {pid: ticks for pid, (_, ticks) in procs.items()
-                   if not _in_tree(pid, procs, memo)}
-            if prev is not None:
-                total += sum(max(0, t - prev.get(pid, 0)) for pid, t in now.items())
-            prev = now
-            f.write(f"{time.time():.3f} {total / tick:.2f}\n")
-            time.sleep(period)
 
 
 @dataclass
@@ -216,8 +112,9 @@ class LoadWatch:
     phases: list[tuple[str, float, float]] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--monitor", str(self.path),
-                                      "--root", str(os.getpid())])
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "load.py"), str(self.path), str(os.getpid())]
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -227,8 +124,11 @@ class LoadWatch:
     def cores(self, t0: float, t1: float) -> float | None:
         """Average CPUs used by other processes between two ``time.time()`` values."""
         try:
-            rows = [tuple(map(float, line.split()))
-                    for line in self.path.read_text().splitlines() if line.strip()]
+            rows = [
+                tuple(map(float, line.split()))
+                for line in self.path.read_text().splitlines()
+                if line.strip()
+            ]
         except OSError:
             return None
         inside = [r for r in rows if t0 <= r[0] <= t1]
@@ -244,8 +144,9 @@ class LoadWatch:
         finally:
             self.phases.append((name, t0, time.time()))
 
-    def wait_quiet(self, limit_s: float, max_cores: float = 0.15,
-                   window_s: float = 10) -> float | None:
+    def wait_quiet(
+        self, limit_s: float, max_cores: float = 0.15, window_s: float = 10
+    ) -> float | None:
         """Waits (up to ``limit_s``) until other processes have used under ``max_cores``
         for ``window_s`` seconds."""
         deadline = time.monotonic() + limit_s
@@ -265,134 +166,104 @@ class LoadWatch:
 # --------------------------------------------------------------------------- the service
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of a process so far; None once it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def has_tensorflow(pid: int) -> bool:
+    try:
+        return any("tensorflow" in m.path for m in psutil.Process(pid).memory_maps())
+    except psutil.Error:
+        return False
+
+
+class EmbeddedDefault(Backend):
+    """SQLite and the filesystem broker in the data folder, every setting at its default:
+    ``fitq up`` as it comes (the tests' backends shorten the progress interval)."""
+
+    def env(self, data_dir: Path) -> dict[str, str]:
+        return {"FITQ_DATA_DIR": str(data_dir)}
 
 
 @dataclass
-class Service:
-    """The API and one worker as processes, on the embedded default (SQLite + files)."""
+class BenchService(Service):
+    """The tests' running API and worker, with what the benchmark adds: start-up timings,
+    waits for a fresh warm pool child, job waits at a client's pace, the event stream, and
+    a digest of the logs."""
 
-    data_dir: Path
-    base_url: str = ""
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    startup: dict[str, float] = field(default_factory=dict)
     seen_children: set[int] = field(default_factory=set)
-    client: Any = None
+    stop_offsets: dict[str, int] = field(default_factory=dict)
+    spawned: float = 0.0
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FITQ_")}
-        env.update(FITQ_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1",
-                   TF_CPP_MIN_LOG_LEVEL="2")
-        return env
+    @classmethod
+    def in_folder(cls, data_dir: Path) -> BenchService:
+        url = f"sqlite:///{data_dir.resolve() / 'fitq.db'}"
+        return cls(EmbeddedDefault("sqlite", url, None), data_dir, QUEUE)
 
-    def log_path(self, name: str) -> Path:
-        return self.data_dir / f"{name}.log"
+    def start_process(self, name: str, *args: str) -> None:
+        self.spawned = self.spawned or time.monotonic()
+        super().start_process(name, *args)
 
-    def log_text(self, name: str) -> str:
-        path = self.log_path(name)
-        return path.read_text(errors="replace") if path.exists() else ""
+    def start_worker(self, name: str = "worker") -> None:
+        """Starts the worker and notes, from spawning the API, when the API answered, when
+        the worker logged ``ready.`` and when its first pool child had imported TensorFlow."""
+        self.start_process(name, "worker", "--queues", self.queue)
+        marks = self.startup
 
-    def spawn(self, name: str, *args: str) -> None:
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "fitq", *args], cwd=self.data_dir, env=self.env(),
-            stdout=open(self.log_path(name), "ab"), stderr=subprocess.STDOUT,
-        )
+        def ready() -> bool:
+            if "api_ready_s" not in marks and self._ready():
+                marks["api_ready_s"] = time.monotonic() - self.spawned
+            if "worker_ready_s" not in marks and "ready." in self.log_text(name):
+                marks["worker_ready_s"] = time.monotonic() - self.spawned
+            return len(marks) == 2
 
-    def start(self) -> dict[str, float]:
-        import httpx
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate = subprocess.run([sys.executable, "-m", "fitq", "migrate"], cwd=self.data_dir,
-                                 env=self.env(), capture_output=True, text=True)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"fitq migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        t0 = time.monotonic()
-        self.spawn("api", "api", "--port", str(port))
-        self.spawn("worker", "worker", "--queues", QUEUE)
-        self.client = httpx.Client(base_url=self.base_url, timeout=30)
-        self.wait_until(self._api_ready, 60, "the API to answer /readyz")
-        api_ready = time.monotonic() - t0
-        self.wait_until(lambda: "ready." in self.log_text("worker"), 90, "the worker's 'ready.'")
-        worker_ready = time.monotonic() - t0
+        self.wait_until(ready, 90, "the API to answer /readyz and the worker's 'ready.'")
         self.wait_warm_child(timeout=90)
-        child_warm = time.monotonic() - t0
-        return {"api_ready_s": api_ready, "worker_ready_s": worker_ready,
-                "first_child_warm_s": child_warm}
+        marks["first_child_warm_s"] = time.monotonic() - self.spawned
 
-    def _api_ready(self) -> bool:
-        import httpx
-
-        try:
-            return bool(self.client.get("/readyz").status_code == 200)
-        except httpx.HTTPError:
-            return False
-
-    def wait_until(self, check: Callable[[], bool], timeout: float, what: str,
-                   poll: float = POLL_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({proc.returncode}) while waiting for "
-                                       f"{what}:\n{self.log_text(name)[-3000:]}")
-            time.sleep(poll)
-        raise RuntimeError(f"timed out after {timeout}s waiting for {what}\n"
-                           f"worker log tail:\n{self.log_text('worker')[-3000:]}")
-
-    def wait_warm_child(self, timeout: float = 60, quiet_s: float = 1.0,
-                        margin_s: float = 0.5) -> tuple[int, float]:
+    def wait_warm_child(
+        self, timeout: float = 60, quiet_s: float = 1.0, margin_s: float = 0.5
+    ) -> float:
         """Waits for a pool child not seen before that has imported TensorFlow and gone idle.
 
-        Idle: its CPU time has not moved for ``quiet_s``. Returns its pid and the seconds
-        waited. Every child seen is remembered, so the next call waits for a new one (the
-        worker runs each job in a fresh child: ``worker_max_tasks_per_child=1``).
+        Idle: its CPU time has not moved by more than a tick for ``quiet_s``; only then is
+        it asked whether it has TensorFlow loaded (reading its memory maps is not cheap).
+        Returns the seconds waited. Every child seen is remembered, so the next call waits
+        for a new one (the worker runs each job in a fresh child:
+        ``worker_max_tasks_per_child=1``).
         """
-        worker = self.procs["worker"].pid
         t0 = time.monotonic()
-        last: tuple[int, int] | None = None
+        last: tuple[int, float] | None = None
         quiet_since = 0.0
-        box: dict[str, int] = {}
 
         def check() -> bool:
             nonlocal last, quiet_since
-            fresh = sorted(children_of(worker) - self.seen_children)
-            if len(fresh) != 1 or not has_tensorflow(fresh[0]):
+            fresh = sorted(set(self.pool_children()) - self.seen_children)
+            used = cpu_seconds(fresh[0]) if len(fresh) == 1 else None
+            if used is None:
                 last = None
                 return False
-            pid = fresh[0]
-            ticks = cpu_ticks(pid)
-            if ticks is None:
-                return False
-            now = time.monotonic()
-            if last is None or last[0] != pid or ticks - last[1] > 1:
-                last, quiet_since = (pid, ticks), now
+            pid, now = fresh[0], time.monotonic()
+            if last is None or last[0] != pid or used - last[1] > 1.5 * TICK_S:
+                last, quiet_since = (pid, used), now
                 return False
             if now - quiet_since < quiet_s:
                 return False
-            box["pid"] = pid
+            if not has_tensorflow(pid):
+                last = None
+                return False
+            self.seen_children.add(pid)
             return True
 
         self.wait_until(check, timeout, "a fresh pool child to import TensorFlow")
-        self.seen_children.add(box["pid"])
         time.sleep(margin_s)
-        return box["pid"], time.monotonic() - t0
-
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        resp = self.client.post("/v1/jobs", json=spec)
-        if resp.status_code not in (200, 201):
-            raise RuntimeError(f"POST /v1/jobs: {resp.status_code} {resp.text}")
-        body: dict[str, Any] = resp.json()
-        return body
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.client.get(f"/v1/jobs/{job_id}").json()
-        return body
+        return time.monotonic() - t0
 
     def wait_finished(self, job_id: str, timeout: float = 180) -> tuple[dict[str, Any], float]:
         """Polls every ``JOB_POLL_S``; returns the job and ``time.time()`` when it was seen
@@ -402,15 +273,15 @@ class Service:
         def check() -> bool:
             # Children listed before the read: while the job is not finished, they are
             # the child that runs (or will run) it, never its replacement.
-            kids = children_of(self.procs["worker"].pid)
+            kids = set(self.pool_children())
             box["job"] = self.job(job_id)
             box["seen"] = time.time()
-            if box["job"]["status"] in ("succeeded", "failed", "cancelled"):
+            if box["job"]["status"] in FINISHED:
                 return True
             self.seen_children |= kids
             return False
 
-        self.wait_until(check, timeout, f"job {job_id} to finish", JOB_POLL_S)
+        self.wait_until(check, timeout, f"job {job_id} to finish", poll=JOB_POLL_S)
         job = box["job"]
         if job["status"] != "succeeded":
             raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
@@ -426,24 +297,9 @@ class Service:
                     return time.time()
         raise RuntimeError(f"job {job_id}'s event stream closed before its end event")
 
-    def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = (
-            self.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"])
-        return items
-
     def stop(self) -> None:
-        self.stop_offsets = {name: len(self.log_text(name)) for name in self.procs}
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self.client is not None:
-            self.client.close()
+        self.stop_offsets = {name: len(self.log_text(name)) for name in self.logs}
+        super().stop()
 
     def log_problems(self) -> list[str]:
         """Lines of the API's and worker's logs that look like trouble, deduplicated, with
@@ -452,15 +308,15 @@ class Service:
         counts: dict[str, int] = {}
         first: dict[str, str] = {}
         blocks: list[str] = []
-        for name in ("api", "worker"):
+        for name in self.logs:
             text = self.log_text(name)
-            cut = getattr(self, "stop_offsets", {}).get(name, len(text))
+            cut = self.stop_offsets.get(name, len(text))
             for when, part in (("", text[:cut]), (" (at shutdown)", text[cut:])):
                 lines = part.splitlines()
                 for n, line in enumerate(lines):
                     if line.startswith("Traceback"):
                         trace = [f"{name}{when}:", line]
-                        for more in lines[n + 1:n + 40]:
+                        for more in lines[n + 1 : n + 40]:
                             if more.startswith("[") or not more.strip():
                                 break
                             trace.append(more)
@@ -481,18 +337,17 @@ class Service:
 # --------------------------------------------------------------------------- 1 and 2: service
 
 
-def service_digits(svc: Service, spec: dict[str, Any]) -> dict[str, Any]:
+def service_digits(svc: BenchService, spec: dict[str, Any]) -> dict[str, Any]:
     """One digits job through the service, on the idle, warm worker."""
     pids = {name: proc.pid for name, proc in svc.procs.items()}
-    ticks0 = {name: cpu_ticks(pid) or 0 for name, pid in pids.items()}
+    cpu0 = {name: cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
     own0 = time.process_time()
     posted = time.time()
     job = svc.submit(spec)
     seen = svc.wait_end_event(job["id"])
     done, _ = svc.wait_finished(job["id"])
     own = time.process_time() - own0
-    cpu = {name: ((cpu_ticks(pid) or 0) - ticks0[name]) / os.sysconf("SC_CLK_TCK")
-           for name, pid in pids.items()}
+    cpu = {name: (cpu_seconds(pid) or 0.0) - cpu0[name] for name, pid in pids.items()}
     rows = svc.metrics(job["id"])
     first_begin = parse_ts(rows[0]["recorded_at"]) - dt.timedelta(seconds=rows[0]["duration_s"])
     return {
@@ -509,25 +364,25 @@ def service_digits(svc: Service, spec: dict[str, Any]) -> dict[str, Any]:
         "epochs": len(rows),
         "epoch_s": [row["duration_s"] for row in rows],
         "last": rows[-1]["metrics"] if rows else {},
-        "t0": posted, "t1": seen,
+        "t0": posted,
+        "t1": seen,
     }
 
 
 def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
-    svc = Service(work / "service")
+    svc = BenchService.in_folder(work / "service")
     log("starting the API and one worker (embedded SQLite + filesystem broker)")
     result: dict[str, Any] = {}
     try:
-        result["startup"] = svc.start()
+        svc.start()
+        result["startup"] = svc.startup
         log(f"startup: {result['startup']}")
 
         # Warm-up job: the first child's first job, then wait for its replacement.
         warm = svc.submit(SMALL_JOB)
         warm_job, _ = svc.wait_finished(warm["id"])
-        result["warmup_latency_s"] = seconds_between(warm_job["started_at"],
-                                                     warm_job["created_at"])
-        _, waited = svc.wait_warm_child()
-        refill = [waited]
+        result["warmup_latency_s"] = seconds_between(warm_job["started_at"], warm_job["created_at"])
+        refill = [svc.wait_warm_child()]
 
         latencies = []
         for i in range(n_latency):
@@ -535,8 +390,7 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
             done, _ = svc.wait_finished(job["id"])
             latencies.append(seconds_between(done["started_at"], done["created_at"]))
             log(f"idle latency {i + 1}/{n_latency}: {latencies[-1] * 1000:.0f} ms")
-            _, waited = svc.wait_warm_child()
-            refill.append(waited)
+            refill.append(svc.wait_warm_child())
         result["latency_s"] = latencies
         result["refill_s"] = refill
 
@@ -546,8 +400,7 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
         svc.wait_finished(first["id"])
         second = svc.submit(SMALL_JOB)
         done, _ = svc.wait_finished(second["id"])
-        result["back_to_back_latency_s"] = seconds_between(done["started_at"],
-                                                           done["created_at"])
+        result["back_to_back_latency_s"] = seconds_between(done["started_at"], done["created_at"])
         log(f"back-to-back latency: {result['back_to_back_latency_s']:.2f} s")
         svc.wait_warm_child()
 
@@ -561,14 +414,18 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
             for side in order:
                 if side == "plain":
                     plain.append(run_plain(work, i))
-                    log(f"plain digits run {i + 1}/{n_e2e}: build+fit "
+                    log(
+                        f"plain digits run {i + 1}/{n_e2e}: build+fit "
                         f"{plain[-1]['fit_s']:.2f} s, load+build+fit {plain[-1]['plain_s']:.2f} s, "
                         f"{plain[-1]['with_process_s']:.2f} s "
-                        "from process spawn")
+                        "from process spawn"
+                    )
                 else:
                     runs.append(service_digits(svc, spec))
-                    log(f"service digits run {i + 1}/{n_e2e}: {runs[-1]['service_s']:.2f} s "
-                        f"recorded, {runs[-1]['wall_s']:.2f} s wall")
+                    log(
+                        f"service digits run {i + 1}/{n_e2e}: {runs[-1]['service_s']:.2f} s "
+                        f"recorded, {runs[-1]['wall_s']:.2f} s wall"
+                    )
                     svc.wait_warm_child()
         result["plain"] = plain
         result["e2e"] = runs
@@ -581,100 +438,19 @@ def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2: plain script
 
 
-def digits_arrays() -> dict[str, tuple[Any, Any]]:
-    """The digits splits as fitq's built-in data set defines them (x / 16, 8x8x1)."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    from checks.datasets import split_indices
-
-    bunch = load_digits()
-    x = (np.asarray(bunch.data, dtype=np.float64) / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-    y = np.asarray(bunch.target, dtype=np.int64)
-    out = {}
-    for split in ("train", "validation", "test"):
-        idx = split_indices(len(x), split)
-        out[split] = (x[idx], y[idx])
-    return out
-
-
-def digits_model() -> Any:
-    """The MLP of ``examples/digits.yaml``, compiled, written as plain Keras."""
-    import keras
-
-    model = keras.Sequential([
-        keras.Input(shape=(8, 8, 1)), keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"), keras.layers.Dropout(0.2),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="mlp")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
-
-
-def seed(value: int) -> None:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(value)
-    tf.config.experimental.enable_op_determinism()
-
-
-def EpochClock() -> Any:  # noqa: N802 - builds a Keras callback class lazily
-    """A callback timing each epoch from ``on_epoch_begin`` to ``on_epoch_end``, as the
-    service's ``duration_s`` does. It has no batch hooks, so Keras keeps dispatching
-    batch ends asynchronously: the plain fit stays plain."""
-    import keras
-
-    class _Clock(keras.callbacks.Callback):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.spans: list[float] = []
-            self._t = 0.0
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self.spans.append(time.perf_counter() - self._t)
-
-    return _Clock()
-
-
-def plain_fit(out: Path) -> None:
-    """The digits fit as a careful plain script does it; run in a fresh process."""
-    t_start = time.time()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras  # noqa: F401
-    import sklearn.datasets  # noqa: F401
-    import tensorflow  # noqa: F401
-
-    t_imported = time.time()
-    seed(SEED)
-    c0 = time.perf_counter()
-    data = digits_arrays()
-    c1 = time.perf_counter()
-    model = digits_model()
-    clock = EpochClock()
-    history = model.fit(*data["train"], batch_size=32, epochs=20, verbose=2, shuffle=True,
-                        validation_data=data["validation"], callbacks=[clock])
-    c2 = time.perf_counter()
-    t_fit_end = time.time()
-    out.write_text(json.dumps({
-        "t_start": t_start, "import_s": t_imported - t_start, "load_s": c1 - c0,
-        "fit_s": c2 - c1, "plain_s": c2 - c0, "t_fit_end": t_fit_end, "epoch_s": clock.spans,
-        "last": {k: float(v[-1]) for k, v in history.history.items()},
-    }))
-
-
 def run_plain(work: Path, i: int) -> dict[str, Any]:
     """The plain digits script once, in a fresh Python process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     result = work / f"plain-{i}.json"
     spawned = time.time()
     with open(work / f"plain-{i}.log", "wb") as logf:
-        proc = subprocess.run([sys.executable, __file__, "--plain-fit", str(result)],
-                              cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "digits.py"), str(result)],
+            cwd=ROOT,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"plain fit failed; see {work / f'plain-{i}.log'}")
     data: dict[str, Any] = json.loads(result.read_text())
@@ -721,6 +497,7 @@ class Stopwatch:
                 with self.lock:
                     self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t
                     self.calls[name] = self.calls.get(name, 0) + 1
+
         return run
 
 
@@ -739,35 +516,12 @@ class TimedSink:
         return self.watch.timed("record_epoch", self.inner.record_epoch)(*args, **kwargs)
 
     def record_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        return self.watch.timed("record_checkpoint", self.inner.record_checkpoint)(*args,
-                                                                                   **kwargs)
+        return self.watch.timed("record_checkpoint", self.inner.record_checkpoint)(*args, **kwargs)
 
     def save_backup(self, write: Callable[[], Any]) -> Any:
         return self.watch.timed("save_backup", self.inner.save_backup)(
-            self.writes.timed("backup file", write))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def production_sink(store: Any, settings: Any) -> tuple[Any, Callable[[], None], str]:
-    """The sink ``worker.execution.execute_job`` hands the runner, built the same way.
-
-    Follows the tree as it is: a background ``JobWriter`` where there is one, else
-    ``StoreSink`` around the store, else the ``JobStore`` itself. Returns the sink, how
-    to close it (waiting for its queued writes) and its name.
-    """
-    import worker.execution
-
-    writer = getattr(worker.execution, "JobWriter", None)
-    if writer is not None:
-        sink = writer(store, settings.lease_seconds / 3,
-                      getattr(settings, "db_retry_seconds", 1.0))
-        return sink, sink.close, "JobWriter(JobStore), writing from a background thread"
-    wrap = getattr(worker.execution, "StoreSink", None)
-    if wrap is not None:
-        return wrap(store), lambda: None, "StoreSink(JobStore), writing inline"
-    return store, lambda: None, "JobStore, writing inline"
+            self.writes.timed("backup file", write)
+        )
 
 
 def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str, Any]:
@@ -775,17 +529,17 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
     with it on a sink that writes nowhere, in rounds of alternating order; then fits
     whose epochs alternate, in pairs, between with and without the callback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import inspect
-
     import keras
 
     from api.jobs import create_job
     from core.db import make_engine, make_session_factory
-    from core.settings import Settings
     from migrations.migrate import upgrade
+    from core.settings import Settings
     from models.spec import JobSpec
+    from api.tokens import OPEN  # auth off: what the API uses on loopback
     from worker.jobstore import JobStore
     from worker.training.reporting import ReportingCallback
+    from worker.writer import JobWriter
 
     db = work / "callback.db"
     url = f"sqlite:///{db}"
@@ -794,18 +548,30 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
     factory = make_session_factory(make_engine(url))
     spec = JobSpec.model_validate(digits_job())
     data = digits_arrays()
-    # As the runner builds it: with per-epoch backups of the job's Keras callbacks (none
-    # here) where the callback takes them.
-    extra: dict[str, Any] = {}
-    if "backup_callbacks" in inspect.signature(ReportingCallback.__init__).parameters:
-        extra["backup_callbacks"] = []
-    owner: tuple[Any, ...] = ()
-    if "principal" in inspect.signature(create_job).parameters:
-        from api.tokens import OPEN  # auth off: what the API uses on loopback
 
-        owner = (OPEN,)
-    store_args = (settings.lease_seconds,) if len(
-        inspect.signature(JobStore.__init__).parameters) > 3 else ()
+    def claimed_store() -> JobStore:
+        """A new job's store, claimed as a worker claims it."""
+        with factory() as session:
+            job, _ = create_job(session, spec, settings, None, OPEN)
+        store = JobStore(factory, job.id, settings.lease_seconds)
+        assert store.claim("bench") is not None
+        return store
+
+    def writer(store: JobStore) -> JobWriter:
+        """The sink ``worker.execution.execute_job`` hands the runner, built the same way."""
+        return JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds)
+
+    def reporting(sink: Any, job_dir: Path) -> ReportingCallback:
+        """As the runner builds it, with per-epoch backups of the job's Keras callbacks
+        (none here)."""
+        return ReportingCallback(
+            sink,
+            job_dir,
+            [],
+            ("val_loss", "min"),
+            interval=settings.progress_interval,
+            backup_callbacks=[],
+        )
 
     class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
         """First in the list: from one epoch's begin to the next (or to train end), so
@@ -830,8 +596,6 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
             """CPU seconds of the whole process (every thread) per epoch."""
             return [b - a for a, b in zip(self.cpu, self.cpu[1:], strict=False)]
 
-    names = {"sink": "none"}
-
     def fit(kind: str) -> dict[str, Any]:
         keras.backend.clear_session()
         seed(SEED)
@@ -844,47 +608,51 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         if kind != "plain":
             inner: Any = NullSink()
             if kind == "reporting":
-                with factory() as session:
-                    job, _ = create_job(session, spec, settings, None, *owner)
-                store = JobStore(factory, job.id, *store_args)
-                assert store.claim("bench") is not None
+                store = claimed_store()
                 for name in ("progress", "record_epoch", "record_checkpoint", "heartbeat"):
-                    if hasattr(store, name):
-                        setattr(store, name, writes.timed(f"db {name}", getattr(store, name)))
-                inner, close, names["sink"] = production_sink(store, settings)
-            callbacks.append(ReportingCallback(
-                TimedSink(inner, watch, writes), job_dir, [], ("val_loss", "min"),
-                interval=settings.progress_interval, **extra))
+                    setattr(store, name, writes.timed(f"db {name}", getattr(store, name)))
+                inner = writer(store)
+                close = inner.close
+            callbacks.append(reporting(TimedSink(inner, watch, writes), job_dir))
         t = time.perf_counter()
         with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            history = model.fit(*data["train"], batch_size=32, epochs=20, verbose=2,
-                                shuffle=True, validation_data=data["validation"],
-                                callbacks=callbacks)
+            history = fit_digits(model, data, callbacks)
         total = time.perf_counter() - t
         t = time.perf_counter()
         close()
         drain = time.perf_counter() - t
         epochs = timer.epochs()
-        return {"fit_s": total, "drain_s": drain, "epochs": epochs,
-                "steady": statistics.fmean(epochs[1:]),
-                "steady_cpu": statistics.fmean(timer.cpu_epochs()[1:]),
-                "sink_s": dict(watch.spent), "sink_calls": dict(watch.calls),
-                "write_s": dict(writes.spent), "write_calls": dict(writes.calls),
-                "last_loss": float(history.history["loss"][-1])}
+        return {
+            "fit_s": total,
+            "drain_s": drain,
+            "epochs": epochs,
+            "steady": statistics.fmean(epochs[1:]),
+            "steady_cpu": statistics.fmean(timer.cpu_epochs()[1:]),
+            "sink_s": dict(watch.spent),
+            "sink_calls": dict(watch.calls),
+            "write_s": dict(writes.spent),
+            "write_calls": dict(writes.calls),
+            "last_loss": float(history.history["loss"][-1]),
+        }
 
-    log(f"reporting callback (progress interval {settings.progress_interval} s): one "
-        "discarded warm-up fit")
+    log(
+        f"reporting callback (progress interval {settings.progress_interval} s): one "
+        "discarded warm-up fit"
+    )
     fit("plain")
     kinds = ("plain", "reporting", "null_sink")
     runs: dict[str, Any] = {k: [] for k in kinds}
     for i in range(rounds):
-        for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
             t0 = time.time()
             r = fit(kind)
             r.update(t0=t0, t1=time.time())
             runs[kind].append(r)
-            log(f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
-                f"fit {r['fit_s']:.2f} s")
+            log(
+                f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
+                f"fit {r['fit_s']:.2f} s"
+            )
+
     class Gate(keras.callbacks.Callback):  # type: ignore[misc]
         """Hands the reporting callback the hooks of alternate pairs of epochs only
         (0-based epochs 2-3, 6-7, 10-11, ...); the others train without it."""
@@ -928,35 +696,35 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         seed(SEED)
         model = digits_model()
         timer = EpochTimer()
-        with factory() as session:
-            job, _ = create_job(session, spec, settings, None, *owner)
-        store = JobStore(factory, job.id, *store_args)
-        assert store.claim("bench") is not None
-        sink, close, _ = production_sink(store, settings)
-        reporter = ReportingCallback(sink, work / "job-interleaved", [], ("val_loss", "min"),
-                                     interval=settings.progress_interval, **extra)
+        sink = writer(claimed_store())
+        reporter = reporting(sink, work / "job-interleaved")
         t0 = time.time()
         with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            model.fit(*data["train"], batch_size=32, epochs=INTERLEAVED_EPOCHS, verbose=2,
-                      shuffle=True, validation_data=data["validation"],
-                      callbacks=[timer, Gate(reporter)])
-        close()
+            fit_digits(model, data, [timer, Gate(reporter)], INTERLEAVED_EPOCHS)
+        sink.close()
         e = timer.epochs()
-        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2)
-                  for k in range(3, len(e) - 2, 4)]
-        return {"ratios": ratios, "on": [e[k] for k in range(3, len(e) - 2, 4)],
-                "off": [e[k] for k in range(1, len(e), 4)], "t0": t0, "t1": time.time()}
+        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2) for k in range(3, len(e) - 2, 4)]
+        return {
+            "ratios": ratios,
+            "on": [e[k] for k in range(3, len(e) - 2, 4)],
+            "off": [e[k] for k in range(1, len(e), 4)],
+            "t0": t0,
+            "t1": time.time(),
+        }
 
-    log(f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
-        "callback on in alternate pairs of epochs")
+    log(
+        f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
+        "callback on in alternate pairs of epochs"
+    )
     runs["interleaved"] = []
     for i in range(interleaved_fits):
         r = interleaved()
         runs["interleaved"].append(r)
-        log(f"  fit {i + 1}/{interleaved_fits}: mean ratio "
-            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs")
-    runs.update(interval=settings.progress_interval, sink=names["sink"],
-                backups="backup_callbacks" in extra)
+        log(
+            f"  fit {i + 1}/{interleaved_fits}: mean ratio "
+            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs"
+        )
+    runs["interval"] = settings.progress_interval
     return runs
 
 
@@ -977,8 +745,7 @@ def verdict(ok: bool, busy: float | None = None) -> str:
     return text
 
 
-def callback_summary(cb: dict[str, Any], load: LoadWatch
-                     ) -> tuple[list[str], list[str], float]:
+def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], list[str], float]:
     """Part 3's table row, detail lines and added fraction.
 
     The headline uses the quiet rounds (other processes under ``BUSY_CORES`` during each
@@ -987,8 +754,10 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     med = statistics.median
     kinds = ("plain", "reporting", "null_sink")
     n_rounds = len(cb["plain"])
-    busy = [max(load.cores(cb[k][i]["t0"], cb[k][i]["t1"]) or 0.0 for k in kinds)
-            for i in range(n_rounds)]
+    busy = [
+        max(load.cores(cb[k][i]["t0"], cb[k][i]["t1"]) or 0.0 for k in kinds)
+        for i in range(n_rounds)
+    ]
     quiet = [i for i in range(n_rounds) if busy[i] <= BUSY_CORES]
     used = quiet or list(range(n_rounds))
     plain_epoch = statistics.fmean(cb["plain"][i]["steady"] for i in used)
@@ -1020,24 +789,31 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     ci = resampled(statistics.median)
     mean_ci = resampled(statistics.fmean)
     inter_unquiet = None if inter_quiet else max(inter_busy)
-    inter_which = (f"{len(ratios)} pairs of epochs in the {len(inter_quiet)} quiet fits of "
-                   f"{len(inter)}" if inter_quiet
-                   else f"{len(ratios)} pairs of epochs in all {len(inter)} fits, none quiet")
-    pair_ratios = [r["steady"] / p["steady"]
-                   for p, r in zip(cb["plain"], cb["reporting"], strict=True)]
-    null_ratios = [n["steady"] / p["steady"]
-                   for p, n in zip(cb["plain"], cb["null_sink"], strict=True)]
+    inter_which = (
+        f"{len(ratios)} pairs of epochs in the {len(inter_quiet)} quiet fits of {len(inter)}"
+        if inter_quiet
+        else f"{len(ratios)} pairs of epochs in all {len(inter)} fits, none quiet"
+    )
+    pair_ratios = [
+        r["steady"] / p["steady"] for p, r in zip(cb["plain"], cb["reporting"], strict=True)
+    ]
+    null_ratios = [
+        n["steady"] / p["steady"] for p, n in zip(cb["plain"], cb["null_sink"], strict=True)
+    ]
     cpu = {k: med(r["steady_cpu"] for r in cb[k]) for k in ("plain", "reporting", "null_sink")}
     n_epochs = len(cb["reporting"][0]["epochs"])
 
     def per_epoch(key: str) -> dict[str, tuple[float, float]]:
         names = sorted({n for r in cb["reporting"] for n in r[key]})
         calls_key = key.replace("_s", "_calls")
-        return {n: (statistics.fmean(r[key].get(n, 0.0) for r in cb["reporting"]) / n_epochs,
-                    statistics.fmean(r[calls_key].get(n, 0) for r in cb["reporting"]) / n_epochs)
-                for n in names}
+        return {
+            n: (
+                statistics.fmean(r[key].get(n, 0.0) for r in cb["reporting"]) / n_epochs,
+                statistics.fmean(r[calls_key].get(n, 0) for r in cb["reporting"]) / n_epochs,
+            )
+            for n in names
+        }
 
-    backups = "on, as the runner sets them" if cb["backups"] else "not in this tree"
     in_sink = per_epoch("sink_s")
     in_writes = per_epoch("write_s")
     sink_per_epoch = sum(v[0] for v in in_sink.values())
@@ -1052,13 +828,18 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     def pct(a: float, b: float) -> str:
         return f"{(a / b - 1) * 100:+.1f} %"
 
-    which = (f"the {len(quiet)} quiet rounds of {n_rounds}" if quiet
-             else f"all {n_rounds} rounds, none quiet")
-    row = [f"| 3. reporting callback, added epoch time: median over {inter_which} of (epoch "
-           f"with it) / (mean of the epochs without it two before and two after) - 1 | "
-           f"{added * 100:+.2f} % (95 % CI {ci[0] * 100:+.2f} to {ci[1] * 100:+.2f} %) | "
-           f"< 2 % | "
-           f"{verdict(added < TARGET_CALLBACK_FRACTION, inter_unquiet)} |"]
+    which = (
+        f"the {len(quiet)} quiet rounds of {n_rounds}"
+        if quiet
+        else f"all {n_rounds} rounds, none quiet"
+    )
+    row = [
+        f"| 3. reporting callback, added epoch time: median over {inter_which} of (epoch "
+        f"with it) / (mean of the epochs without it two before and two after) - 1 | "
+        f"{added * 100:+.2f} % (95 % CI {ci[0] * 100:+.2f} to {ci[1] * 100:+.2f} %) | "
+        f"< 2 % | "
+        f"{verdict(added < TARGET_CALLBACK_FRACTION, inter_unquiet)} |"
+    ]
     details = [
         f"- 3. Interleaved, the headline: {len(inter)} fits of {INTERLEAVED_EPOCHS} epochs "
         "each, in one process, on the production sink; `ReportingCallback` gets the hooks of "
@@ -1083,8 +864,10 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
         f"{', '.join(f'{b:.2f}' for b in busy)}. Paired ratios, every round (median "
         f"{med(pair_ratios):.3f}): {', '.join(f'{x:.3f}' for x in pair_ratios)}. Per fit "
         "(ms), plain: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"]) + "; reporting: "
-        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"]) + ". Whole fits "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["plain"])
+        + "; reporting: "
+        + ", ".join(f"{r['steady'] * 1000:.1f}" for r in cb["reporting"])
+        + ". Whole fits "
         f"(s), plain: {fits('plain')}; reporting: {fits('reporting')}.",
         f"- 3. Diagnostic, same rounds: ReportingCallback with a sink that writes nowhere "
         f"(its own code, no database, no files): median steady-state epoch "
@@ -1096,9 +879,9 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
         f"less sensitive to other load than elapsed time: plain {cpu['plain'] * 1000:.1f} ms, "
         f"reporting {cpu['reporting'] * 1000:.1f} ms ({pct(cpu['reporting'], cpu['plain'])}), "
         f"null sink {cpu['null_sink'] * 1000:.1f} ms ({pct(cpu['null_sink'], cpu['plain'])}).",
-        f"- 3. Sink: {cb['sink']}; progress interval {cb['interval']} s (from `Settings`); "
-        f"per-epoch backups {backups}. Measured directly, per epoch: the training "
-        f"thread spent {sink_per_epoch * 1000:.2f} ms in sink calls ({listing(in_sink)}), "
+        f"- 3. Sink: {SINK}; progress interval {cb['interval']} s (from `Settings`); "
+        "per-epoch backups on, as the runner sets them. Measured directly, per epoch: the "
+        f"training thread spent {sink_per_epoch * 1000:.2f} ms in sink calls ({listing(in_sink)}), "
         f"{sink_per_epoch / plain_epoch * 100:.1f} % of the mean plain epoch; the writes "
         f"themselves (database and backup files, on whichever thread) took "
         f"{writes_per_epoch * 1000:.2f} ms ({listing(in_writes)}), "
@@ -1109,8 +892,13 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch
     return row, details, added
 
 
-def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
-              load: LoadWatch, quiet: float | None) -> tuple[str, dict[str, Any]]:
+def summarize(
+    m: dict[str, str],
+    svc: dict[str, Any],
+    cb: dict[str, Any] | str,
+    load: LoadWatch,
+    quiet: float | None,
+) -> tuple[str, dict[str, Any]]:
     """The results section; ``cb`` is part 3's results, or why it failed."""
     med = statistics.median
     lat = svc["latency_s"]
@@ -1126,33 +914,47 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
     # on both sides; with none, every pair, and the verdict says it is unreliable.
     quiet_pairs = [(r, p) for r, p in pairs if pair_busy(r, p) <= BUSY_CORES]
     used = quiet_pairs or pairs
-    which = (f"the {len(quiet_pairs)} quiet pairs of {len(pairs)}" if quiet_pairs
-             else f"all {len(pairs)} pairs, none quiet")
+    which = (
+        f"the {len(quiet_pairs)} quiet pairs of {len(pairs)}"
+        if quiet_pairs
+        else f"all {len(pairs)} pairs, none quiet"
+    )
     busy_pairs = None if quiet_pairs else max(pair_busy(r, p) for r, p in pairs)
     overhead = med(r["service_s"] - p["plain_s"] for r, p in used)
     overhead_wall = med(r["wall_s"] - p["plain_s"] for r, p in used)
     overhead_fit = med(r["service_s"] - p["fit_s"] for r, p in used)
     sides = {"service": [r for r, _ in used], "plain": [p for _, p in used]}
     first = {side: med(x["epoch_s"][0] for x in group) for side, group in sides.items()}
-    rest = {side: med(statistics.fmean(x["epoch_s"][1:]) for x in group)
-            for side, group in sides.items()}
-    same = all(abs(r["last"].get("loss", float("nan")) - p["last"]["loss"]) < 1e-6
-               for r in e2e for p in plain)
+    rest = {
+        side: med(statistics.fmean(x["epoch_s"][1:]) for x in group)
+        for side, group in sides.items()
+    }
+    same = all(
+        abs(r["last"].get("loss", float("nan")) - p["last"]["loss"]) < 1e-6
+        for r in e2e
+        for p in plain
+    )
+
     def busy_in(name: str) -> float | None:
         return next((load.cores(t0, t1) for n, t0, t1 in load.phases if n == name), None)
 
     busy_svc = busy_in("service")
     if isinstance(cb, str):
-        cb_row = [f"| 3. reporting callback, added steady-state epoch time | not measured | "
-                  f"< 2 % | **FAILED**: {cb} |"]
+        cb_row = [
+            f"| 3. reporting callback, added steady-state epoch time | not measured | "
+            f"< 2 % | **FAILED**: {cb} |"
+        ]
         cb_details: list[str] = []
         added = float("inf")
     else:
         cb_row, cb_details, added = callback_summary(cb, load)
 
     figures = {
-        "latency_median_s": lat_med, "latency_max_s": lat_max, "overhead_s": overhead,
-        "overhead_wall_s": overhead_wall, "callback_added": added,
+        "latency_median_s": lat_med,
+        "latency_max_s": lat_max,
+        "overhead_s": overhead,
+        "overhead_wall_s": overhead_wall,
+        "callback_added": added,
     }
 
     def cores(t0: float, t1: float) -> str:
@@ -1163,27 +965,33 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         return next((cores(t0, t1) for n, t0, t1 in load.phases if n == name), "?")
 
     def pair_line(i: int, r: dict[str, Any], p: dict[str, Any]) -> str:
-        return (f"  - pair {i + 1}: service recorded {r['service_s']:.2f} s = queue "
-                f"{ms(r['queue_s'])} + setup {ms(r['setup_s'])} + training "
-                f"{r['training_s']:.2f} s + tail {ms(r['tail_s'])}, wall {r['wall_s']:.2f} s, "
-                f"{r['epochs']} epochs (CPU meanwhile: API {r['api_cpu_s']:.2f} s, worker main "
-                f"process {r['worker_main_cpu_s']:.2f} s, this client "
-                f"{r['client_cpu_s']:.2f} s; other processes "
-                f"{cores(r['t0'], r['t1'])} cores). Plain: load+build+fit {p['plain_s']:.2f} s "
-                f"(data load {ms(p['load_s'])}, build+fit {p['fit_s']:.2f} s), import "
-                f"{p['import_s']:.2f} s, process spawn to fit returned "
-                f"{p['with_process_s']:.2f} s (other processes {cores(p['t0'], p['t1'])} "
-                f"cores). Difference (recorded - plain load+build+fit): "
-                f"{ms(r['service_s'] - p['plain_s'])}"
-                f"{'' if pair_busy(r, p) <= BUSY_CORES else '; not quiet'}.")
+        return (
+            f"  - pair {i + 1}: service recorded {r['service_s']:.2f} s = queue "
+            f"{ms(r['queue_s'])} + setup {ms(r['setup_s'])} + training "
+            f"{r['training_s']:.2f} s + tail {ms(r['tail_s'])}, wall {r['wall_s']:.2f} s, "
+            f"{r['epochs']} epochs (CPU meanwhile: API {r['api_cpu_s']:.2f} s, worker main "
+            f"process {r['worker_main_cpu_s']:.2f} s, this client "
+            f"{r['client_cpu_s']:.2f} s; other processes "
+            f"{cores(r['t0'], r['t1'])} cores). Plain: load+build+fit {p['plain_s']:.2f} s "
+            f"(data load {ms(p['load_s'])}, build+fit {p['fit_s']:.2f} s), import "
+            f"{p['import_s']:.2f} s, process spawn to fit returned "
+            f"{p['with_process_s']:.2f} s (other processes {cores(p['t0'], p['t1'])} "
+            f"cores). Difference (recorded - plain load+build+fit): "
+            f"{ms(r['service_s'] - p['plain_s'])}"
+            f"{'' if pair_busy(r, p) <= BUSY_CORES else '; not quiet'}."
+        )
 
     lines = [
-        BEGIN_MARK, "",
-        f"Run of {m['date']}: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`"
-        ".", "",
-        "| machine | |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in m.items()), "",
-        "| measurement | result | target | verdict |", "|---|---|---|---|",
+        BEGIN_MARK,
+        "",
+        f"Run of {m['date']}: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in m.items()),
+        "",
+        "| measurement | result | target | verdict |",
+        "|---|---|---|---|",
         f"| 1. submit-to-start on an idle, warm worker: median of {len(lat)} | {ms(lat_med)} | "
         f"< 1 s | {verdict(lat_med < TARGET_LATENCY_S, busy_svc)} |",
         f"| 1. submit-to-start on an idle, warm worker: max of {len(lat)} | {ms(lat_max)} | "
@@ -1200,7 +1008,8 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         f"cores (of {m['cpus (nproc)']}) just before the run, {phase('service')} during parts "
         f"1 and 2 and {phase('callback')} during part 3.",
         "",
-        "Details:", "",
+        "Details:",
+        "",
         f"- 1. Each idle job, submit to start: {', '.join(ms(x) for x in lat)}. The session's "
         f"first job (first child, warmed): {ms(svc['warmup_latency_s'])}.",
         f"- Start-up, from spawning both processes: API ready "
@@ -1243,49 +1052,48 @@ def summarize(m: dict[str, str], svc: dict[str, Any], cb: dict[str, Any] | str,
         *cb_details,
     ]
     if svc["log_problems"]:
-        lines += ["", "Warnings and errors in the API and worker logs (count x first "
-                  "occurrence):", "", "```", *svc["log_problems"][:80], "```"]
+        lines += [
+            "",
+            "Warnings and errors in the API and worker logs (count x first occurrence):",
+            "",
+            "```",
+            *svc["log_problems"][:80],
+            "```",
+        ]
     else:
         lines += ["", "No warnings or errors in the API and worker logs."]
     lines += ["", END_MARK]
     return "\n".join(lines), figures
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=5, help="idle-latency jobs (5)")
     parser.add_argument("--e2e", type=int, default=12, help="service and plain digits pairs (12)")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="rounds of plain / reporting / null-sink fits, order alternating (4)")
-    parser.add_argument("--interleaved", type=int, default=36,
-                        help="fits alternating pairs of epochs with and without the callback (36)")
-    parser.add_argument("--wait-quiet", type=float, default=120, metavar="S",
-                        help="wait up to S seconds for other processes to go quiet (120)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="rounds of plain / reporting / null-sink fits, order alternating (4)",
+    )
+    parser.add_argument(
+        "--interleaved",
+        type=int,
+        default=36,
+        help="fits alternating pairs of epochs with and without the callback (36)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120,
+        metavar="S",
+        help="wait up to S seconds for other processes to go quiet (120)",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--plain-fit", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--monitor", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.plain_fit:
-        plain_fit(args.plain_fit)
-        return 0
-    if args.monitor:
-        monitor(args.monitor, args.root)
-        return 0
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="fitq-bench-"))
@@ -1293,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     load = LoadWatch(work / "load.txt")
     load.start()
     try:
-        m = machine()
+        m = machine([("tensorflow", "keras"), ("celery", "sqlalchemy")])
         quiet = load.wait_quiet(args.wait_quiet)
         with load.phase("service"):
             svc = measure_service(work, args.jobs, args.e2e)
@@ -1310,20 +1118,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         load.stop()
     print(section.replace(BEGIN_MARK, "").replace(END_MARK, "").strip())
-    print(f"\n(total {time.monotonic() - started:.0f} s; work folder {work}"
-          f"{'' if args.keep else ', removed'})")
+    print(
+        f"\n(total {time.monotonic() - started:.0f} s; work folder {work}"
+        f"{'' if args.keep else ', removed'})"
+    )
     if not args.no_doc:
-        write_doc(section)
+        write_section(BEGIN_MARK, END_MARK, section)
         log(f"wrote {DOC.relative_to(ROOT)}")
     if not args.keep:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    missed = [k for k, ok in (
-        ("latency", figures["latency_max_s"] < TARGET_LATENCY_S),
-        ("overhead", figures["overhead_s"] < TARGET_OVERHEAD_S),
-        ("callback", figures["callback_added"] < TARGET_CALLBACK_FRACTION),
-    ) if not ok]
+    missed = [
+        k
+        for k, ok in (
+            ("latency", figures["latency_max_s"] < TARGET_LATENCY_S),
+            ("overhead", figures["overhead_s"] < TARGET_OVERHEAD_S),
+            ("callback", figures["callback_added"] < TARGET_CALLBACK_FRACTION),
+        )
+        if not ok
+    ]
     if missed:
         log(f"targets missed: {', '.join(missed)}")
     return 0

@@ -34,11 +34,8 @@ that file is touched.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -50,9 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.record import DOC, machine, write_section  # noqa: E402 - needs ROOT on the path
+
 BEGIN_MARK = "<!-- bench:throughput:begin -->"
 END_MARK = "<!-- bench:throughput:end -->"
 SEED = 1234
@@ -86,47 +88,41 @@ def log(msg: str) -> None:
     print(f"[throughput {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- /proc helpers
+# --------------------------------------------------------------------------- CPU and memory
+
+ME = psutil.Process()
 
 
-def status_kb(field: str) -> int:
+def rss_kb() -> int:
+    return int(ME.memory_info().rss) // 1024
+
+
+def peak_rss_kb() -> int:
+    """The kernel's high-water mark of this process's RSS (``VmHWM``), which psutil does
+    not report."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1])
-    raise KeyError(field)
+    raise KeyError("VmHWM")
 
 
 def system_busy_s() -> float:
     """CPU seconds all CPUs have spent busy since boot (everything but idle and iowait)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu_s(pid: int) -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        rest = stat.rsplit(")", 1)[1].split()
-        return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
-def live_children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 def tree_cpu_s() -> float:
     """CPU seconds of this process, its reaped children and its live children."""
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    return total + sum(proc_cpu_s(p) for p in live_children(os.getpid()))
+    t = ME.cpu_times()
+    total = float(t.user + t.system + t.children_user + t.children_system)
+    for kid in ME.children():
+        try:
+            k = kid.cpu_times()
+        except psutil.Error:
+            continue
+        total += k.user + k.system
+    return total
 
 
 # --------------------------------------------------------------------------- child
@@ -134,7 +130,6 @@ def tree_cpu_s() -> float:
 
 def child(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    sys.path.insert(0, str(ROOT))
     import keras
     import tensorflow as tf
 
@@ -154,7 +149,7 @@ def child(args: argparse.Namespace) -> int:
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 
-    base_rss = status_kb("VmRSS")
+    base_rss = rss_kb()
     hwm_reset = True
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -165,7 +160,7 @@ def child(args: argparse.Namespace) -> int:
 
     def sample() -> None:
         while not done.wait(0.01):
-            sampled[0] = max(sampled[0], status_kb("VmRSS"))
+            sampled[0] = max(sampled[0], rss_kb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -199,8 +194,8 @@ def child(args: argparse.Namespace) -> int:
     history = model.fit(**inputs, epochs=1 + args.epochs, verbose=0, callbacks=[Timer()])
     done.set()
     sampler.join()
-    end_rss = status_kb("VmRSS")
-    peak = status_kb("VmHWM") if hwm_reset else sampled[0]
+    end_rss = rss_kb()
+    peak = peak_rss_kb() if hwm_reset else sampled[0]
     (w0, b0, c0), (w1, b1, c1) = marks[1], marks[-1]
     wall = w1 - w0
     result = {
@@ -228,41 +223,6 @@ def child(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parent
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    versions = subprocess.run(
-        [sys.executable, "-c", "import tensorflow as tf, keras, numpy;"
-         "print(tf.__version__, keras.__version__, numpy.__version__)"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    ).stdout.split()
-    tf_v, keras_v, np_v = (versions + ["?"] * 3)[:3]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.splitlines()
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "tree": head + (f" with uncommitted changes to {len(dirty)} tracked files"
-                        if dirty else ""),
-        "cpus (nproc)": str(os.cpu_count()),
-        "cpu model": cpu,
-        "ram": ram,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "tensorflow / keras / numpy": f"{tf_v} / {keras_v} / {np_v}",
-    }
-
-
 def write_data(folder: Path, samples: int, features: int) -> float:
     rng = np.random.default_rng(SEED)
     x = np.lib.format.open_memmap(
@@ -280,7 +240,6 @@ def write_data(folder: Path, samples: int, features: int) -> float:
 
 def loader_cost(folder: Path, batch: int, batches: int = 200) -> dict[str, float]:
     """Milliseconds per shuffled batch: NpyRows.rows, and the bare pread calls it makes."""
-    sys.path.insert(0, str(ROOT))
     from worker.training.streaming import NpyRows
 
     rows = NpyRows(folder / "x.npy")
@@ -321,24 +280,49 @@ def wait_quiet(limit_s: float) -> float:
 
 
 def run_child(config: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config,
-           "--data", str(data), "--epochs", str(args.epochs), "--batch", str(args.batch)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        config,
+        "--data",
+        str(data),
+        "--epochs",
+        str(args.epochs),
+        "--batch",
+        str(args.batch),
+    ]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
-                              cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"})
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.child_timeout,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return {"config": config, "error": f"timed out after {args.child_timeout} s",
-                "stderr": filter_stderr(err), "process_s": time.perf_counter() - t0}
+        return {
+            "config": config,
+            "error": f"timed out after {args.child_timeout} s",
+            "stderr": filter_stderr(err),
+            "process_s": time.perf_counter() - t0,
+        }
     elapsed = time.perf_counter() - t0
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     problems = filter_stderr(proc.stderr)
     if proc.returncode != 0 or not found:
         tail = proc.stderr.strip().splitlines()[-15:]
-        return {"config": config, "error": f"exit {proc.returncode}", "stderr": problems,
-                "tail": tail, "process_s": elapsed}
-    result: dict[str, Any] = json.loads(found[-1][len("RESULT "):])
+        return {
+            "config": config,
+            "error": f"exit {proc.returncode}",
+            "stderr": problems,
+            "tail": tail,
+            "process_s": elapsed,
+        }
+    result: dict[str, Any] = json.loads(found[-1][len("RESULT ") :])
     result["stderr"] = problems
     result["process_s"] = elapsed
     return result
@@ -475,13 +459,20 @@ def render(
             problems[key] = problems.get(key, 0) + 1
     lines.append("")
     if problems:
-        lines += ["Warnings and errors on the processes' stderr (count x line; TensorFlow's "
-                  "start-up chatter about CUDA and CPU features left out):", "", "```"]
+        lines += [
+            "Warnings and errors on the processes' stderr (count x line; TensorFlow's "
+            "start-up chatter about CUDA and CPU features left out):",
+            "",
+            "```",
+        ]
         lines += [f"{n:3d} x {k}" for k, n in list(problems.items())[:40]]
         lines += ["```", ""]
     else:
-        lines += ["No warnings or errors on the processes' stderr (TensorFlow's start-up "
-                  "chatter about CUDA and CPU features left out).", ""]
+        lines += [
+            "No warnings or errors on the processes' stderr (TensorFlow's start-up "
+            "chatter about CUDA and CPU features left out).",
+            "",
+        ]
     lines += ["**Interpretation.** " + interpret(summary, env), "", END_MARK]
     return "\n".join(lines)
 
@@ -508,8 +499,9 @@ def interpret(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
             text += f" Against workers=1: {spread}."
         helps = [k for k, g in more.items() if g > 0.05]
         text += (
-            f" More loader workers help here ({', '.join(helps)})." if helps else
-            " More loader workers do not help on this machine."
+            f" More loader workers help here ({', '.join(helps)})."
+            if helps
+            else " More loader workers do not help on this machine."
         )
     own_max = max(v["own"] for v in rows.values())
     own = ", ".join(f"{k} {v['own']:.2f}" for k, v in rows.items())
@@ -544,18 +536,6 @@ def interpret(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
     return text
 
 
-def write_doc(section: str) -> None:
-    # Re-read just before writing; replace only our own marked section.
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN_MARK in text and END_MARK in text.split(BEGIN_MARK, 1)[1]:
-        head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--samples", type=int, default=100_000)
@@ -563,11 +543,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs after 1 warm-up")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated subset of: {', '.join(CONFIGS)}",
+    )
     parser.add_argument("--child-timeout", type=float, default=120.0)
-    parser.add_argument("--wait-quiet", type=float, default=20.0,
-                        help="wait up to S seconds for other processes to quiet down")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=20.0,
+        help="wait up to S seconds for other processes to quiet down",
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -580,15 +567,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configurations: {unknown}")
     t_start = time.perf_counter()
-    info = machine()
+    info = machine([("tensorflow", "keras", "numpy")])
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fitq-throughput-") as tmp:
         folder = Path(tmp)
         nbytes = write_data(folder, args.samples, args.features)
         log(f"wrote {nbytes / 1e6:.0f} MB to {folder / 'x.npy'}")
         cost = loader_cost(folder, args.batch)
-        log(f"NpyRows.rows: {cost['rows_ms']:.2f} ms per shuffled batch "
-            f"(bare pread calls {cost['pread_ms']:.2f} ms)")
+        log(
+            f"NpyRows.rows: {cost['rows_ms']:.2f} ms per shuffled batch "
+            f"(bare pread calls {cost['pread_ms']:.2f} ms)"
+        )
         quiet = wait_quiet(args.wait_quiet)
         load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         log(f"load average {load_before}; other processes {quiet:.2f} cores")
@@ -602,9 +591,11 @@ def main(argv: list[str] | None = None) -> int:
                     for ln in r.get("tail", [])[-5:]:
                         log(f"    {ln}")
                 else:
-                    log(f"round {rnd + 1} {name}: {fmt_rate(r['samples_per_s'])} samples/s, "
+                    log(
+                        f"round {rnd + 1} {name}: {fmt_rate(r['samples_per_s'])} samples/s, "
                         f"peak RSS +{r['peak_growth_mb']:.0f} MB, others "
-                        f"{r['other_cores']:.2f} cores ({r['process_s']:.1f} s)")
+                        f"{r['other_cores']:.2f} cores ({r['process_s']:.1f} s)"
+                    )
     load_after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     summary = summarize(results, configs)
     env = {
@@ -614,13 +605,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": load_after,
         "quiet": quiet,
         "total_s": time.perf_counter() - t_start,
-        "others_max": max((r["other_cores"] for r in results if "error" not in r),
-                          default=0.0),
+        "others_max": max((r["other_cores"] for r in results if "error" not in r), default=0.0),
     }
     section = render(info, args, summary, results, env, configs)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        write_section(BEGIN_MARK, END_MARK, section)
         log(f"wrote the bench:throughput section of {DOC.relative_to(ROOT)}")
     return 0
 

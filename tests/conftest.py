@@ -196,7 +196,7 @@ class Service:
     def log_text(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if self.logs[name].exists() else ""
 
-    def wait_until(self, check: Any, timeout: float, what: str) -> None:
+    def wait_until(self, check: Any, timeout: float, what: str, poll: float = 0.05) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
@@ -207,7 +207,7 @@ class Service:
                         f"{name} exited ({proc.returncode}) while waiting for "
                         f"{what}:\n{self.log_text(name)[-3000:]}"
                     )
-            time.sleep(0.05)
+            time.sleep(poll)
         raise AssertionError(
             f"timed out after {timeout}s waiting for {what}\n"
             f"worker log tail:\n{self.log_text('worker')[-3000:]}"

@@ -1,0 +1,1 @@
+"""fitq's benchmarks (see bench/README.md)."""
