@@ -532,11 +532,11 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
     import keras
 
     from api.jobs import create_job
-    from core.db import make_engine, make_session_factory
-    from migrations.migrate import upgrade
-    from core.settings import Settings
-    from models.spec import JobSpec
     from api.tokens import OPEN  # auth off: what the API uses on loopback
+    from core.db import make_engine, make_session_factory
+    from core.settings import Settings
+    from migrations.migrate import upgrade
+    from models.spec import JobSpec
     from worker.jobstore import JobStore
     from worker.training.reporting import ReportingCallback
     from worker.writer import JobWriter
