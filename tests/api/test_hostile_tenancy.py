@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.main import create_app
 from models.db import make_engine, make_session_factory
+from models.errors import Conflict
 from models.migrate import upgrade
 from models.settings import Settings
-from models.tables import Dataset
+from models.tables import ApiToken, Dataset
+from models.tokens import create_token, list_tokens, revoke_token
 from models.uploads import npz_bytes
 from tests.factories import digits_spec, image_zip
 
@@ -187,3 +191,90 @@ def test_nan_and_infinity_in_an_upload_are_refused(
     assert "finite" in error["msg"]
     assert leftovers(settings) == []
     assert client.get("/v1/datasets").json()["items"] == []
+
+
+# Owners
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+    settings = Settings(
+        data_dir=tmp_path / "d", database_url=f"sqlite:///{tmp_path / 'a.db'}", auth="on"
+    )
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings)) as client:
+        yield client, settings
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_idempotency_keys_of_two_owners_never_collide(secured: Any) -> None:
+    client, settings = secured
+    with session_of(settings) as s:
+        team, team_ml = create_token(s, "team"), create_token(s, "team:ml")
+    first = client.post(
+        "/v1/jobs", json=digits_spec(), headers={**bearer(team), "Idempotency-Key": "ml:K"}
+    )
+    second = client.post(
+        "/v1/jobs", json=digits_spec(), headers={**bearer(team_ml), "Idempotency-Key": "K"}
+    )
+    assert first.status_code == 201 and second.status_code == 201, second.text[:500]
+    assert first.json()["id"] != second.json()["id"]
+
+    again = client.post(
+        "/v1/jobs", json=digits_spec(), headers={**bearer(team_ml), "Idempotency-Key": "K"}
+    )
+    assert again.status_code == 200 and again.json()["id"] == second.json()["id"]
+    other_body = client.post(
+        "/v1/jobs",
+        json=digits_spec(**{"fit.epochs": 2}),
+        headers={**bearer(team_ml), "Idempotency-Key": "K"},
+    )
+    assert other_body.status_code == 409
+    assert second.json()["id"] in other_body.json()["detail"]
+    assert first.json()["id"] not in other_body.json()["detail"]
+
+
+def test_a_revoked_name_can_be_issued_again_and_keeps_its_jobs(secured: Any) -> None:
+    client, settings = secured
+    with session_of(settings) as s:
+        old = create_token(s, "alice")
+    job = client.post("/v1/jobs", json=digits_spec(), headers=bearer(old)).json()["id"]
+    ds = upload(client, npz_bytes(x=np.zeros((4, 2)), y=np.zeros(4)), bearer(old)).json()["id"]
+
+    with session_of(settings) as s:
+        revoke_token(s, "alice")
+        new = create_token(s, "alice")
+        with pytest.raises(Conflict, match="alice"):
+            create_token(s, "alice")
+        rows = [(t.name, t.revoked_at is not None) for t in list_tokens(s)]
+    assert rows == [("alice", True), ("alice", False)]
+
+    assert client.get("/v1/jobs", headers=bearer(old)).status_code == 401
+    assert client.get(f"/v1/jobs/{job}", headers=bearer(new)).status_code == 200
+    assert [j["id"] for j in client.get("/v1/jobs", headers=bearer(new)).json()["items"]] == [job]
+    assert client.get(f"/v1/datasets/{ds}", headers=bearer(new)).status_code == 200
+    resubmitted = client.post(
+        "/v1/jobs",
+        json=digits_spec(**{"data.train": {"dataset": ds}, "data.validation": ...}),
+        headers=bearer(new),
+    )
+    assert resubmitted.status_code == 201, resubmitted.text[:500]
+
+
+def test_the_database_holds_one_active_token_per_name(secured: Any) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from models.tables import utcnow
+    from models.tokens import digest
+
+    _, settings = secured
+    with session_of(settings) as s:
+        create_token(s, "carol")
+        s.add(ApiToken(name="carol", token_hash=digest("fitq_x"), admin=False, created_at=utcnow()))
+        with pytest.raises(IntegrityError):
+            s.commit()
+        s.rollback()
+        assert len(s.scalars(select(ApiToken).where(ApiToken.name == "carol")).all()) == 1
