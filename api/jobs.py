@@ -48,16 +48,16 @@ def create_job(
     """Validates and stores a job for ``principal``; returns it and whether it is new.
 
     With an ``idempotency_key`` the same owner already used for the same spec,
-    returns that job; for another spec, raises ``Conflict``. Raises ``TooManyJobs``
-    when the owner has ``max_jobs_in_flight`` queued and running jobs.
+    returns that job; for another spec, raises ``Conflict``; keys of different owners
+    never meet. Raises ``TooManyJobs`` when the owner has ``max_jobs_in_flight``
+    queued and running jobs.
     """
     digest = spec_hash(spec)
-    key = idempotency_key
-    if key is not None:
-        key = f"{principal.owner or ''}:{idempotency_key}"
-        existing = session.scalar(select(Job).where(Job.idempotency_key == key))
+    key_owner = principal.owner or ""
+    if idempotency_key is not None:
+        existing = _keyed_job(session, key_owner, idempotency_key)
         if existing is not None:
-            return _same_spec(existing, digest, idempotency_key or ""), False
+            return _same_spec(existing, digest, idempotency_key), False
     warnings = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
     in_flight = (
         session.scalar(
@@ -88,7 +88,8 @@ def create_job(
         status=QUEUED,
         spec=stored.model_dump(mode="json"),
         warnings=warnings,
-        idempotency_key=key,
+        idempotency_key=idempotency_key,
+        idempotency_owner=key_owner if idempotency_key is not None else None,
         spec_hash=digest,
         created_at=now,
         updated_at=now,
@@ -111,11 +112,20 @@ def create_job(
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = session.scalar(select(Job).where(Job.idempotency_key == key))
+        if idempotency_key is None:
+            raise
+        existing = _keyed_job(session, key_owner, idempotency_key)
         if existing is None:
             raise
-        return _same_spec(existing, digest, idempotency_key or ""), False
+        return _same_spec(existing, digest, idempotency_key), False
     return job, True
+
+
+def _keyed_job(session: Session, key_owner: str, key: str) -> Job | None:
+    """The job an owner ("" while auth is off) submitted with Idempotency-Key ``key``."""
+    return session.scalar(
+        select(Job).where(Job.idempotency_owner == key_owner, Job.idempotency_key == key)
+    )
 
 
 def validate_spec(

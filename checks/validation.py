@@ -20,6 +20,7 @@ from checks import catalog
 from checks.architectures import ARCHITECTURES
 from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from checks.keras_config import check_keras_config, estimate_params, input_shape
+from checks.labels import label_stats
 from core.errors import SpecError
 from core.settings import Settings
 from models.spec import (
@@ -268,11 +269,8 @@ def _inline_info(
         )
         return None
     feature_shape = tuple(int(d) for d in x.shape[1:]) or (1,)
-    if y.ndim == 1 and np.all(y == np.round(y)) and y.min() >= 0:
-        labels = y.astype(np.int64)
-        counts = np.bincount(labels)
-        return DataInfo(len(y), feature_shape, int(labels.max()) + 1, tuple(int(c) for c in counts))
-    return DataInfo(len(y), feature_shape, None, None)
+    labels = label_stats(y, settings.max_label_classes)
+    return DataInfo(len(y), feature_shape, labels.n_classes, labels.class_counts)
 
 
 def _builtin_layers(

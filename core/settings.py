@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         worker_warm_up: Each pool process runs a two-step fit of a tiny model before
             it takes a job, so that the job does not pay the first ``fit()``'s one-time
             costs. Defaults to True.
+        max_label_classes: Labels count as class ids only when they are integers in
+            ``0 .. max_label_classes - 1``; only then does a dataset's metadata hold a
+            class histogram (``n_classes``, ``class_counts``), so that its size never
+            follows a label's value. Image archives may hold at most this many class
+            folders. Defaults to 1000.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -92,6 +97,8 @@ class Settings(BaseSettings):
     max_gpus_per_worker: int = Field(default=1, gt=0)
     logical_cpus: int = Field(default=1, gt=0)
     worker_warm_up: bool = True
+    # Labels and dataset metadata.
+    max_label_classes: int = Field(default=1000, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

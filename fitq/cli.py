@@ -228,7 +228,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             else:
                 revoke_token(session, args.name)
                 print(f"fitq: revoked the token of {args.name!r}")
-        except (Conflict, NotFound) as exc:
+        except (Conflict, NotFound, ValueError) as exc:
             print(f"fitq: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -84,7 +85,10 @@ class Job(Base):
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The Idempotency-Key header as sent, and whose key it is: the owner, or "" while
+    # auth is off (a token name is never empty). A key is unique per owner only.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    idempotency_owner: Mapped[str | None] = mapped_column(String(100))
     spec_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -114,6 +118,11 @@ class Job(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        UniqueConstraint(
+            "idempotency_owner",
+            "idempotency_key",
+            name="uq_jobs_idempotency_owner_idempotency_key",
+        ),
     )
 
 
@@ -194,16 +203,30 @@ class JobDataset(Base):
 
 
 class ApiToken(Base):
-    """A bearer token: shown once at creation, stored as its SHA-256."""
+    """A bearer token: shown once at creation, stored as its SHA-256.
+
+    ``name`` is the owner the token stands for. A name has at most one token that is
+    not revoked; revoked rows stay, and the name can be given a new token.
+    """
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(
+            "uq_api_tokens_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
 
 
 class Worker(Base):

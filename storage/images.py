@@ -54,6 +54,11 @@ def _check_members(archive: zipfile.ZipFile, settings: Settings) -> dict[str, in
         counts[parts[0]] = counts.get(parts[0], 0) + 1
     if sum(counts.values()) > MAX_FILES:
         raise UploadError(f"more than {MAX_FILES} images")
+    if len(counts) > settings.max_label_classes:
+        raise UploadError(
+            f"found {len(counts)} class folders; expected at most "
+            f"{settings.max_label_classes} (FITQ_MAX_LABEL_CLASSES)"
+        )
     if len(counts) < 2:
         raise UploadError(
             f"found {len(counts)} class folder(s) with images; expected one folder "
@@ -113,6 +118,8 @@ def _process_images(raw: Path, folder: Path, settings: Settings) -> dict[str, An
         "n_classes": len(classes),
         "class_names": classes,
         "class_counts": [counts[c] for c in classes],
+        "y_min": 0,
+        "y_max": len(classes) - 1,
         "image_sizes": len(sizes),
     }
     (folder / "meta.json").write_text(json.dumps(meta))

@@ -5,7 +5,8 @@ be one of the known array names (no folders, no ``..``), its declared size must 
 the caps and its compression ratio must be sane (no zip bombs), its ``.npy`` header
 must declare a numeric dtype (no pickled objects) and a shape whose bytes equal the
 member's size (no shape bombs). The arrays are then streamed out to ``.npy`` files
-that the worker memory-maps, and described: samples, shapes, dtypes, classes.
+that the worker memory-maps, checked for NaN and infinity, and described: samples,
+shapes, dtypes, the labels' range and, for class ids, a class histogram.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
+from checks.labels import first_non_finite, label_stats
 from core.errors import FitqError
 from core.settings import Settings
 
@@ -127,18 +129,22 @@ def _check_pairs(members: dict[str, Member]) -> None:
             )
 
 
-def _labels(y: np.ndarray) -> dict[str, Any]:
-    if y.ndim != 1 or y.dtype.kind not in "biuf" or len(y) == 0:
-        return {"n_classes": None, "class_counts": None}
-    integral = y.dtype.kind in "biu" or bool(np.all(np.mod(y, 1) == 0))
-    if not integral or y.min() < 0:
-        return {"n_classes": None, "class_counts": None}
-    counts = np.bincount(np.asarray(y, dtype=np.int64))
-    return {"n_classes": int(len(counts)), "class_counts": [int(c) for c in counts]}
+def check_finite(folder: Path, names: list[str]) -> None:
+    """Refuses NaN and infinity in any array, naming the array and the first such value."""
+    for name in names:
+        values = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        found = first_non_finite(values)
+        if found is not None:
+            index, value = found
+            raise UploadError(
+                f"{name}{list(index)} is {value}; expected finite numbers (no NaN or "
+                "infinity) in every array"
+            )
 
 
-def describe(folder: Path) -> dict[str, Any]:
-    """Per split: samples, shapes, dtypes, and the class histogram of integer labels."""
+def describe(folder: Path, max_classes: int) -> dict[str, Any]:
+    """Per split: samples, shapes, dtypes, the labels' range, and a class histogram of
+    labels that are class ids (integers in ``0 .. max_classes - 1``)."""
     info: dict[str, Any] = {}
     for split, (xn, yn) in SPLIT_ARRAYS.items():
         if not (folder / f"{xn}.npy").exists():
@@ -152,7 +158,7 @@ def describe(folder: Path) -> dict[str, Any]:
             "y_shape": list(y.shape[1:]),
             "y_dtype": str(y.dtype),
             "bytes": int(x.nbytes + y.nbytes),
-            **_labels(np.asarray(y)),
+            **label_stats(y, max_classes).as_info(),
         }
     return info
 
@@ -234,7 +240,8 @@ def _process_npz(raw: Path, folder: Path, settings: Settings) -> dict[str, Any]:
     with zipfile.ZipFile(raw) as archive:
         for name, member in members.items():
             copy_member(archive, f"{name}.npy", folder / f"{name}.npy", member.size)
-    return describe(folder)
+    check_finite(folder, sorted(members))
+    return describe(folder, settings.max_label_classes)
 
 
 def store_npz(upload: BinaryIO, settings: Settings) -> tuple[str, int, str, dict[str, Any]]:

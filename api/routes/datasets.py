@@ -32,7 +32,9 @@ class DatasetOut(BaseModel):
     sha256: str
     splits: dict[str, Any] = Field(
         description="Per split (train, validation, test): n_samples, x_shape, x_dtype, "
-        "y_shape, y_dtype, bytes, n_classes and class_counts (for integer labels)."
+        "y_shape, y_dtype, bytes, y_min and y_max (the labels' range), and n_classes and "
+        "class_counts: a histogram when every label is an integer in 0 .. "
+        "FITQ_MAX_LABEL_CLASSES - 1, null otherwise. Image archives: class_names too."
     )
 
     @classmethod
@@ -70,7 +72,8 @@ async def upload_dataset(
         UploadFile,
         File(
             description="A .npz with arrays x and y, and optionally x_val/y_val and "
-            "x_test/y_test; or a .zip with one folder of images (png, jpg, bmp, gif) per class."
+            "x_test/y_test, of finite numbers (no NaN or infinity); or a .zip with one "
+            "folder of images (png, jpg, bmp, gif) per class."
         ),
     ],
     name: Annotated[str | None, Form(max_length=200)] = None,
