@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         worker_warm_up: Each pool process runs a two-step fit of a tiny model before
             it takes a job, so that the job does not pay the first ``fit()``'s one-time
             costs. Defaults to True.
+        events_max_streams_per_owner: Event streams (``/v1/jobs/{id}/events``) one
+            token owner may hold open at once in one API process (429 beyond); with
+            auth off, all callers count as one owner. Defaults to 100.
+        db_pool_size: Database connections the API keeps open. Defaults to 10.
+        db_max_overflow: Connections the API may open beyond ``db_pool_size`` under
+            load; their sum is the most the API ever holds. The API runs no more
+            requests at once (40 at most) than this sum leaves connections for, after
+            the 5 the event streams' change feed uses. Defaults to 40.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -92,6 +100,10 @@ class Settings(BaseSettings):
     max_gpus_per_worker: int = Field(default=1, gt=0)
     logical_cpus: int = Field(default=1, gt=0)
     worker_warm_up: bool = True
+    # Event streams, and the API's database connections.
+    events_max_streams_per_owner: int = Field(default=100, gt=0)
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=40, ge=0)
 
     @property
     def resolved_data_dir(self) -> Path:
