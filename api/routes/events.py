@@ -29,7 +29,7 @@ from api import jobs as store
 from api.changefeed import TICK_SECONDS, ChangeFeed, Follower
 from api.deps import SettingsDep, get_principal
 from api.insight import job_out
-from api.schemas import ERRORS, CheckpointOut, EpochOut
+from api.schemas import ERRORS, CheckpointOut, EpochOut, ErrorOut
 from models.settings import Settings
 from models.tables import FINISHED, Checkpoint, EpochMetric, Job
 from models.tokens import Principal
@@ -117,6 +117,8 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
         )
         if ck_id in cur.best and cur.best[ck_id] != is_best
     ]
+    if not changed:
+        return
     for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
         cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
         cur.best[ck.id] = ck.is_best
@@ -302,7 +304,12 @@ def _authorize(request: Request, job_id: str) -> Principal:
                     }
                 }
             },
-        }
+        },
+        429: {
+            "model": ErrorOut,
+            "description": "The caller's owner holds as many open streams as "
+            "`FITQ_EVENTS_MAX_STREAMS_PER_OWNER` allows; `Retry-After` says when to try again.",
+        },
     },
 )
 async def job_events(
