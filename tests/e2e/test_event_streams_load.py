@@ -7,11 +7,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -215,7 +215,8 @@ def open_stream(client: httpx.Client, path: str) -> tuple[ExitStack, httpx.Respo
     resp = stack.enter_context(client.stream("GET", path))
     kind = ""
     if resp.status_code == 200:
-        lines = resp.iter_lines()  # kept open with the stack: dropping it closes the stream
+        # Kept open with the stack: the stream closes when this iterator is dropped.
+        lines = cast(Generator[str, None, None], resp.iter_lines())
         stack.callback(lines.close)
         kind = next(line for line in lines if line.startswith("event:"))[6:].strip()
     else:
