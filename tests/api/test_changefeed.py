@@ -1,21 +1,27 @@
 """The change feed on a real database: a tick is one query however many streams follow
 unchanged jobs, a changed job is read once for all its followers, and nobody holds a
-connection between ticks."""
+connection between ticks; the API's request threads fit in its pool beside the feed's."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from api.changefeed import ChangeFeed, Follower
+from api.changefeed import CONNECTIONS, ChangeFeed, Follower
+from api.main import create_app
 from api.routes.events import _Change, _Cursor, _JobReader, _read_all
 from models.db import make_engine, make_session_factory
+from models.migrate import upgrade
 from models.settings import Settings
 from models.tables import Job, utcnow
 from tests.conftest import Backend
@@ -153,3 +159,25 @@ def test_queries_per_second_do_not_grow_with_followers(migrated_backend: Backend
     print(f"{migrated_backend.name}: change feed queries per second by followers: {rates}")
     assert all(rate <= 1 / 0.25 + 1 for rate in rates.values()), rates
     engine.dispose()
+
+
+def request_threads(settings: Settings) -> int:
+    """The API's request threads once started on ``settings``."""
+    with TestClient(create_app(settings)) as client:
+        assert client.portal is not None
+        limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+        return int(limiter.total_tokens)
+
+
+def test_the_api_runs_no_more_request_threads_than_its_pool_has_connections_for(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    upgrade(url)
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    assert request_threads(settings) == 40  # anyio's own number: 50 connections cover it
+    small = settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 8})
+    assert request_threads(small) == 10 - CONNECTIONS
+    too_small = settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 3})
+    with pytest.raises(ValueError, match=r"FITQ_DB_POOL_SIZE \+ FITQ_DB_MAX_OVERFLOW is 5"):
+        request_threads(too_small)
