@@ -4,9 +4,9 @@ Each tick, one query reads the change markers of all the jobs anyone follows (th
 ``updated_at`` and a few small columns that every write of a job changes). Only a job
 whose marker moved is read again, once, whatever the number of its followers, and
 what that read found goes to each of them. A follower holds no database connection:
-it waits on its own in-memory queue. Reads run on a few threads of their own, so that
-however many streams are open, the feed uses at most ``CONNECTIONS`` connections and
-takes no thread from the API's request threadpool.
+it waits on its own in-memory queue. Reads run on worker threads counted apart from the
+requests' (a limiter of their own), so that however many streams are open, the feed
+uses at most ``CONNECTIONS`` connections and leaves the request threads to requests.
 """
 
 from __future__ import annotations

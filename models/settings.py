@@ -68,8 +68,8 @@ class Settings(BaseSettings):
         db_pool_size: Database connections the API keeps open. Defaults to 10.
         db_max_overflow: Connections the API may open beyond ``db_pool_size`` under
             load; their sum is the most the API ever holds. The API runs no more
-            requests at once (40 at most) than this sum leaves connections for, after
-            the 5 the event streams' change feed uses. Defaults to 40.
+            synchronous requests at once (40 at most) than this sum leaves connections
+            for after the 5 the event streams' change feed uses. Defaults to 40.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
