@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
+import anyio.to_thread
 from fastapi import FastAPI
 
-from api import errors
+from api import changefeed, errors
 from api.body import BodyMiddleware
 from api.metrics import RequestLatencyMiddleware
 from api.routes import dashboard, datasets, events, health, jobs, metrics, workers
@@ -33,13 +35,36 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.resolved_database_url)
+        connections = settings.db_pool_size + settings.db_max_overflow
+        if connections <= changefeed.CONNECTIONS:
+            raise ValueError(
+                f"FITQ_DB_POOL_SIZE + FITQ_DB_MAX_OVERFLOW is {connections}; expected more "
+                f"than the {changefeed.CONNECTIONS} connections the event streams' change feed "
+                "uses (the rest serve requests)"
+            )
+        engine = make_engine(
+            settings.resolved_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         check_migrated(engine)
+        # Sync routes run on anyio's threads (40 by default), a connection each: never
+        # more threads than the pool has connections beside the change feed's, so that
+        # a request does not wait for a connection (and fail after 30 s) under load.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = min(threads.total_tokens, connections - changefeed.CONNECTIONS)
         app.state.settings = settings
         app.state.auth_enabled = auth_enabled
         app.state.session_factory = make_session_factory(engine)
         app.state.celery = make_celery(settings, name="fitq-api")
+        feed: changefeed.ChangeFeed[object] = changefeed.ChangeFeed(app.state.session_factory)
+        app.state.change_feed = feed
+        app.state.event_streams = events.EventStreams(settings.events_max_streams_per_owner)
+        ticking = asyncio.create_task(feed.run())
         yield
+        ticking.cancel()
+        with suppress(asyncio.CancelledError):
+            await ticking
         engine.dispose()
 
     app = FastAPI(title="fitq", version="1", description=DESCRIPTION, lifespan=lifespan)

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
             class histogram (``n_classes``, ``class_counts``), so that its size never
             follows a label's value. Image archives may hold at most this many class
             folders. Defaults to 1000.
+        events_max_streams_per_owner: Event streams (``/v1/jobs/{id}/events``) one
+            token owner may hold open at once in one API process (429 beyond); with
+            auth off, all callers count as one owner. Defaults to 100.
+        db_pool_size: Database connections the API keeps open. Defaults to 10.
+        db_max_overflow: Connections the API may open beyond ``db_pool_size`` under
+            load; their sum is the most the API ever holds. The API runs no more
+            synchronous requests at once (40 at most) than this sum leaves connections
+            for after the 5 the event streams' change feed uses. Defaults to 40.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -99,6 +107,10 @@ class Settings(BaseSettings):
     worker_warm_up: bool = True
     # Labels and dataset metadata.
     max_label_classes: int = Field(default=1000, gt=0)
+    # Event streams, and the API's database connections.
+    events_max_streams_per_owner: int = Field(default=100, gt=0)
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=40, ge=0)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -1,30 +1,41 @@
-"""A job's changes as server-sent events: the job, new epochs, checkpoints and log text."""
+"""A job's changes as server-sent events: the job, new epochs, checkpoints and log text.
+
+A stream holds no database connection while it waits: the change feed
+(``api/changefeed.py``) reads all followed jobs' markers in one query a tick, reads a
+job that changed once for all its streams, and each stream sends what it lacks.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Receive, Scope, Send
 
 from api import jobs as store
-from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.changefeed import TICK_SECONDS, ChangeFeed, Follower
+from api.deps import SettingsDep, get_principal
 from api.job_view import job_out
-from api.schemas import ERRORS, CheckpointOut, EpochOut
+from api.schemas import ERRORS, CheckpointOut, EpochOut, ErrorOut
+from api.tokens import Principal
 from core.settings import Settings
 from models.tables import FINISHED, Checkpoint, EpochMetric, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
-POLL_SECONDS = 0.25
+POLL_SECONDS = TICK_SECONDS
 KEEPALIVE_SECONDS = 15.0
 LOG_CHUNK_BYTES = 64 * 1024
 EPOCHS_PER_POLL = 1000
@@ -106,6 +117,8 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
         )
         if ck_id in cur.best and cur.best[ck_id] != is_best
     ]
+    if not changed:
+        return
     for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
         cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
         cur.best[ck.id] = ck.is_best
@@ -124,6 +137,144 @@ def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
         return ""
     cur.log_offset += len(data)
     return data.decode("utf-8", errors="replace")
+
+
+def _read_all(
+    factory: sessionmaker[Session], settings: Settings, job_id: str, cur: _Cursor
+) -> bool:
+    """Polls until no full page of epochs is left; returns whether the job finished."""
+    while True:
+        before = len(cur.items)
+        finished = _poll(factory, settings, job_id, cur)
+        if sum(1 for kind, _, _ in cur.items[before:] if kind == "epoch") < EPOCHS_PER_POLL:
+            return finished
+
+
+@dataclass
+class _Change:
+    """What one read of a job found, each item with its frame encoded once for all."""
+
+    items: list[tuple[str, Any, str]]  # (event, payload, frame)
+    job_etag: str
+    finished: bool
+
+
+class _JobReader:
+    """The change feed's reader of one job: a cursor of its own, shared by its streams."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, job_id: str) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.job_id = job_id
+        self.cur = _Cursor(epoch=0)
+
+    def baseline(self) -> None:
+        with self.factory() as session:
+            last = session.scalar(
+                select(func.max(EpochMetric.epoch)).where(EpochMetric.job_id == self.job_id)
+            )
+            self.cur.epoch = last or 0
+            for ck_id, is_best in session.execute(
+                select(Checkpoint.id, Checkpoint.is_best).where(Checkpoint.job_id == self.job_id)
+            ):
+                self.cur.best[ck_id] = is_best
+                self.cur.checkpoint = max(self.cur.checkpoint, ck_id)
+
+    def read(self) -> _Change:
+        finished = _read_all(self.factory, self.settings, self.job_id, self.cur)
+        items, self.cur.items = self.cur.items, []
+        return _Change(
+            [(event, data, _frame(event, data, event_id)) for event, event_id, data in items],
+            self.cur.job_etag,
+            finished,
+        )
+
+
+def _take(cur: _Cursor, change: _Change) -> list[str]:
+    """The frames of ``change`` that the stream at ``cur`` lacks; moves ``cur`` past them."""
+    frames: list[str] = []
+    for event, data, frame in change.items:
+        if event == "epoch":
+            if data.epoch <= cur.epoch:
+                continue
+            cur.epoch = data.epoch
+        elif event == "checkpoint":
+            if data.id > cur.checkpoint:
+                cur.checkpoint = data.id
+            elif cur.best.get(data.id, data.is_best) == data.is_best:
+                continue  # sent already as it is, or never sent (before after_checkpoint)
+            cur.best[data.id] = data.is_best
+        elif event == "job":
+            if change.job_etag == cur.job_etag:
+                continue
+            cur.job_etag = change.job_etag
+        frames.append(frame)
+    return frames
+
+
+def _log_size(settings: Settings, job_id: str) -> int:
+    try:
+        return os.stat(settings.job_dir(job_id) / "train.log").st_size
+    except FileNotFoundError:
+        return -1
+
+
+class EventStreams:
+    """The event streams open in this API process, counted per owner to cap them.
+
+    Args:
+        max_per_owner: Streams one owner may hold open (``FITQ_EVENTS_MAX_STREAMS_PER_OWNER``).
+    """
+
+    def __init__(self, max_per_owner: int) -> None:
+        self.max_per_owner = max_per_owner
+        self.open_by_owner: Counter[str | None] = Counter()
+        self.log_reads = anyio.CapacityLimiter(2)  # log files are read off the event loop
+
+    def open(self, owner: str | None) -> None:
+        """Counts a new stream of ``owner``; 429 when the owner has the most allowed."""
+        held = self.open_by_owner[owner]
+        if held >= self.max_per_owner:
+            who = f"owner {owner!r}" if owner is not None else "the API (auth is off: one owner)"
+            raise HTTPException(
+                429,
+                f"{who} already holds {held} open event streams, the most "
+                f"FITQ_EVENTS_MAX_STREAMS_PER_OWNER={self.max_per_owner} allows; close one, "
+                "or poll GET /v1/jobs/{id} with If-None-Match",
+                headers={"Retry-After": "5"},
+            )
+        self.open_by_owner[owner] += 1
+
+    def close(self, owner: str | None) -> None:
+        self.open_by_owner[owner] -= 1
+        if self.open_by_owner[owner] <= 0:
+            del self.open_by_owner[owner]
+
+
+class _EventStreamResponse(StreamingResponse):
+    """A stream that runs ``on_close`` once it ends, however it ends."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+def _authorize(request: Request, job_id: str) -> Principal:
+    """The caller, if it may see the job; the session is closed before streaming starts."""
+    with request.app.state.session_factory() as session:
+        principal = get_principal(request, session)
+        store.get_job(session, job_id, principal)
+    return principal
 
 
 @router.get(
@@ -153,14 +304,17 @@ def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
                     }
                 }
             },
-        }
+        },
+        429: {
+            "model": ErrorOut,
+            "description": "The caller's owner holds as many open streams as "
+            "`FITQ_EVENTS_MAX_STREAMS_PER_OWNER` allows; `Retry-After` says when to try again.",
+        },
     },
 )
 async def job_events(
     job_id: str,
     request: Request,
-    session: SessionDep,
-    principal: PrincipalDep,
     settings: SettingsDep,
     after_epoch: Annotated[
         int, Query(ge=0, le=MAX_INT, description="Send epochs after this one.")
@@ -177,37 +331,66 @@ async def job_events(
     """Follow a job live: what changed is pushed within a fraction of a second.
 
     The stream of an unfinished job closes after `FITQ_EVENTS_MAX_SECONDS`; reconnect
-    with `Last-Event-ID` (or the `after_*` parameters) to continue.
+    with `Last-Event-ID` (or the `after_*` parameters) to continue. An owner may hold
+    `FITQ_EVENTS_MAX_STREAMS_PER_OWNER` streams open at once (429 beyond).
     """
-    store.get_job(session, job_id, principal)
+    principal = await run_in_threadpool(_authorize, request, job_id)
+    streams: EventStreams = request.app.state.event_streams
+    feed: ChangeFeed[_Change] = request.app.state.change_feed
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    streams.open(principal.owner)
     epoch = after_epoch
     if last_event_id and last_event_id.isdigit():
         epoch = max(epoch, int(last_event_id))
     cur = _Cursor(epoch=epoch, checkpoint=after_checkpoint, log_offset=log_offset)
-    factory: sessionmaker[Session] = request.app.state.session_factory
+    following: list[Follower[_Change]] = []
+
+    def close() -> None:
+        streams.close(principal.owner)
+        for follower in following:
+            feed.leave(follower)
+
+    async def new_log() -> list[str]:
+        if cur.log_offset < 0 or _log_size(settings, job_id) in (-1, cur.log_offset):
+            return []
+        text = await anyio.to_thread.run_sync(
+            _log_since, settings, job_id, cur, limiter=streams.log_reads
+        )
+        return [_frame("log", {"text": text, "log_offset": cur.log_offset})] if text else []
 
     async def stream() -> AsyncIterator[str]:
         quiet_since = started = time.monotonic()
         yield "retry: 1000\n\n"
-        while not await request.is_disconnected():
-            if time.monotonic() - started > settings.events_max_seconds:
-                return  # the client reconnects where it left off
-            finished = await run_in_threadpool(_poll, factory, settings, job_id, cur)
+        follower, finished = await feed.follow(
+            job_id,
+            partial(_JobReader, factory, settings, job_id),
+            partial(_read_all, factory, settings, job_id, cur),
+        )
+        following.append(follower)
+        try:
             items, cur.items = cur.items, []
-            for event, event_id, data in items:
-                yield _frame(event, data, event_id)
-            if finished:
-                yield _frame("end", {"job_id": job_id, "log_offset": cur.log_offset})
-                return
-            if items:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(POLL_SECONDS)
+            frames = [_frame(event, data, event_id) for event, event_id, data in items]
+            while True:
+                for frame in frames:
+                    yield frame
+                if finished:
+                    yield _frame("end", {"job_id": job_id, "log_offset": cur.log_offset})
+                    return
+                if frames:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - started > settings.events_max_seconds:
+                    return  # the client reconnects where it left off
+                frames = []
+                for change in await follower.changes(POLL_SECONDS):
+                    frames += _take(cur, change)
+                    finished = finished or change.finished
+                frames += await new_log()
+        finally:
+            feed.leave(follower)
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _EventStreamResponse(stream(), close)
