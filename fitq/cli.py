@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from fitq.children import spawn, stay_with_parent
 from fitq.groups import Declared, verbatim
 
 if TYPE_CHECKING:
@@ -132,9 +132,9 @@ def up(host: str, port: int, queues: str) -> int:
     settings = get_settings()
     _migrate(settings)
     stop_dispatcher = _dispatcher_thread(settings)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "fitq", "worker", "--queues", queues],
-        env={**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
+    worker = spawn(
+        ["worker", "--queues", queues],
+        {**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -391,6 +391,7 @@ def parse(argv: Sequence[str]) -> SimpleNamespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fitq ARGV`` (the process's own arguments by default); returns the exit code."""
+    stay_with_parent()
     try:
         code = cli.main(
             args=None if argv is None else list(argv), prog_name="fitq", standalone_mode=False
