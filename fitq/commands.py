@@ -200,7 +200,10 @@ SUBMIT = "submit a job spec (YAML or JSON); CI-friendly"
 @click.option("--name", metavar="NAME")
 @click.option("--queue", metavar="QUEUE")
 @click.option(
-    "--idempotency-key", metavar="KEY", help="a re-run with the same key finds the same job"
+    "--idempotency-key",
+    metavar="KEY",
+    help="a re-run with the same key finds the same job (default: a new key per run, "
+    "kept across its retries)",
 )
 @click.option("--wait", is_flag=True, help="wait for the job to end")
 @click.option("--follow", is_flag=True, help="show each epoch as it ends")
