@@ -13,20 +13,47 @@ fitq token create --name NAME [--admin]    a bearer token (also: token list, tok
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from types import FrameType
+from collections.abc import Callable, Sequence
+from types import FrameType, SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from core.errors import DatabaseNotMigrated
-from core.settings import Settings, get_settings
+import click
+
+from fitq.children import spawn, stay_with_parent
+from fitq.groups import Declared, verbatim
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from core.settings import Settings
 
 WORKER_STOP_SECONDS = 30
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(
+    "fitq",
+    cls=Declared,
+    help=verbatim(__doc__ or ""),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    pass
+
+
+def _server_options(func: F) -> F:
+    func = click.option(
+        "--port", type=int, default=8000, metavar="PORT", help="port to listen on (8000)"
+    )(func)
+    return click.option(
+        "--host", default="127.0.0.1", metavar="HOST", help="address to listen on (127.0.0.1)"
+    )(func)
 
 
 def _migrate(settings: Settings) -> None:
@@ -48,18 +75,12 @@ def _describe(settings: Settings) -> str:
     return f"database: {db}\nbroker:   {broker}\nartifacts: {settings.resolved_artifacts_dir}"
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    _migrate(settings)
-    print(f"fitq: database migrated to the latest schema\n{_describe(settings)}")
-    return 0
-
-
 def _serve_api(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from api.main import create_app
     from core.db import make_engine
+    from core.errors import DatabaseNotMigrated
     from migrations.migrate import check_migrated
 
     try:
@@ -83,44 +104,6 @@ def _serve_api(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def cmd_api(args: argparse.Namespace) -> int:
-    return _serve_api(get_settings(), args.host, args.port)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from queueing.devices import gpu_groups, queues_for, worker_devices
-
-    settings = get_settings()
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    if args.gpus is not None:
-        from fitq.workers import supervise
-
-        try:
-            groups = gpu_groups(args.gpus, args.gpus_per_worker)
-        except ValueError as exc:
-            print(f"fitq: {exc}", file=sys.stderr)
-            return 2
-        child = ["--queues", ",".join(queues), "--loglevel", args.loglevel]
-        return supervise(groups, child + (["--events"] if args.events else []))
-    if args.gpus_per_worker != 1:
-        print("fitq: --gpus-per-worker goes with --gpus", file=sys.stderr)
-        return 2
-    devices = worker_devices(os.environ, settings.logical_cpus)
-    if devices.count > settings.max_gpus_per_worker:
-        print(
-            f"fitq: this worker has {devices.count} devices, but the API refuses jobs asking "
-            f"for more than FITQ_MAX_GPUS_PER_WORKER={settings.max_gpus_per_worker}",
-            file=sys.stderr,
-            flush=True,
-        )
-    from worker.celery_app import run_worker
-
-    tag = f"gpu{devices.gpus.replace(',', '_')}-" if devices.gpus else ""
-    name = f"fitq-{tag}{os.getpid()}@{socket.gethostname()}"
-    run_worker(name, queues_for(queues, devices.count), devices, args.loglevel, args.events)
-    return 0
-
-
 def _dispatcher_thread(settings: Settings) -> threading.Event:
     from core.db import make_engine, make_session_factory
     from dispatcher.dispatch import run_forever
@@ -137,36 +120,21 @@ def _dispatcher_thread(settings: Settings) -> threading.Event:
     return stop
 
 
-def cmd_dispatcher(args: argparse.Namespace) -> int:
-    import logging
+@cli.command("up", short_help="migrate, then run the API and one worker")
+@_server_options
+@click.option(
+    "--queues", default="default", metavar="QUEUES", help="queues the worker takes (default)"
+)
+def up(host: str, port: int, queues: str) -> int:
+    """migrate, then run the API and one worker"""
+    from core.settings import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    stop = _dispatcher_thread(get_settings())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        stop.set()
-    return 0
-
-
-def cmd_flower(args: argparse.Namespace) -> int:
-    from queueing.broker import make_celery
-
-    app = make_celery(get_settings(), name="fitq-flower")
-    # Flower reads its other options (FLOWER_BASIC_AUTH, ...) from the environment.
-    code = app.start(["flower", f"--address={args.address}", f"--port={args.port}"])
-    return int(code or 0)
-
-
-def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate(settings)
     stop_dispatcher = _dispatcher_thread(settings)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "fitq", "worker", "--queues", args.queues],
-        env={**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
+    worker = spawn(
+        ["worker", "--queues", queues],
+        {**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -174,14 +142,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     print(
-        f"fitq: starting the API at http://{args.host}:{args.port}  (docs at "
-        f"http://{args.host}:{args.port}/docs)\n"
-        f"fitq: one worker on queues {args.queues!r} (pid {worker.pid}), and the dispatcher\n"
+        f"fitq: starting the API at http://{host}:{port}  (docs at "
+        f"http://{host}:{port}/docs)\n"
+        f"fitq: one worker on queues {queues!r} (pid {worker.pid}), and the dispatcher\n"
         f"{_describe(settings)}",
         flush=True,
     )
     try:
-        return _serve_api(settings, args.host, args.port)
+        return _serve_api(settings, host, port)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -195,14 +163,122 @@ def cmd_up(args: argparse.Namespace) -> int:
                 worker.kill()
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from api.tokens import create_token, list_tokens, revoke_token
-    from core.db import make_engine, make_session_factory
-    from core.errors import Conflict, NotFound
-    from migrations.migrate import check_migrated
+@cli.command("api", short_help="run the API")
+@_server_options
+def api(host: str, port: int) -> int:
+    """run the API"""
+    from core.settings import get_settings
+
+    return _serve_api(get_settings(), host, port)
+
+
+WORKER = "run Celery workers, concurrency 1: one per GPU with --gpus, else one"
+
+
+@cli.command("worker", help=WORKER, short_help=WORKER)
+@click.option(
+    "--queues", default="default", metavar="QUEUES", help="comma-separated queues (default)"
+)
+@click.option(
+    "--gpus",
+    metavar="GPUS",
+    help="'all' or GPU indices such as '0,1': one worker per GPU, each pinned with "
+    "CUDA_VISIBLE_DEVICES; 'all' on a machine without GPUs: one CPU worker",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=int,
+    default=1,
+    metavar="GPUS_PER_WORKER",
+    help="GPUs each worker gets, for jobs with resources.gpus > 1 (1)",
+)
+@click.option("--events", is_flag=True, help="send task events, for Flower (fitq flower)")
+@click.option("--loglevel", default="INFO", metavar="LOGLEVEL")
+def worker(queues: str, gpus: str | None, gpus_per_worker: int, events: bool, loglevel: str) -> int:
+    from core.settings import get_settings
+    from queueing.devices import gpu_groups, queues_for, worker_devices
 
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    if gpus is not None:
+        from fitq.workers import supervise
+
+        try:
+            groups = gpu_groups(gpus, gpus_per_worker)
+        except ValueError as exc:
+            print(f"fitq: {exc}", file=sys.stderr)
+            return 2
+        child = ["--queues", ",".join(names), "--loglevel", loglevel]
+        return supervise(groups, child + (["--events"] if events else []))
+    if gpus_per_worker != 1:
+        print("fitq: --gpus-per-worker goes with --gpus", file=sys.stderr)
+        return 2
+    devices = worker_devices(os.environ, settings.logical_cpus)
+    if devices.count > settings.max_gpus_per_worker:
+        print(
+            f"fitq: this worker has {devices.count} devices, but the API refuses jobs asking "
+            f"for more than FITQ_MAX_GPUS_PER_WORKER={settings.max_gpus_per_worker}",
+            file=sys.stderr,
+            flush=True,
+        )
+    from worker.celery_app import run_worker
+
+    tag = f"gpu{devices.gpus.replace(',', '_')}-" if devices.gpus else ""
+    name = f"fitq-{tag}{os.getpid()}@{socket.gethostname()}"
+    run_worker(name, queues_for(names, devices.count), devices, loglevel, events)
+    return 0
+
+
+DISPATCHER = "requeue the jobs of dead workers and republish lost messages"
+
+
+@cli.command("dispatcher", help=DISPATCHER, short_help=DISPATCHER)
+def dispatcher() -> int:
+    import logging
+
+    from core.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = _dispatcher_thread(get_settings())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+FLOWER = "run Flower (pip install 'fitq[ops]'): what each worker runs, live"
+
+
+@cli.command("flower", help=FLOWER, short_help=FLOWER)
+@click.option("--address", default="127.0.0.1", metavar="ADDRESS", help="address to listen on")
+@click.option("--port", type=int, default=5555, metavar="PORT", help="port to listen on (5555)")
+def flower(address: str, port: int) -> int:
+    from core.settings import get_settings
+    from queueing.broker import make_celery
+
+    app = make_celery(get_settings(), name="fitq-flower")
+    # Flower reads its other options (FLOWER_BASIC_AUTH, ...) from the environment.
+    code = app.start(["flower", f"--address={address}", f"--port={port}"])
+    return int(code or 0)
+
+
+@cli.group("token", cls=Declared, short_help="create, list and revoke API tokens")
+def token() -> None:
+    """create, list and revoke API tokens"""
+
+
+def _with_tokens(action: Callable[[Session], None]) -> int:
+    """Runs ``action`` in a session of the configured database; 2 if it is not
+    migrated, 1 if the action is refused (a name taken, an unknown name)."""
+    from core.db import make_engine, make_session_factory
+    from core.errors import Conflict, DatabaseNotMigrated, NotFound
+    from core.settings import get_settings
+    from migrations.migrate import check_migrated
+
+    engine = make_engine(get_settings().resolved_database_url)
     try:
         check_migrated(engine)
     except DatabaseNotMigrated as exc:
@@ -210,95 +286,122 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     with make_session_factory(engine)() as session:
         try:
-            if args.token_command == "create":
-                token = create_token(session, args.name, admin=args.admin)
-                print(token)
-                print(
-                    f"fitq: token for {args.name!r}{' (admin)' if args.admin else ''}; it is "
-                    "shown once, keep it",
-                    file=sys.stderr,
-                )
-            elif args.token_command == "list":
-                for row in list_tokens(session):
-                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                    print(
-                        f"{row.name}\t{'admin' if row.admin else 'user'}\t{state}\t"
-                        f"created {row.created_at:%Y-%m-%d %H:%M}"
-                    )
-            else:
-                revoke_token(session, args.name)
-                print(f"fitq: revoked the token of {args.name!r}")
+            action(session)
         except (Conflict, NotFound, ValueError) as exc:
             print(f"fitq: {exc}", file=sys.stderr)
             return 1
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fitq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+@token.command("create", short_help="create a token and print it (once)")
+@click.option("--name", required=True, metavar="NAME", help="the owner the token stands for")
+@click.option("--admin", is_flag=True, help="sees and acts on every job")
+def token_create(name: str, admin: bool) -> int:
+    """create a token and print it (once)"""
 
-    def server(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-        p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    def create(session: Session) -> None:
+        from api.tokens import create_token
 
-    up = sub.add_parser("up", help="migrate, then run the API and one worker")
-    server(up)
-    up.add_argument("--queues", default="default", help="queues the worker takes (default)")
-    up.set_defaults(func=cmd_up)
-    api = sub.add_parser("api", help="run the API")
-    server(api)
-    api.set_defaults(func=cmd_api)
-    worker = sub.add_parser(
-        "worker", help="run Celery workers, concurrency 1: one per GPU with --gpus, else one"
-    )
-    worker.add_argument("--queues", default="default", help="comma-separated queues (default)")
-    worker.add_argument(
-        "--gpus",
-        help="'all' or GPU indices such as '0,1': one worker per GPU, each pinned with "
-        "CUDA_VISIBLE_DEVICES; 'all' on a machine without GPUs: one CPU worker",
-    )
-    worker.add_argument(
-        "--gpus-per-worker",
-        type=int,
-        default=1,
-        help="GPUs each worker gets, for jobs with resources.gpus > 1 (1)",
-    )
-    worker.add_argument(
-        "--events", action="store_true", help="send task events, for Flower (fitq flower)"
-    )
-    worker.add_argument("--loglevel", default="INFO")
-    worker.set_defaults(func=cmd_worker)
-    dispatcher = sub.add_parser(
-        "dispatcher", help="requeue the jobs of dead workers and republish lost messages"
-    )
-    dispatcher.set_defaults(func=cmd_dispatcher)
-    flower = sub.add_parser(
-        "flower", help="run Flower (pip install 'fitq[ops]'): what each worker runs, live"
-    )
-    flower.add_argument("--address", default="127.0.0.1", help="address to listen on")
-    flower.add_argument("--port", type=int, default=5555, help="port to listen on (5555)")
-    flower.set_defaults(func=cmd_flower)
-    token = sub.add_parser("token", help="create, list and revoke API tokens")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
-    create = token_sub.add_parser("create", help="create a token and print it (once)")
-    create.add_argument("--name", required=True, help="the owner the token stands for")
-    create.add_argument("--admin", action="store_true", help="sees and acts on every job")
-    token_sub.add_parser("list", help="list tokens (never their values)")
-    revoke = token_sub.add_parser("revoke", help="revoke an owner's token")
-    revoke.add_argument("name")
-    token.set_defaults(func=cmd_token)
-    from fitq.commands import add_parsers
+        print(create_token(session, name, admin=admin))
+        print(
+            f"fitq: token for {name!r}{' (admin)' if admin else ''}; it is shown once, keep it",
+            file=sys.stderr,
+        )
 
-    add_parsers(sub)
-    migrate = sub.add_parser("migrate", help="migrate the database to the latest schema")
-    migrate.set_defaults(func=cmd_migrate)
-    return parser
+    return _with_tokens(create)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+@token.command("list", short_help="list tokens (never their values)")
+def token_list() -> int:
+    """list tokens (never their values)"""
+
+    def show(session: Session) -> None:
+        from api.tokens import list_tokens
+
+        for row in list_tokens(session):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(
+                f"{row.name}\t{'admin' if row.admin else 'user'}\t{state}\t"
+                f"created {row.created_at:%Y-%m-%d %H:%M}"
+            )
+
+    return _with_tokens(show)
+
+
+@token.command("revoke", short_help="revoke an owner's token")
+@click.argument("name")
+def token_revoke(name: str) -> int:
+    """revoke an owner's token"""
+
+    def revoke(session: Session) -> None:
+        from api.tokens import revoke_token
+
+        revoke_token(session, name)
+        print(f"fitq: revoked the token of {name!r}")
+
+    return _with_tokens(revoke)
+
+
+# The client commands (fitq.commands) are imported only when one of them runs.
+for _name in ("submit", "jobs", "datasets"):
+    cli.add_lazy(_name, f"fitq.commands:{_name}")
+
+
+MIGRATE = "migrate the database to the latest schema"
+
+
+@cli.command("migrate", help=MIGRATE, short_help=MIGRATE)
+def migrate() -> int:
+    from core.settings import get_settings
+
+    settings = get_settings()
+    _migrate(settings)
+    print(f"fitq: database migrated to the latest schema\n{_describe(settings)}")
+    return 0
+
+
+def parse(argv: Sequence[str]) -> SimpleNamespace:
+    """What ``fitq ARGV`` would run, checked as ``fitq`` checks it, without running it.
+
+    Returns:
+        ``command``, the first word (``worker``, ``token``...), and the parameters of
+        the command that would run, by name (``queues``, ``gpus``...).
+
+    Raises:
+        click.UsageError: ``fitq`` would refuse these arguments.
+    """
+    command: click.Command = cli
+    ctx = click.Context(cli, info_name="fitq")
+    words = list(argv)
+    path: list[str] = []
+    while isinstance(command, click.Group):
+        if not words:
+            raise click.UsageError("Missing command.", ctx)
+        name, *words = words
+        found = command.get_command(ctx, name)
+        if found is None:
+            raise click.UsageError(f"No such command {name!r}.", ctx)
+        path.append(name)
+        if isinstance(found, click.Group):
+            ctx = click.Context(found, info_name=name, parent=ctx)
+        command = found
+    leaf = command.make_context(path[-1], words, parent=ctx)
+    return SimpleNamespace(command=path[0], **leaf.params)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``fitq ARGV`` (the process's own arguments by default); returns the exit code."""
+    stay_with_parent()
+    try:
+        code = cli.main(
+            args=None if argv is None else list(argv), prog_name="fitq", standalone_mode=False
+        )
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            raise exc.__cause__ from None
+        print("Aborted!", file=sys.stderr)
+        return 1
+    return int(code or 0)

@@ -5,13 +5,17 @@
     job = client.submit(spec)
     job = client.wait(job["id"], timeout=600)
 
-Connection errors and 5xx answers are retried with backoff; a 4xx never is.
+Connection errors and 5xx answers are retried with backoff; a 4xx never is. A
+submission carries an Idempotency-Key, the same on each of its retries, so that a
+retry after a timeout, a dropped connection or a 5xx finds the job an earlier attempt
+may have created instead of creating a second one.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,7 +101,16 @@ class Client:
         raise Unreachable(self.url)
 
     def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        """Submits ``spec``; returns the job (the one created, or the one found).
+
+        Args:
+            spec: The job spec.
+            idempotency_key: Sent as ``Idempotency-Key`` on every attempt; a later
+                submission with the same key and spec finds the same job (with another
+                spec it is refused, 409). Defaults to a new random key (uuid4), which
+                makes this call's own retries safe.
+        """
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         result: dict[str, Any] = self.request("POST", "/v1/jobs", json=spec, headers=headers).json()
         return result
 

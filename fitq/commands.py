@@ -11,7 +11,7 @@ Exit codes:
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import operator
 import re
@@ -20,11 +20,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
+import click
 import yaml
 
+# The base install is enough: nothing here imports TensorFlow, Keras, the worker, or
+# the service's own packages.
 from fitq.client import ApiError, Client, TimedOut, Unreachable, format_detail
+from fitq.groups import Declared, verbatim
 
 OK, JOB_FAILED, REFUSED, GATE_FAILED, TIMED_OUT, UNREACHABLE = 0, 1, 2, 3, 4, 5
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -174,42 +178,108 @@ def _load_spec(path: str) -> dict[str, Any]:
     return spec
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+SUBMIT = "submit a job spec (YAML or JSON); CI-friendly"
+
+
+@click.command(
+    "submit",
+    help=verbatim(f"{SUBMIT}. SPEC is the spec file, or - for standard input.\n\n{__doc__}"),
+    short_help=SUBMIT,
+)
+@click.argument("spec")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="override a field, e.g. --set fit.epochs=5 (repeatable)",
+)
+@click.option("--name", metavar="NAME")
+@click.option("--queue", metavar="QUEUE")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="a re-run with the same key finds the same job (default: a new key per run, "
+    "kept across its retries)",
+)
+@click.option("--wait", is_flag=True, help="wait for the job to end")
+@click.option("--follow", is_flag=True, help="show each epoch as it ends")
+@click.option("--timeout", type=float, metavar="TIMEOUT", help="seconds to wait (exit 4 past it)")
+@click.option("--cancel-on-timeout", is_flag=True)
+@click.option(
+    "--require",
+    multiple=True,
+    metavar="GATE",
+    help="e.g. 'val_accuracy>=0.9', 'test.accuracy>0.8' (repeatable)",
+)
+@click.option(
+    "--forbid",
+    multiple=True,
+    type=click.Choice(FINDINGS),
+    help="fail (exit 3) if the job's insight finds this, e.g. --forbid overfitting",
+)
+@click.option("--junit", metavar="FILE", help="write the gates as JUnit XML")
+@click.option("--download-best", metavar="DIR", help="download the best checkpoint")
+@click.option("--dry-run", is_flag=True, help="validate only; show warnings")
+@json_option
+def submit(
+    spec: str,
+    assignments: tuple[str, ...],
+    name: str | None,
+    queue: str | None,
+    idempotency_key: str | None,
+    wait: bool,
+    follow: bool,
+    timeout: float | None,
+    cancel_on_timeout: bool,
+    require: tuple[str, ...],
+    forbid: tuple[str, ...],
+    junit: str | None,
+    download_best: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
     out = sys.stdout
-    gates: list[Gate | Forbid] = [Gate.parse(g) for g in args.require]
-    gates += [Forbid(kind) for kind in args.forbid]
-    spec = _load_spec(args.spec)
-    for assignment in args.set:
-        set_path(spec, assignment)
-    if args.name:
-        spec["name"] = args.name
-    if args.queue:
-        spec["queue"] = args.queue
+    try:
+        gates: list[Gate | Forbid] = [Gate.parse(g) for g in require]
+        gates += [Forbid(kind) for kind in forbid]
+        job_spec = _load_spec(spec)
+        for assignment in assignments:
+            set_path(job_spec, assignment)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if name:
+        job_spec["name"] = name
+    if queue:
+        job_spec["queue"] = queue
     client = Client()
     try:
-        if args.dry_run:
-            warnings = client.validate(spec)
+        if dry_run:
+            warnings = client.validate(job_spec)
             _emit(
-                args,
+                as_json,
                 {"valid": True, "warnings": warnings},
                 "spec is valid" + "".join(f"\nwarning: {w}" for w in warnings),
             )
             return OK
-        job = client.submit(spec, idempotency_key=args.idempotency_key)
+        job = client.submit(job_spec, idempotency_key=idempotency_key)
         for warning in job.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
-        if not (args.wait or args.follow or gates or args.download_best or args.junit):
-            _emit(args, job, f"submitted job {job['id']} ({job['status']})")
+        if not (wait or follow or gates or download_best or junit):
+            _emit(as_json, job, f"submitted job {job['id']} ({job['status']})")
             return OK
         print(f"fitq: job {job['id']} on queue {job['queue']!r}", file=sys.stderr)
         epochs = int(job["spec"]["fit"]["epochs"])
         try:
-            for row in client.follow(job["id"], timeout=args.timeout):
-                if args.follow and not args.json:
+            for row in client.follow(job["id"], timeout=timeout):
+                if follow and not as_json:
                     print(_progress(row, epochs, out.isatty()), file=out, flush=True)
         except TimedOut as exc:
             print(f"fitq: {exc}", file=sys.stderr)
-            if args.cancel_on_timeout:
+            if cancel_on_timeout:
                 client.cancel(job["id"])
                 print(f"fitq: cancelled job {job['id']}", file=sys.stderr)
             return TIMED_OUT
@@ -219,12 +289,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             rows = client.metrics(job["id"], after_epoch=int(job["best"]["epoch"]) - 1)
             best_row = rows[0] if rows else None
         results = [(g, *g.check(job, best_row)) for g in gates]
-        if args.junit:
-            write_junit(Path(args.junit), job, results)
-        if args.download_best:
+        if junit:
+            write_junit(Path(junit), job, results)
+        if download_best:
             best = [c for c in client.checkpoints(job["id"]) if c["is_best"]]
             for c in best:
-                path = client.download_checkpoint(job["id"], c, Path(args.download_best))
+                path = client.download_checkpoint(job["id"], c, Path(download_best))
                 print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
         summary = {
             **job,
@@ -235,7 +305,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             lines.append(f"error: {job['error']['type']}: {job['error']['message']}")
         lines += insight_lines(job)
         lines += [f"gate {'PASS' if ok else 'FAIL'}: {m}" for _, ok, m in results]
-        _emit(args, summary, "\n".join(lines))
+        _emit(as_json, summary, "\n".join(lines))
         if job["status"] != "succeeded":
             return JOB_FAILED
         return GATE_FAILED if any(not ok for _, ok, _ in results) else OK
@@ -250,18 +320,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return UNREACHABLE
 
 
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def _answered(
-    command: Callable[[argparse.Namespace, Client], None],
-) -> Callable[[argparse.Namespace], int]:
+P = ParamSpec("P")
+
+
+def _answered(command: Callable[Concatenate[Client, P], None]) -> Callable[P, int]:
     """A command whose refusals exit 2 and whose unreachable service exits 5."""
 
-    def run(args: argparse.Namespace) -> int:
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
         try:
-            command(args, Client())
+            command(Client(), *args, **kwargs)
         except ApiError as exc:
             print(f"fitq: {exc}", file=sys.stderr)
             return REFUSED
@@ -273,132 +345,127 @@ def _answered(
     return run
 
 
+@click.group(
+    "jobs",
+    cls=Declared,
+    short_help="list, show, cancel jobs; their logs, metrics, checkpoints",
+)
+def jobs() -> None:
+    """list, show, cancel jobs; their logs, metrics, checkpoints"""
+
+
+@jobs.command("ls")
+@click.option("--status", metavar="STATUS")
+@click.option("--queue", metavar="QUEUE")
+@click.option("--limit", type=int, default=50, metavar="LIMIT")
+@json_option
 @_answered
-def cmd_jobs(args: argparse.Namespace, client: Client) -> None:
-    if args.jobs_command == "ls":
-        jobs = client.jobs(status=args.status, queue=args.queue, limit=args.limit)
-        _emit(
-            args,
-            jobs,
-            "\n".join(
-                f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
-                f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
-                f"{j['name'] or ''}"
-                for j in jobs
-            ),
-        )
-    elif args.jobs_command == "show":
-        job = client.job(args.id)
-        _emit(
-            args,
-            job,
-            yaml.safe_dump({k: v for k, v in job.items() if k != "spec"}, sort_keys=False),
-        )
-    elif args.jobs_command == "cancel":
-        job = client.cancel(args.id)
-        _emit(args, job, f"job {job['id']}: {job['status']}")
-    elif args.jobs_command == "logs":
-        print(client.logs(args.id), end="")
-    elif args.jobs_command == "metrics":
-        rows = client.metrics(args.id)
-        _emit(args, rows, "\n".join(_progress(r, len(rows), False) for r in rows))
-    else:
-        items = client.checkpoints(args.id)
-        _emit(
-            args,
-            items,
-            "\n".join(
-                f"{c['id']:>4}  epoch {c['epoch']:>4}  {'best ' if c['is_best'] else '     '}"
-                f"{c['path']}  {c['size_bytes']} bytes"
-                for c in items
-            ),
-        )
+def jobs_ls(
+    client: Client, status: str | None, queue: str | None, limit: int, as_json: bool
+) -> None:
+    items = client.jobs(status=status, queue=queue, limit=limit)
+    _emit(
+        as_json,
+        items,
+        "\n".join(
+            f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
+            f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
+            f"{j['name'] or ''}"
+            for j in items
+        ),
+    )
 
 
+job_id_argument = click.argument("job_id", metavar="ID")
+
+
+@jobs.command("show")
+@job_id_argument
+@json_option
 @_answered
-def cmd_datasets(args: argparse.Namespace, client: Client) -> None:
-    if args.datasets_command == "upload":
-        ds = client.upload_dataset(Path(args.file), args.name)
-        _emit(
-            args,
-            ds,
-            f"uploaded dataset {ds['id']} ({ds['kind']}, "
-            f"{ds['splits']['train']['n_samples']} training samples)",
-        )
-    else:
-        items = client.datasets()
-        _emit(
-            args,
-            items,
-            "\n".join(
-                f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
-                f"{d['name'] or ''}"
-                for d in items
-            ),
-        )
+def jobs_show(client: Client, job_id: str, as_json: bool) -> None:
+    job = client.job(job_id)
+    _emit(
+        as_json,
+        job,
+        yaml.safe_dump({k: v for k, v in job.items() if k != "spec"}, sort_keys=False),
+    )
 
 
-def add_parsers(sub: Any) -> None:
-    submit = sub.add_parser(
-        "submit",
-        help="submit a job spec (YAML or JSON); CI-friendly",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    submit.add_argument("spec", help="the spec file, or - for standard input")
-    submit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override a field, e.g. --set fit.epochs=5 (repeatable)",
-    )
-    submit.add_argument("--name")
-    submit.add_argument("--queue")
-    submit.add_argument("--idempotency-key", help="a re-run with the same key finds the same job")
-    submit.add_argument("--wait", action="store_true", help="wait for the job to end")
-    submit.add_argument("--follow", action="store_true", help="show each epoch as it ends")
-    submit.add_argument("--timeout", type=float, help="seconds to wait (exit 4 past it)")
-    submit.add_argument("--cancel-on-timeout", action="store_true")
-    submit.add_argument(
-        "--require",
-        action="append",
-        default=[],
-        metavar="GATE",
-        help="e.g. 'val_accuracy>=0.9', 'test.accuracy>0.8' (repeatable)",
-    )
-    submit.add_argument(
-        "--forbid",
-        action="append",
-        default=[],
-        choices=FINDINGS,
-        help="fail (exit 3) if the job's insight finds this, e.g. --forbid overfitting",
-    )
-    submit.add_argument("--junit", metavar="FILE", help="write the gates as JUnit XML")
-    submit.add_argument("--download-best", metavar="DIR", help="download the best checkpoint")
-    submit.add_argument("--dry-run", action="store_true", help="validate only; show warnings")
-    submit.add_argument("--json", action="store_true", help="machine-readable output")
-    submit.set_defaults(func=cmd_submit)
+@jobs.command("cancel")
+@job_id_argument
+@json_option
+@_answered
+def jobs_cancel(client: Client, job_id: str, as_json: bool) -> None:
+    job = client.cancel(job_id)
+    _emit(as_json, job, f"job {job['id']}: {job['status']}")
 
-    jobs = sub.add_parser("jobs", help="list, show, cancel jobs; their logs, metrics, checkpoints")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-    ls = jobs_sub.add_parser("ls")
-    ls.add_argument("--status")
-    ls.add_argument("--queue")
-    ls.add_argument("--limit", type=int, default=50)
-    for name in ("show", "cancel", "logs", "metrics", "checkpoints"):
-        cmd = jobs_sub.add_parser(name)
-        cmd.add_argument("id")
-    for cmd in jobs_sub.choices.values():
-        cmd.add_argument("--json", action="store_true")
-    jobs.set_defaults(func=cmd_jobs)
 
-    datasets = sub.add_parser("datasets", help="upload and list datasets")
-    ds_sub = datasets.add_subparsers(dest="datasets_command", required=True)
-    upload = ds_sub.add_parser("upload")
-    upload.add_argument("file", help="a .npz (x, y, ...) or a .zip of class folders")
-    upload.add_argument("--name")
-    ds_sub.add_parser("ls")
-    for cmd in ds_sub.choices.values():
-        cmd.add_argument("--json", action="store_true")
-    datasets.set_defaults(func=cmd_datasets)
+@jobs.command("logs")
+@job_id_argument
+@json_option
+@_answered
+def jobs_logs(client: Client, job_id: str, as_json: bool) -> None:
+    print(client.logs(job_id), end="")
+
+
+@jobs.command("metrics")
+@job_id_argument
+@json_option
+@_answered
+def jobs_metrics(client: Client, job_id: str, as_json: bool) -> None:
+    rows = client.metrics(job_id)
+    _emit(as_json, rows, "\n".join(_progress(r, len(rows), False) for r in rows))
+
+
+@jobs.command("checkpoints")
+@job_id_argument
+@json_option
+@_answered
+def jobs_checkpoints(client: Client, job_id: str, as_json: bool) -> None:
+    items = client.checkpoints(job_id)
+    _emit(
+        as_json,
+        items,
+        "\n".join(
+            f"{c['id']:>4}  epoch {c['epoch']:>4}  {'best ' if c['is_best'] else '     '}"
+            f"{c['path']}  {c['size_bytes']} bytes"
+            for c in items
+        ),
+    )
+
+
+@click.group("datasets", cls=Declared, short_help="upload and list datasets")
+def datasets() -> None:
+    """upload and list datasets"""
+
+
+@datasets.command("upload", help="upload FILE: a .npz (x, y, ...) or a .zip of class folders")
+@click.argument("file")
+@click.option("--name", metavar="NAME")
+@json_option
+@_answered
+def datasets_upload(client: Client, file: str, name: str | None, as_json: bool) -> None:
+    ds = client.upload_dataset(Path(file), name)
+    _emit(
+        as_json,
+        ds,
+        f"uploaded dataset {ds['id']} ({ds['kind']}, "
+        f"{ds['splits']['train']['n_samples']} training samples)",
+    )
+
+
+@datasets.command("ls")
+@json_option
+@_answered
+def datasets_ls(client: Client, as_json: bool) -> None:
+    items = client.datasets()
+    _emit(
+        as_json,
+        items,
+        "\n".join(
+            f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
+            f"{d['name'] or ''}"
+            for d in items
+        ),
+    )

@@ -3,7 +3,8 @@
 Each worker is a ``fitq worker`` child process started with ``CUDA_VISIBLE_DEVICES``
 naming its GPUs, so TensorFlow in it sees only those, from its first import on.
 A child that dies is started again; SIGTERM or SIGINT stops them all, each putting
-its running job back in the queue.
+its running job back in the queue, and so does this process dying of SIGKILL
+(``fitq.children``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
+
+from fitq.children import spawn
 
 RESTART_DELAY_S = 5.0
 
@@ -32,7 +35,7 @@ def _start(pin: str | None, argv: list[str]) -> _Child:
         env["CUDA_VISIBLE_DEVICES"] = pin
         # Memory grows as a job needs it, instead of TensorFlow taking the whole GPU.
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
-    proc = subprocess.Popen([sys.executable, "-m", "fitq", "worker", *argv], env=env)
+    proc = spawn(["worker", *argv], env)
     where = f"GPU {pin}" if pin is not None else "the CPU (no GPU found)"
     print(f"fitq: worker on {where} (pid {proc.pid})", flush=True)
     return _Child(pin, proc)

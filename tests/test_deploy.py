@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfiles, checked against the code they run.
 
-No image is built: the compose file is parsed, each service's command is parsed by
-``fitq``'s own argument parser, each ``FITQ_*`` variable validated by the settings
+No image is built: the compose file is parsed, each service's command is parsed as
+``fitq`` parses it, each ``FITQ_*`` variable validated by the settings
 class, and what each command imports (in a fresh interpreter) is checked against
 what its image's Dockerfile installs.
 """
@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from core.settings import Settings
-from fitq.cli import build_parser
+from fitq.cli import parse
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -79,15 +79,14 @@ def fitq_command(svc: dict[str, Any]) -> list[str]:
 
 
 def test_every_built_service_runs_a_fitq_command_that_exists() -> None:
-    parser = build_parser()
     commands = {}
     for name, svc in BUILT.items():
-        args = parser.parse_args(fitq_command(svc)[1:])  # exits on an unknown option
+        args = parse(fitq_command(svc)[1:])  # raises on an unknown option
         commands[name] = args.command
     assert sorted(set(commands.values())) == sorted(COMMAND_MODULES)
     # The GPU worker takes every GPU, one worker each; the CPU worker has its own queue.
-    gpu = parser.parse_args(fitq_command(SERVICES["worker-gpu"])[1:])
-    cpu = parser.parse_args(fitq_command(SERVICES["worker-cpu"])[1:])
+    gpu = parse(fitq_command(SERVICES["worker-gpu"])[1:])
+    cpu = parse(fitq_command(SERVICES["worker-cpu"])[1:])
     assert gpu.gpus == "all" and cpu.gpus is None
     assert not set(gpu.queues.split(",")) & set(cpu.queues.split(","))
     assert gpu.events and cpu.events  # Flower sees their tasks
@@ -143,7 +142,7 @@ def test_volumes_and_health_checks_are_wired() -> None:
     assert "redisdata:/data" in SERVICES["redis"]["volumes"]
     assert "--appendonly" in SERVICES["redis"]["command"]
     for name, svc in BUILT.items():
-        command = build_parser().parse_args(fitq_command(svc)[1:]).command
+        command = parse(fitq_command(svc)[1:]).command
         if command in ("api", "worker"):
             # The API and every worker share the artifact store, where the settings say.
             artifacts = env_of(svc)["FITQ_ARTIFACTS_DIR"]
@@ -249,7 +248,7 @@ def imported_distributions(modules: list[str]) -> dict[str, str]:
 def test_each_image_installs_what_its_command_imports(service: str) -> None:
     svc = BUILT[service]
     dockerfile, extras = dockerfile_and_extras(svc)
-    command = build_parser().parse_args(fitq_command(svc)[1:]).command
+    command = parse(fitq_command(svc)[1:]).command
     modules = list(COMMAND_MODULES[command])
     env = env_of(svc)
     if env["FITQ_DATABASE_URL"].startswith("postgresql+psycopg"):
