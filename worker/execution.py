@@ -88,7 +88,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         log.exception("job %s failed", job_id)
         error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
         try:
-            writer.call(lambda: store.finish("failed", "error", error=error))
+            writer.call(lambda: store.finish("failed", "error", error=error), final=True)
         except LostOwnership:
             return "lost"
         return "failed"

@@ -30,6 +30,7 @@ from models.spec import (
     TerminateOnNaNSpec,
 )
 from worker.devices import device_names, strategy_for
+from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
 from worker.training.augmentation import (
     Augmenter,
@@ -140,6 +141,7 @@ def train(
 
     With ``resume``, continues after the newest good backup of an epoch that the
     database recorded, with the model, optimizer and callback state of that epoch.
+    The outcome is logged only once ``sink`` has written everything reported.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -240,9 +242,11 @@ def train(
             if reporter.stopped_by is not None:
                 raise reporter.stopped_by
         except JobCancelled:
+            _written(sink)
             print("fitq: cancelled", flush=True)
             return Outcome("cancelled", "cancelled", class_weight=class_weight)
         except MaxRuntimeExceeded:
+            _written(sink)
             print(f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}", flush=True)
             return Outcome(
                 "failed",
@@ -264,8 +268,21 @@ def train(
             )
             outcome.test_metrics = {k: _finite(v) for k, v in result.items()}
             print(f"fitq: test {outcome.test_metrics}", flush=True)
+        _written(sink)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
     return outcome
+
+
+def _written(sink: Sink) -> None:
+    """Waits until ``sink`` has written all the job's reports; logs a write that failed."""
+    try:
+        sink.flush()
+    except LostOwnership:
+        raise  # another attempt has the job, and the log
+    except Exception as exc:
+        first_line = (str(exc).splitlines() or [""])[0]
+        print(f"fitq: failed: {type(exc).__name__}: {first_line}", flush=True)
+        raise
 
 
 def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
