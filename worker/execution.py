@@ -14,6 +14,7 @@ from models.spec import DEFAULT_QUEUE, JobSpec
 from queueing.broker import job_devices, make_celery, publish_job
 from queueing.devices import routed_queue
 from storage.uploads import datasets_dir
+from worker.cancel_watch import CancelWatch
 from worker.jobstore import JobStore, LostOwnership
 from worker.writer import JobWriter
 
@@ -36,12 +37,15 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     """Claims ``job_id`` and trains it; returns what happened, for the worker's log.
 
     A job that is not ``queued`` (a duplicate delivery, a cancelled job) is left alone.
-    A training error ends the job ``failed`` with its type, message and traceback. A
-    lost claim stops the attempt without writing. A stopping worker (SIGTERM) puts
-    the job back in the queue, to resume after its last recorded epoch.
+    A training error, or a report that could not be written for any reason but the
+    database being away, ends the job ``failed`` with its type, message and traceback.
+    A cancel asked before ``fit()`` has run a batch ends the job ``cancelled`` and
+    this process with it (``worker.cancel_watch``). A lost claim stops the attempt
+    without writing. A stopping worker (SIGTERM) puts the job back in the queue, to
+    resume after its last recorded epoch.
     """
     from worker.training.reporting import Preempted
-    from worker.training.runner import Resume, traceback_tail, train
+    from worker.training.runner import LOG_FILE, Resume, traceback_tail, train
 
     settings = settings or get_settings()
     store = JobStore(
@@ -56,16 +60,19 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "skipped"
     spec = JobSpec.model_validate(claim.spec)
     writer = JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds)
+    job_dir = settings.job_dir(job_id)
     try:
-        outcome = train(
-            spec,
-            settings.job_dir(job_id),
-            writer,
-            settings.progress_interval,
-            Resume(claim.last_epoch, claim.callback_states),
-            datasets_dir(settings),
-            settings.worker_memory_budget,
-        )
+        with CancelWatch(store, settings.progress_interval, job_dir / LOG_FILE) as watch:
+            outcome = train(
+                spec,
+                job_dir,
+                writer,
+                settings.progress_interval,
+                Resume(claim.last_epoch, claim.callback_states),
+                datasets_dir(settings),
+                settings.worker_memory_budget,
+                fitting=watch.stop,
+            )
         writer.call(
             lambda: store.finish(
                 outcome.status,
@@ -87,7 +94,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         log.exception("job %s failed", job_id)
         error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
         try:
-            writer.call(lambda: store.finish("failed", "error", error=error))
+            writer.call(lambda: store.finish("failed", "error", error=error), final=True)
         except LostOwnership:
             return "lost"
         return "failed"

@@ -238,6 +238,17 @@ class JobStore:
     def _prebuilt(self) -> _Statements:
         return _statements(self._engine().dialect.name)
 
+    def cancel_requested(self) -> bool:
+        """Whether a cancel was asked for the job while this attempt owns it (a read only).
+
+        Raises ``LostOwnership`` when it no longer does.
+        """
+        with self.factory() as s:
+            row = s.execute(select(Job.cancel_requested).where(self._owned())).first()
+        if row is None:
+            raise LostOwnership(self.job_id)
+        return bool(row[0])
+
     def heartbeat(self) -> bool:
         """Renews this attempt's lease; returns whether a cancel was requested."""
         with self._engine().begin() as conn:

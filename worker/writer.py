@@ -5,28 +5,56 @@ are written in order; while the database does not answer they are retried every
 ``retry_seconds``, so an outage costs nothing but delay. In-epoch progress keeps
 only its latest value. The same thread renews the attempt's lease. When a write
 finds that the attempt no longer owns the job, the next report raises
-``LostOwnership`` in the training loop, which then stops.
+``LostOwnership`` in the training loop, which then stops. Any other error (a
+backup that cannot be written, a value the database refuses) is not an outage: the
+writes queued behind it are dropped, and the next report raises that error in the
+training loop, so the job fails with it at once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from worker.jobstore import JobStore, LostOwnership
 
 log = logging.getLogger("fitq.worker")
 PERMANENT = (IntegrityError, ProgrammingError, DataError)
+# What a database that does not answer raises: the driver's errors as SQLAlchemy wraps
+# them, a connection the pool found dead, a pool with no free connection, a socket.
+UNAVAILABLE = (DBAPIError, DisconnectionError, PoolTimeoutError, ConnectionError)
 
 
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, (DBAPIError, OSError)) and not isinstance(exc, PERMANENT)
+    """Whether ``exc`` says the database is unavailable (worth retrying), not that the
+    write itself is wrong."""
+    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, PERMANENT)
+
+
+@dataclass(eq=False)
+class _Write:
+    """One queued write; ``final`` ones (the job's outcome) run even after a failure."""
+
+    run: Callable[[], Any]
+    final: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
 
 
 class JobWriter:
@@ -46,11 +74,10 @@ class JobWriter:
         self.lost = False
         self.error: BaseException | None = None
         self.outage_seconds = 0.0
-        self._queue: deque[Callable[[], Any]] = deque()
+        self._queue: deque[_Write] = deque()
         self._progress: tuple[int, int | None, int | None] | None = None
         self._cond = threading.Condition()
         self._stop = False
-        self._busy = False
         self._next_beat = time.monotonic() + heartbeat_seconds
         self._thread = threading.Thread(target=self._run, name="fitq-writer", daemon=True)
         self._thread.start()
@@ -64,21 +91,21 @@ class JobWriter:
         return self.cancel_requested
 
     def record_epoch(self, *args: Any, **kwargs: Any) -> bool:
-        self._raise_if_stopped()
-        self._submit(lambda: self.store.record_epoch(*args, **kwargs))
+        self._submit(_Write(lambda: self.store.record_epoch(*args, **kwargs)))
         return self.cancel_requested
 
     def record_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        self._raise_if_stopped()
-        self._submit(lambda: self.store.record_checkpoint(*args, **kwargs))
+        self._submit(_Write(lambda: self.store.record_checkpoint(*args, **kwargs)))
 
     def record_class_weight(self, weights: dict[int, float]) -> None:
-        self._raise_if_stopped()
-        self._submit(lambda: self.store.record_class_weight(weights))
+        self._submit(_Write(lambda: self.store.record_class_weight(weights)))
 
     def save_backup(self, write: Callable[[], Any]) -> None:
-        self._raise_if_stopped()
-        self._submit(write)
+        self._submit(_Write(write))
+
+    def flush(self) -> None:
+        """Waits until everything reported so far is written; raises what a write raised."""
+        self.call(lambda: None)
 
     def _raise_if_stopped(self) -> None:
         if self.lost:
@@ -86,24 +113,30 @@ class JobWriter:
         if self.error is not None:
             raise self.error
 
-    def _submit(self, write: Callable[[], Any]) -> None:
+    def _submit(self, write: _Write) -> None:
         with self._cond:
+            if self.lost:
+                raise LostOwnership(self.store.job_id)
+            if self.error is not None and not write.final:
+                raise self.error
             self._queue.append(write)
             self._cond.notify()
 
-    def call(self, write: Callable[[], Any]) -> Any:
-        """Runs ``write`` after everything queued, retrying it through outages; waits."""
-        box: dict[str, Any] = {}
-        done = threading.Event()
+    def call(self, write: Callable[[], Any], final: bool = False) -> Any:
+        """Runs ``write`` after everything queued, retrying it through outages; waits.
 
-        def wrapped() -> None:
-            box["result"] = write()
-            done.set()
-
-        self._submit(wrapped)
-        while not done.wait(0.2):
-            self._raise_if_stopped()
-        return box.get("result")
+        Raises what ``write`` raised, or the error of a write queued before it (then
+        ``write`` does not run). A ``final`` write (the job's outcome) runs even after
+        another write failed.
+        """
+        item = _Write(write, final)
+        self._submit(item)
+        while not item.done.wait(0.2):
+            if self.lost:
+                raise LostOwnership(self.store.job_id)
+        if item.error is not None:
+            raise item.error
+        return item.result
 
     def close(self) -> None:
         with self._cond:
@@ -111,18 +144,17 @@ class JobWriter:
             self._cond.notify()
         self._thread.join(timeout=10)
 
-    def _next_write(self) -> Callable[[], Any] | None:
+    def _next_write(self) -> _Write | None:
         """The next write to make, waiting until there is one (or a stop)."""
         with self._cond:
             while not self._stop:
                 if self._queue:
                     return self._queue[0]
                 if self._progress is not None:
-                    epoch, step, steps = self._progress
-                    return lambda: self._progress_write(epoch, step, steps)
+                    return _Write(functools.partial(self._progress_write, *self._progress))
                 wait = self._next_beat - time.monotonic()
                 if wait <= 0:
-                    return self._heartbeat
+                    return _Write(self.store.heartbeat)
                 self._cond.wait(wait)
             return None
 
@@ -132,8 +164,40 @@ class JobWriter:
                 self._progress = None
         return self.store.progress(epoch, step, steps)
 
-    def _heartbeat(self) -> bool:
-        return self.store.heartbeat()
+    def _failed(self, write: _Write, exc: Exception) -> None:
+        """Fails ``write`` and every queued write but the final ones, with ``exc``."""
+        log.error(
+            "job %s: a write failed (%s: %s); the job fails with it",
+            self.store.job_id,
+            type(exc).__name__,
+            exc,
+        )
+        with self._cond:
+            if self.error is None:
+                self.error = exc
+            self._progress = None
+            write.error = exc
+            write.done.set()
+            kept: deque[_Write] = deque()
+            for queued in self._queue:
+                if queued is write:
+                    continue
+                if queued.final:
+                    kept.append(queued)
+                else:
+                    queued.error = self.error
+                    queued.done.set()
+            self._queue = kept
+
+    def _done(self, write: _Write, result: Any) -> None:
+        if isinstance(result, bool):
+            self.cancel_requested = self.cancel_requested or result
+        self._next_beat = time.monotonic() + self.heartbeat_seconds
+        with self._cond:
+            if self._queue and self._queue[0] is write:
+                self._queue.popleft()
+        write.result = result
+        write.done.set()
 
     def _run(self) -> None:
         down_since: float | None = None
@@ -142,7 +206,7 @@ class JobWriter:
             if write is None:
                 return
             try:
-                result = write()
+                result = write.run()
             except LostOwnership:
                 log.warning(
                     "job %s: attempt %s lost its claim", self.store.job_id, self.store.attempt
@@ -153,9 +217,9 @@ class JobWriter:
                 return
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not _transient(exc):
-                    log.exception("job %s: a write failed", self.store.job_id)
-                    self.error = exc
-                    return
+                    down_since = None
+                    self._failed(write, exc)
+                    continue
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
@@ -175,9 +239,4 @@ class JobWriter:
                     time.monotonic() - down_since,
                 )
                 down_since = None
-            if isinstance(result, bool):
-                self.cancel_requested = self.cancel_requested or result
-            self._next_beat = time.monotonic() + self.heartbeat_seconds
-            with self._cond:
-                if self._queue and self._queue[0] is write:
-                    self._queue.popleft()
+            self._done(write, result)

@@ -1,4 +1,9 @@
-"""Builds the Keras callbacks a job spec declares, with paths inside the job's folder."""
+"""Builds the Keras callbacks a job spec declares, with paths inside the job's folder.
+
+Each file name a spec chooses lives in a folder of its own (ModelCheckpoint's in
+``checkpoints/``, CSVLogger's in ``csv/``; TensorBoard writes to ``tensorboard/``), so
+that no name can land on fitq's own files beside them: ``train.log``, ``backup/``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from models.spec import (
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+CSV_DIR = "csv"
 SpecCallback = (
     EarlyStoppingSpec
     | ModelCheckpointSpec
@@ -49,6 +55,7 @@ def build_callback(spec: SpecCallback, job_dir: Path) -> keras.callbacks.Callbac
     if isinstance(spec, ReduceLROnPlateauSpec):
         return keras.callbacks.ReduceLROnPlateau(**args)
     if isinstance(spec, CSVLoggerSpec):
-        args["filename"] = str(inside(job_dir, spec.filename))
+        (job_dir / CSV_DIR).mkdir(parents=True, exist_ok=True)
+        args["filename"] = str(inside(job_dir / CSV_DIR, spec.filename))
         return keras.callbacks.CSVLogger(**args)
     return keras.callbacks.TerminateOnNaN()

@@ -45,10 +45,13 @@ class Sink(Protocol):
 
     ``progress`` and ``record_epoch`` return whether a cancel was requested. Writes
     happen in the order they are made: an epoch's checkpoints and backup before its
-    row, so a recorded epoch always has them.
+    row, so a recorded epoch always has them. ``flush`` waits for them all.
     """
 
     def save_backup(self, write: Callable[[], Any]) -> None: ...
+
+    def flush(self) -> None:
+        """Waits until everything reported is written; raises what a write raised."""
 
     def record_class_weight(self, weights: dict[int, float]) -> None: ...
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from models.spec import (
     TerminateOnNaNSpec,
 )
 from worker.devices import device_names, strategy_for
+from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
 from worker.training.augmentation import (
     Augmenter,
@@ -135,11 +137,15 @@ def train(
     resume: Resume | None = None,
     datasets_root: Path | None = None,
     memory_budget: int = 2**62,
+    fitting: Callable[[], None] | None = None,
 ) -> Outcome:
     """Runs the job described by ``spec``, writing artifacts under ``job_dir``.
 
     With ``resume``, continues after the newest good backup of an epoch that the
     database recorded, with the model, optimizer and callback state of that epoch.
+    ``fitting`` is called once ``fit()`` has run its first batch: from then on the
+    reporting callback sees a cancel (the caller watches for one until then). The
+    outcome is logged only once ``sink`` has written everything reported.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -230,7 +236,7 @@ def train(
                 **inputs,
                 epochs=fit.epochs,
                 verbose=fit.verbose,
-                callbacks=[*keras_callbacks, *restorer, reporter],
+                callbacks=[*keras_callbacks, *restorer, reporter, *_first_batch(fitting)],
                 class_weight=class_weight,
                 initial_epoch=initial_epoch,
                 steps_per_epoch=fit.steps_per_epoch,
@@ -240,9 +246,11 @@ def train(
             if reporter.stopped_by is not None:
                 raise reporter.stopped_by
         except JobCancelled:
+            _written(sink)
             print("fitq: cancelled", flush=True)
             return Outcome("cancelled", "cancelled", class_weight=class_weight)
         except MaxRuntimeExceeded:
+            _written(sink)
             print(f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}", flush=True)
             return Outcome(
                 "failed",
@@ -264,8 +272,41 @@ def train(
             )
             outcome.test_metrics = {k: _finite(v) for k, v in result.items()}
             print(f"fitq: test {outcome.test_metrics}", flush=True)
+        _written(sink)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
     return outcome
+
+
+class _FirstBatch(keras.callbacks.Callback):  # type: ignore[misc]
+    """Calls ``then`` once, when the first training batch has ended."""
+
+    # Like the reporting callback's, its batch hook may run on Keras' callback threads.
+    async_safe = True
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        super().__init__()
+        self.then: Callable[[], None] | None = then
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        then, self.then = self.then, None
+        if then is not None:
+            then()
+
+
+def _first_batch(then: Callable[[], None] | None) -> list[keras.callbacks.Callback]:
+    return [] if then is None else [_FirstBatch(then)]
+
+
+def _written(sink: Sink) -> None:
+    """Waits until ``sink`` has written all the job's reports; logs a write that failed."""
+    try:
+        sink.flush()
+    except LostOwnership:
+        raise  # another attempt has the job, and the log
+    except Exception as exc:
+        first_line = (str(exc).splitlines() or [""])[0]
+        print(f"fitq: failed: {type(exc).__name__}: {first_line}", flush=True)
+        raise
 
 
 def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
