@@ -20,17 +20,8 @@ from checks.validation import check_spec
 from core.errors import Conflict, NotFound, TooManyJobs
 from core.settings import Settings
 from models.spec import JobSpec
-from models.tables import (
-    CANCELLED,
-    FINISHED,
-    QUEUED,
-    RUNNING,
-    Dataset,
-    Job,
-    JobDataset,
-    JobEvent,
-    utcnow,
-)
+from models.states import FINISHED, JobStatus, StopReason, move
+from models.tables import Dataset, Job, JobDataset, JobEvent, utcnow
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -65,7 +56,7 @@ def create_job(
             .select_from(Job)
             .where(
                 Job.owner.is_(None) if principal.owner is None else Job.owner == principal.owner,
-                Job.status.in_((QUEUED, RUNNING)),
+                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
             )
         )
         or 0
@@ -85,7 +76,7 @@ def create_job(
         owner=principal.owner,
         name=spec.name,
         queue=spec.queue,
-        status=QUEUED,
+        status=JobStatus.QUEUED,
         spec=stored.model_dump(mode="json"),
         warnings=warnings,
         idempotency_key=idempotency_key,
@@ -211,10 +202,9 @@ def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
     now = utcnow()
     done = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == QUEUED)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(
-            status=CANCELLED,
-            stop_reason="cancelled",
+            **move(JobStatus.QUEUED, JobStatus.CANCELLED, StopReason.CANCELLED),
             finished_at=now,
             updated_at=now,
             cancel_requested=True,
@@ -227,7 +217,11 @@ def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
     else:
         asked = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == RUNNING, Job.cancel_requested.is_(False))
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.RUNNING,
+                Job.cancel_requested.is_(False),
+            )
             .values(cancel_requested=True, updated_at=now)
         ).rowcount  # type: ignore[attr-defined]
         if asked:
@@ -241,7 +235,7 @@ def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
             )
     session.commit()
     session.refresh(job)
-    if job.status in FINISHED and job.status != CANCELLED:
+    if job.status in FINISHED and job.status != JobStatus.CANCELLED:
         raise Conflict(
             f"job {job_id} already {job.status}; only queued or running jobs can be cancelled"
         )

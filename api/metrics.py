@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
-from models.tables import FINISHED, QUEUED, RUNNING, STATUSES, EpochMetric, Job, Worker, utcnow
+from models.states import FINISHED, STATUSES, JobStatus
+from models.tables import EpochMetric, Job, Worker, utcnow
 
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 EPOCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -152,7 +153,7 @@ class JobsCollector(Collector):
             for status in STATUSES:
                 jobs.add_metric([queue, status], by_status.get(status, 0))
             created.add_metric([queue], sum(by_status.values()))
-            depth.add_metric([queue], by_status.get(QUEUED, 0))
+            depth.add_metric([queue], by_status.get(JobStatus.QUEUED, 0))
         oldest = GaugeMetricFamily(
             "fitq_queue_oldest_job_age_seconds",
             "Seconds the longest-waiting queued job has waited, by queue.",
@@ -160,7 +161,7 @@ class JobsCollector(Collector):
         )
         for queue, created_at in s.execute(
             select(Job.queue, func.min(Job.created_at))
-            .where(Job.status == QUEUED)
+            .where(Job.status == JobStatus.QUEUED)
             .group_by(Job.queue)
         ):
             if created_at is not None:
@@ -214,7 +215,9 @@ class JobsCollector(Collector):
     def _workers(self, now: dt.datetime) -> Iterator[Metric]:
         s = self.session
         alive_since = now - dt.timedelta(seconds=self.settings.lease_seconds)
-        busy = {w for (w,) in s.execute(select(Job.worker).where(Job.status == RUNNING)) if w}
+        busy = {
+            w for (w,) in s.execute(select(Job.worker).where(Job.status == JobStatus.RUNNING)) if w
+        }
         states: dict[tuple[str, str], int] = {}
         devices: dict[str, int] = {}
         for name, kind, count in s.execute(

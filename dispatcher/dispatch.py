@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
 from core.settings import Settings
-from models.tables import CANCELLED, FAILED, QUEUED, RUNNING, Job, JobEvent, utcnow
+from models.states import JobStatus, StopReason, move
+from models.tables import Job, JobEvent, utcnow
 from queueing.broker import job_devices, publish_job
 from queueing.devices import routed_queue
 from queueing.names import TASK_RUN_JOB
@@ -93,12 +94,12 @@ def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str
     expired = session.execute(
         select(
             Job.id, Job.queue, Job.attempts, Job.failed_attempts, Job.spec, Job.cancel_requested
-        ).where(Job.status == RUNNING, Job.lease_expires_at < now)
+        ).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     ).all()
     for job_id, queue, attempts, failures, spec, cancel in expired:
         fence = (
             (Job.id == job_id)
-            & (Job.status == RUNNING)
+            & (Job.status == JobStatus.RUNNING)
             & (Job.attempts == attempts)
             & (Job.lease_expires_at < now)
         )
@@ -111,16 +112,14 @@ def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str
         if cancel:
             values: dict[str, Any] = {
                 **common,
-                "status": CANCELLED,
-                "stop_reason": "cancelled",
+                **move(JobStatus.RUNNING, JobStatus.CANCELLED, StopReason.CANCELLED),
                 "finished_at": now,
             }
             kind, bucket = "cancelled", done.cancelled
         elif failures + 1 >= max_attempts:
             values = {
                 **common,
-                "status": FAILED,
-                "stop_reason": "error",
+                **move(JobStatus.RUNNING, JobStatus.FAILED, StopReason.ERROR),
                 "finished_at": now,
                 "failed_attempts": failures + 1,
                 "error_type": "AttemptsExhausted",
@@ -131,7 +130,7 @@ def _reap(session: Session, now: dt.datetime) -> tuple[Pass, list[tuple[str, str
         else:
             values = {
                 **common,
-                "status": QUEUED,
+                **move(JobStatus.RUNNING, JobStatus.QUEUED),
                 "failed_attempts": failures + 1,
                 "dispatched_at": now,
             }
@@ -158,7 +157,7 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
     with factory() as s:
         waiting = s.execute(
             select(Job.id, Job.queue, Job.spec).where(
-                Job.status == QUEUED,
+                Job.status == JobStatus.QUEUED,
                 or_(
                     Job.dispatched_at < stale_before,
                     Job.dispatched_at.is_(None) & (Job.created_at < stale_before),
@@ -181,7 +180,7 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
             for job_id, queue, devices in lost:
                 changed = s.execute(
                     update(Job)
-                    .where(Job.id == job_id, Job.status == QUEUED)
+                    .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                     .values(dispatched_at=now)
                 ).rowcount  # type: ignore[attr-defined]
                 if changed:
