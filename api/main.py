@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.auth import AuthMiddleware
 from api.body import BodyMiddleware
 from api.metrics import RequestLatencyMiddleware
 from api.routes import dashboard, datasets, events, health, jobs, metrics, workers
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    app.add_middleware(AuthMiddleware, enabled=auth_enabled)  # outside: before any body
     app.add_middleware(RequestLatencyMiddleware)
     errors.install(app)
     app.include_router(health.router)
