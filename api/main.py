@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
         BodyMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        max_depth=settings.max_body_depth,
+        max_nodes=settings.max_body_nodes,
     )
     app.add_middleware(AuthMiddleware, enabled=auth_enabled)  # outside: before any body
     app.add_middleware(RequestLatencyMiddleware)

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     max_gpus_per_worker: int = Field(default=1, gt=0)
     logical_cpus: int = Field(default=1, gt=0)
     worker_warm_up: bool = True
+    # Request bodies: bounds on what a JSON or YAML body may unfold into.
+    max_body_depth: int = Field(
+        default=64,
+        gt=0,
+        description="Deepest nesting of lists and maps a JSON or YAML body may have (422).",
+    )
+    max_body_nodes: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most values, keys, lists and maps a JSON or YAML body may hold, a "
+        "YAML alias counted as often as it is used (413).",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:
