@@ -1,12 +1,16 @@
-"""ASGI middleware: caps request bodies and lets job specs arrive as YAML.
+"""ASGI middleware: caps request bodies, bounds what they unfold into, reads YAML.
 
+It runs after ``api.auth.AuthMiddleware``: no body is read before the caller is known.
 Starlette caps neither request bodies nor uploaded file parts. Here a body past its
 limit answers 413: at once when ``Content-Length`` says so, else as soon as the
 bytes received pass it (uploads are counted as they stream, never held in memory).
 Limits: ``FITQ_MAX_UPLOAD_BYTES`` for ``POST /v1/datasets`` (plus room for the
-multipart framing), ``FITQ_MAX_BODY_BYTES`` for everything else. A job spec sent as
-YAML (``Content-Type: application/yaml``, or no usable type, as curl's
-``--data-binary`` sends it) is parsed and handed on as JSON.
+multipart framing), ``FITQ_MAX_BODY_BYTES`` for everything else. A JSON body is
+checked against ``FITQ_MAX_BODY_DEPTH`` and ``FITQ_MAX_BODY_NODES`` before FastAPI
+parses it; a job spec sent as YAML (``Content-Type: application/yaml``, or no usable
+type, as curl's ``--data-binary`` sends it) is checked the same way, aliases
+expanded, then parsed and handed on as JSON (``api.bounded``). Both run in the
+thread pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.bounded import BodyRefused, Bounds, check_json, yaml_to_json
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 UNTYPED = ("", "application/x-www-form-urlencoded", "text/plain", "application/octet-stream")
@@ -43,12 +49,16 @@ class BodyMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         max_upload_bytes: int,
+        max_depth: int,
+        max_nodes: int,
         upload_paths: tuple[str, ...] = ("/v1/datasets",),
         spec_paths: tuple[str, ...] = ("/v1/jobs", "/v1/jobs/validate"),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.max_depth = max_depth
+        self.max_nodes = max_nodes
         self.upload_paths = upload_paths
         self.spec_paths = spec_paths
 
@@ -75,7 +85,9 @@ class BodyMiddleware:
         # sent that way is read as YAML (of which JSON is a subset).
         guessed = content_type in UNTYPED and scope["path"] in self.spec_paths
         if content_type in YAML_TYPES or guessed:
-            await self._yaml(scope, receive, send, limit, setting)
+            await self._parsed(scope, receive, send, limit, setting, "yaml")
+        elif content_type == "application/json" or content_type.endswith("+json"):
+            await self._parsed(scope, receive, send, limit, setting, "json")
         else:
             await self._counted(scope, receive, send, limit, setting)
 
@@ -113,9 +125,8 @@ class BodyMiddleware:
         if state["over"] and not state["started"]:
             await _reply(send, 413, f"request body is over the limit of {limit} bytes ({setting})")
 
-    async def _yaml(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str
-    ) -> None:
+    async def _read(self, receive: Receive, send: Send, limit: int, setting: str) -> bytes | None:
+        """The whole body, or None once 413 is answered because it passed ``limit``."""
         chunks: list[bytes] = []
         size, more = 0, True
         while more:
@@ -128,45 +139,36 @@ class BodyMiddleware:
                 await _reply(
                     send, 413, f"request body is over the limit of {limit} bytes ({setting})"
                 )
-                return
+                return None
             chunks.append(chunk)
             more = message.get("more_body", False)
-        try:
-            data = yaml.safe_load(b"".join(chunks).decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            await _reply(
-                send,
-                422,
-                [
-                    {
-                        "loc": ["body"],
-                        "type": "yaml_invalid",
-                        "msg": f"the body is not valid YAML: {exc}",
-                    }
-                ],
-            )
+        return b"".join(chunks)
+
+    async def _parsed(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str, kind: str
+    ) -> None:
+        """Reads the body, checks (JSON) or converts (YAML) it off the event loop."""
+        raw = await self._read(receive, send, limit, setting)
+        if raw is None:
             return
+        bounds = Bounds(depth=self.max_depth, nodes=self.max_nodes, chars=self.max_body_bytes)
         try:
-            body = json.dumps(data, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            await _reply(
-                send,
-                422,
-                [
-                    {
-                        "loc": ["body"],
-                        "type": "yaml_invalid",
-                        "msg": "the YAML holds a value JSON cannot (a date, binary "
-                        "data or NaN); expected numbers, strings, lists and maps: "
-                        f"{exc}",
-                    }
-                ],
-            )
+            if kind == "yaml":
+                body = await run_in_threadpool(yaml_to_json, raw, bounds)
+            else:
+                await run_in_threadpool(check_json, raw, bounds)
+                body = raw
+        except BodyRefused as refused:
+            await _reply(send, refused.status, refused.detail)
             return
-        scope = dict(scope)
-        scope["headers"] = [
-            (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
-        ] + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if kind == "yaml":
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
+            ] + [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
         sent = False
 
         async def replay() -> Message:

@@ -111,6 +111,18 @@ class Settings(BaseSettings):
     events_max_streams_per_owner: int = Field(default=100, gt=0)
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=40, ge=0)
+    # Request bodies: bounds on what a JSON or YAML body may unfold into.
+    max_body_depth: int = Field(
+        default=64,
+        gt=0,
+        description="Deepest nesting of lists and maps a JSON or YAML body may have (422).",
+    )
+    max_body_nodes: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most values, keys, lists and maps a JSON or YAML body may hold, a "
+        "YAML alias counted as often as it is used (413).",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -87,7 +87,10 @@ def _check_image(path: Path) -> tuple[int, int]:
     except UploadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the upload's fault
-        raise UploadError(f"{path.parent.name}/{path.name} is not a readable image: {exc}") from exc
+        name = f"{path.parent.name}/{path.name}"
+        # Pillow names the file by its full path, which is the server's business.
+        message = str(exc).replace(str(path), name)
+        raise UploadError(f"{name} is not a readable image: {message}") from exc
     return height, width
 
 

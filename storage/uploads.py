@@ -50,6 +50,13 @@ class Member:
     size: int
 
 
+def reason(exc: BaseException) -> str:
+    """An exception's message, without the server path that an ``OSError`` names."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 def datasets_dir(settings: Settings) -> Path:
     return settings.resolved_artifacts_dir / "datasets"
 
@@ -66,7 +73,7 @@ def _header(f: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype[Any], in
         else:
             shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
     except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-        raise UploadError(f"{name} is not a readable .npy array: {exc}") from exc
+        raise UploadError(f"{name} is not a readable .npy array: {reason(exc)}") from exc
     return tuple(int(d) for d in shape), dtype, f.tell()
 
 
@@ -75,7 +82,7 @@ def inspect_npz(path: Path, settings: Settings) -> dict[str, Member]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadError(f"the file is not a .npz (zip) archive: {exc}") from exc
+        raise UploadError(f"the file is not a .npz (zip) archive: {reason(exc)}") from exc
     members: dict[str, Member] = {}
     total = 0
     with archive:
@@ -228,7 +235,7 @@ def store_upload(
         shutil.rmtree(incoming, ignore_errors=True)
         if isinstance(exc, UploadError):
             raise
-        raise UploadError(f"the archive is damaged or truncated: {exc}") from exc
+        raise UploadError(f"the archive is damaged or truncated: {reason(exc)}") from exc
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise

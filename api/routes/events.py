@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from api import jobs as store
 from api.changefeed import TICK_SECONDS, ChangeFeed, Follower
-from api.deps import SettingsDep, get_principal
+from api.deps import PrincipalDep, SettingsDep
 from api.job_view import job_out
 from api.schemas import ERRORS, CheckpointOut, EpochOut, ErrorOut
 from api.tokens import Principal
@@ -269,12 +269,10 @@ class _EventStreamResponse(StreamingResponse):
             self.on_close()
 
 
-def _authorize(request: Request, job_id: str) -> Principal:
-    """The caller, if it may see the job; the session is closed before streaming starts."""
+def _authorize(request: Request, job_id: str, principal: Principal) -> None:
+    """Raises unless the caller may see the job; the session is closed before streaming."""
     with request.app.state.session_factory() as session:
-        principal = get_principal(request, session)
         store.get_job(session, job_id, principal)
-    return principal
 
 
 @router.get(
@@ -316,6 +314,7 @@ async def job_events(
     job_id: str,
     request: Request,
     settings: SettingsDep,
+    principal: PrincipalDep,
     after_epoch: Annotated[
         int, Query(ge=0, le=MAX_INT, description="Send epochs after this one.")
     ] = 0,
@@ -334,7 +333,7 @@ async def job_events(
     with `Last-Event-ID` (or the `after_*` parameters) to continue. An owner may hold
     `FITQ_EVENTS_MAX_STREAMS_PER_OWNER` streams open at once (429 beyond).
     """
-    principal = await run_in_threadpool(_authorize, request, job_id)
+    await run_in_threadpool(_authorize, request, job_id, principal)
     streams: EventStreams = request.app.state.event_streams
     feed: ChangeFeed[_Change] = request.app.state.change_feed
     factory: sessionmaker[Session] = request.app.state.session_factory
