@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         worker_warm_up: Each pool process runs a two-step fit of a tiny model before
             it takes a job, so that the job does not pay the first ``fit()``'s one-time
             costs. Defaults to True.
+        max_activation_bytes: Largest estimate of the activations one training step
+            holds on one device (every layer's output for the batch, at 4 bytes a
+            number); a model over it is refused (422). Defaults to 4 GiB.
+        max_steps: Largest ``fit.steps_per_epoch`` and ``fit.validation_steps``.
+            Defaults to 1,000,000.
+        max_fit_workers: Largest ``fit.workers`` (data-loading threads or processes
+            of one job). Defaults to 32.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -92,6 +99,10 @@ class Settings(BaseSettings):
     max_gpus_per_worker: int = Field(default=1, gt=0)
     logical_cpus: int = Field(default=1, gt=0)
     worker_warm_up: bool = True
+    # Limits on what a job spec may ask of a worker (models.validation).
+    max_activation_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_steps: int = Field(default=1_000_000, gt=0, le=2**31 - 1)
+    max_fit_workers: int = Field(default=32, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

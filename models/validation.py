@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from models import catalog
 from models.architectures import ARCHITECTURES
 from models.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.errors import SpecError
-from models.keras_config import check_keras_config, estimate_params, input_shape
+from models.keras_config import check_keras_config
+from models.model_size import ModelSize, SizeError, model_size, stack_size
 from models.settings import Settings
 from models.spec import (
     CSVLoggerSpec,
@@ -50,8 +51,11 @@ class DataInfo:
 
     n_samples: int
     feature_shape: tuple[int, ...]
-    n_classes: int | None  # None: real-valued targets
+    # Labels as class indices, when they are 1-D integers 0..n-1 (whether they are
+    # classes is the loss's to say: catalog.labels_are_classes); None otherwise.
+    n_classes: int | None
     class_counts: tuple[int, ...] | None
+    target_dim: int = 1  # numbers in one sample's target
 
 
 class _Problems:
@@ -106,7 +110,7 @@ def check_spec(
                 f"training data's shape {list(train.feature_shape)}",
             )
 
-    _check_model(spec, _augmented(spec, train, problems), problems, settings)
+    _check_model(spec, [_augmented(spec, train, problems), validation, test], problems, settings)
     _check_compile(spec, train, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
@@ -168,7 +172,7 @@ def _data_info(
                 f"received take={ref.take}, but the data has only {info.n_samples} samples",
             )
             return None
-        return DataInfo(ref.take, info.feature_shape, info.n_classes, None)
+        return DataInfo(ref.take, info.feature_shape, info.n_classes, None, info.target_dim)
     return info
 
 
@@ -191,6 +195,7 @@ def _dataset_info(
             tuple(part["x_shape"]) or (1,),
             part.get("n_classes"),
             tuple(counts) if counts else None,
+            math.prod(part.get("y_shape") or [1]),
         )
     if not name.startswith(BUILTIN_PREFIX) or name[len(BUILTIN_PREFIX) :] not in BUILTIN_DATASETS:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
@@ -268,61 +273,94 @@ def _inline_info(
         )
         return None
     feature_shape = tuple(int(d) for d in x.shape[1:]) or (1,)
-    if y.ndim == 1 and np.all(y == np.round(y)) and y.min() >= 0:
+    target_dim = math.prod(y.shape[1:])
+    # Only small non-negative integers can be class indices; larger ones are counted
+    # as numbers, and never histogrammed (np.bincount would allocate up to the max).
+    if y.ndim == 1 and np.all(y == np.round(y)) and y.min() >= 0 and y.max() < MAX_CLASSES:
         labels = y.astype(np.int64)
         counts = np.bincount(labels)
-        return DataInfo(len(y), feature_shape, int(labels.max()) + 1, tuple(int(c) for c in counts))
-    return DataInfo(len(y), feature_shape, None, None)
+        return DataInfo(
+            len(y), feature_shape, int(labels.max()) + 1, tuple(int(c) for c in counts), target_dim
+        )
+    return DataInfo(len(y), feature_shape, None, None, target_dim)
 
 
 def _builtin_layers(
     name: str, params: Any, shape: tuple[int, ...], n_out: int
 ) -> list[dict[str, Any]]:
-    """The layers a built-in architecture builds, for counting its weights."""
+    """The layers a built-in architecture builds (``worker.training.architectures``)."""
 
     def layer(cls: str, **cfg: Any) -> dict[str, Any]:
-        return {"class_name": cls, "config": cfg}
+        return {"module": "keras.layers", "class_name": cls, "config": cfg}
 
+    dropout = [layer("Dropout", rate=params.dropout)] if params.dropout else []
     if name == "mlp":
-        return [
-            layer("Flatten"),
-            *[layer("Dense", units=u) for u in params.hidden_units],
-            layer("Dense", units=n_out),
-        ]
-    out = []
+        hidden = [[layer("Dense", units=u), *dropout] for u in params.hidden_units]
+        return [layer("Flatten"), *sum(hidden, []), layer("Dense", units=n_out)]
+    out = [layer("Reshape", target_shape=[*shape, 1])] if len(shape) == 2 else []
     side = min(shape[0], shape[1]) if len(shape) >= 2 else 1
     for f in params.filters:
-        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size))
+        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size, padding="same"))
         if side >= 4:
             side //= 2
             out.append(layer("MaxPooling2D", pool_size=2))
     return out + [
         layer("Flatten"),
         layer("Dense", units=params.dense_units),
+        *dropout,
         layer("Dense", units=n_out),
     ]
 
 
-def _check_size(
-    spec: JobSpec,
-    layers: list[dict[str, Any]],
-    shape: tuple[int, ...],
-    settings: Settings,
-    problems: _Problems,
-) -> None:
-    total = estimate_params({"config": {"layers": layers}}, shape)
-    if total > settings.max_params:
+def _check_size(size: ModelSize, spec: JobSpec, settings: Settings, problems: _Problems) -> None:
+    if size.params > settings.max_params:
         problems.add(
             ("model",),
-            f"the model has about {total:,} weights; expected at most "
+            f"the model has about {size.params:,} weights; expected at most "
             f"{settings.max_params:,} (FITQ_MAX_PARAMS)",
+        )
+    # The largest batch one device runs: fit() splits the global batch across
+    # replicas; validation runs without gradients but may use a larger batch.
+    fit = spec.fit
+    batch = max(fit.batch_size or 32, fit.validation_batch_size or 0)
+    per_device = -(-batch // spec.resources.gpus)
+    need = size.activation_bytes(per_device)
+    if need > settings.max_activation_bytes:
+        problems.add(
+            ("model",),
+            f"a training step holds about {need:,} bytes of activations ({size.numbers:,} "
+            f"numbers a sample, {per_device} samples a device, 4 bytes each); expected at "
+            f"most {settings.max_activation_bytes:,} (FITQ_MAX_ACTIVATION_BYTES): use smaller "
+            "layers or a smaller fit.batch_size",
         )
 
 
+def _loss_name(spec: JobSpec) -> str:
+    loss = spec.compile.loss
+    return loss if isinstance(loss, str) else loss.class_name
+
+
+def _n_classes(spec: JobSpec, infos: list[DataInfo | None]) -> int | None:
+    """How many classes the labels index, when the loss reads them as classes.
+
+    As the worker sizes its output layer: one more than the largest label of any
+    split. With a regression loss integer targets are numbers, not classes.
+    """
+    if not catalog.labels_are_classes(_loss_name(spec)):
+        return None
+    counts = [info.n_classes for info in infos if info is not None]
+    if not counts or any(n is None for n in counts):
+        return None
+    return max(n for n in counts if n is not None)
+
+
 def _check_model(
-    spec: JobSpec, train: DataInfo | None, problems: _Problems, settings: Settings
+    spec: JobSpec,
+    data: list[DataInfo | None],
+    problems: _Problems,
+    settings: Settings,
 ) -> None:
-    model = spec.model
+    model, train = spec.model, data[0]
     if model.builtin is not None:
         params_model = ARCHITECTURES.get(model.builtin)
         if params_model is None:
@@ -343,22 +381,25 @@ def _check_model(
                 "(height, width[, channels]); received samples of shape "
                 f"{list(train.feature_shape)}",
             )
+        loss = _loss_name(spec)
+        regression = not catalog.labels_are_classes(loss) and loss not in catalog.ONE_HOT_LOSSES
         if (
             train
-            and train.n_classes is None
-            and getattr(params, "output_activation", None) in ("softmax", "sigmoid")
+            and regression
+            and train.target_dim == 1
+            and getattr(params, "output_activation", None) == "softmax"
         ):
             problems.add(
                 ("model", "params", "output_activation"),
-                "the training labels are real numbers (regression), expected "
-                "output_activation 'linear' or null",
+                f"received 'softmax' with the regression loss {loss!r}: a softmax over the "
+                "one output unit is always 1; expected 'linear', 'sigmoid' or null",
             )
         if train and (model.builtin != "cnn" or len(train.feature_shape) in (2, 3)):
-            shape = (
-                train.feature_shape if len(train.feature_shape) != 2 else (*train.feature_shape, 1)
+            n_out, _ = catalog.output_head(
+                _loss_name(spec), _n_classes(spec, data), train.target_dim
             )
-            layers = _builtin_layers(model.builtin, params, shape, train.n_classes or 1)
-            _check_size(spec, layers, shape, settings, problems)
+            layers = _builtin_layers(model.builtin, params, train.feature_shape, n_out)
+            _check_size(stack_size(layers, train.feature_shape), spec, settings, problems)
         return
     assert model.keras_config is not None
     found = check_keras_config(model.keras_config, ("model", "keras_config"))
@@ -366,34 +407,25 @@ def _check_model(
         problems.items.append(item)
     if found or train is None:
         return
-    layers = (model.keras_config.get("config") or {}).get("layers") or []
-    _check_size(spec, list(layers), train.feature_shape, settings, problems)
-    declared = input_shape(model.keras_config)
-    if declared is not None:
-        expected = tuple(None if d is None else int(d) for d in declared)
-        got = train.feature_shape
-        mismatch = len(expected) != len(got) or any(
-            e not in (None, g) for e, g in zip(expected, got, strict=True)
-        )
-        if mismatch:
-            problems.add(
-                ("model", "keras_config"),
-                f"the model's input shape is {list(expected)}, "
-                f"but the training samples have shape {list(got)}",
-            )
+    try:
+        size = model_size(model.keras_config, train.feature_shape, ("model", "keras_config"))
+    except SizeError as exc:
+        problems.add(exc.loc, exc.msg, "keras_config")
+        return
+    _check_size(size, spec, settings, problems)
 
 
 def _check_object(
     value: str | ObjectSpec,
     loc: Loc,
     names: dict[str, str] | set[str],
-    config_keys: set[str],
+    config_keys: dict[str, str],
     what: str,
     problems: _Problems,
 ) -> None:
     if isinstance(value, str):
         if value not in names:
-            problems.add(loc, f"unknown {what} {value!r}, expected one of {sorted(names)}")
+            problems.add(loc, f"unknown {what} {value[:60]!r}, expected one of {sorted(names)}")
         return
     classes = set(names.values()) if isinstance(names, dict) else set()
     if what == "metric":
@@ -404,18 +436,41 @@ def _check_object(
             f"unknown {what} class {value.class_name!r}, expected one of {sorted(classes)}",
         )
     for key, item in value.config.items():
-        if key not in config_keys:
+        kind = config_keys.get(key)
+        if kind is None:
             problems.add(
                 loc + ("config", key),
-                f"unknown {what} argument {key!r}, expected one of {sorted(config_keys)}",
+                f"unknown {what} argument {key[:60]!r}, expected one of {sorted(config_keys)}",
             )
-        elif not isinstance(item, (int, float, bool, str, type(None), list)):
-            problems.add(
-                loc + ("config", key),
-                f"expected a number, boolean or string, received {type(item).__name__}",
-            )
-        elif isinstance(item, float) and not math.isfinite(item):
-            problems.add(loc + ("config", key), f"expected a finite number, received {item}")
+        elif not _is_kind(kind, item):
+            expected = VALUE_KINDS[kind.rstrip("?")] + (" or null" if kind.endswith("?") else "")
+            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            problems.add(loc + ("config", key), f"received {key}={shown}, expected {expected}")
+
+
+VALUE_KINDS = {
+    "number": "a finite number",
+    "int": "an integer",
+    "bool": "true or false",
+    "name": "a string of at most 200 characters",
+    "numbers": "a finite number or a list of them",
+}
+
+
+def _is_kind(kind: str, item: Any) -> bool:
+    """Whether ``item`` is what an argument of ``kind`` holds (``catalog.*_CONFIG_KEYS``)."""
+    if item is None:
+        return kind.endswith("?")
+    kind = kind.rstrip("?")
+    if kind == "bool":
+        return isinstance(item, bool)
+    if kind == "name":
+        return isinstance(item, str) and len(item) <= 200
+    if kind == "int":
+        return isinstance(item, int) and not isinstance(item, bool)
+    if kind == "numbers" and isinstance(item, list):
+        return 0 < len(item) <= 1000 and all(_is_kind("number", v) for v in item)
+    return isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
 
 
 def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
@@ -450,7 +505,9 @@ def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -
     if train and loss_name in catalog.SPARSE_LOSSES and train.n_classes is None:
         problems.add(
             ("compile", "loss"),
-            f"{loss_name} needs integer class labels, but the training labels are real numbers",
+            f"{loss_name} needs integer class labels from 0 to {MAX_CLASSES - 1} "
+            "(one number per sample), but the training labels are not: real numbers, "
+            "negative, larger, or more than one per sample",
         )
     elif (
         train
@@ -478,6 +535,20 @@ def _check_fit(
         problems.add(
             ("fit", "epochs"),
             f"received {fit.epochs}, expected at most {settings.max_epochs} (FITQ_MAX_EPOCHS)",
+        )
+    for field in ("steps_per_epoch", "validation_steps"):
+        steps = getattr(fit, field)
+        if steps is not None and steps > settings.max_steps:
+            problems.add(
+                ("fit", field),
+                f"received {field}={steps}, expected at most {settings.max_steps:,} "
+                "(FITQ_MAX_STEPS)",
+            )
+    if fit.workers > settings.max_fit_workers:
+        problems.add(
+            ("fit", "workers"),
+            f"received workers={fit.workers}, expected at most {settings.max_fit_workers} "
+            "(FITQ_MAX_FIT_WORKERS)",
         )
     if fit.initial_epoch >= fit.epochs:
         problems.add(
@@ -528,11 +599,26 @@ def _check_fit(
                 warnings.append(
                     f"fit.{field} is set but there is no validation data; it has no effect"
                 )
-    if isinstance(fit.class_weight, dict) and train:
+    loss = _loss_name(spec)
+    classes = catalog.labels_are_classes(loss)
+    if (
+        fit.class_weight is not None
+        and train
+        and not classes
+        and loss not in catalog.ONE_HOT_LOSSES
+    ):
+        problems.add(
+            ("fit", "class_weight"),
+            f"class_weight weighs classes, but the loss {loss!r} does not read the labels "
+            "as classes; expected null, or a loss on class labels "
+            f"({sorted(catalog.SPARSE_LOSSES | catalog.BINARY_LOSSES)})",
+        )
+    elif isinstance(fit.class_weight, dict) and train:
         if train.n_classes is None:
             problems.add(
                 ("fit", "class_weight"),
-                "class_weight needs class labels, but the training labels are real numbers",
+                "class_weight needs class labels (1-D integers from 0), but the training "
+                "labels are not",
             )
         else:
             for key in fit.class_weight:
@@ -541,12 +627,12 @@ def _check_fit(
                         ("fit", "class_weight", key),
                         f"received class {key}, expected a class index in 0..{train.n_classes - 1}",
                     )
-    if fit.class_weight == "balanced" and train and train.n_classes is None:
+    elif fit.class_weight == "balanced" and train and train.n_classes is None:
         problems.add(
             ("fit", "class_weight"),
             "'balanced' needs class labels, but the training labels are real numbers",
         )
-    counts = [c for c in (train.class_counts or ()) if c] if train else []
+    counts = [c for c in (train.class_counts or ()) if c] if train and classes else []
     if fit.class_weight is None and len(counts) > 1 and max(counts) > IMBALANCE * min(counts):
         warnings.append(
             f"the training classes are imbalanced ({max(counts)} samples in the largest class, "
@@ -594,7 +680,7 @@ def _augmented(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> Da
                 )
                 return None
             shape = (aug.height, aug.width, shape[2])
-    return DataInfo(train.n_samples, shape, train.n_classes, train.class_counts)
+    return replace(train, feature_shape=shape)
 
 
 def _overlap(spec: JobSpec) -> str | None:
