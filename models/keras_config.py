@@ -3,7 +3,10 @@
 Keras' own ``safe_mode`` is a denylist; this is the opposite: every serialized object
 in the config must be one of Keras' own classes from ``models.catalog``, named by its
 own module, with no registered (custom) name. Lambda, TFSMLayer, custom objects and
-functions are refused because they are not on the list.
+functions are refused because they are not on the list. A string that names a Keras
+object (an activation, initializer, regularizer, constraint or dtype) must be one of
+the names Keras resolves to an allowed class. Shapes and sizes are checked in
+``models.model_size``.
 """
 
 from __future__ import annotations
@@ -105,13 +108,15 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
         )
         return problems
     top = config.get("class_name")
-    if top not in catalog.MODEL_CLASSES:
+    if not isinstance(top, str) or top not in catalog.MODEL_CLASSES:
         fail(
             loc + ("class_name",),
-            f"expected a Sequential or Functional model config, received class_name={top!r}",
+            f"expected a Sequential or Functional model config, received class_name="
+            f"{str(top)[:60]!r}",
         )
         return problems
-    layers = (config.get("config") or {}).get("layers")
+    body = config.get("config")
+    layers = body.get("layers") if isinstance(body, dict) else None
     if not isinstance(layers, list) or not layers:
         fail(loc + ("config", "layers"), "expected a non-empty list of layers")
         return problems
@@ -160,7 +165,7 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
                 )
         elif isinstance(value, dict) and kind.module is not None:
             module, cls = value.get("module"), value.get("class_name")
-            if module != kind.module or cls not in kind.classes:
+            if module != kind.module or not isinstance(cls, str) or cls not in kind.classes:
                 fail(
                     where,
                     f"received {str(module)[:40]}.{str(cls)[:40]}; expected one of "
@@ -187,21 +192,22 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
         cls, module = node.get("class_name"), node.get("module")
         registered = node.get("registered_name")
         allowed = MODULE_CLASSES.get(module) if isinstance(module, str) else None
-        if allowed is None or cls not in allowed:
+        if allowed is None or not isinstance(cls, str) or cls not in allowed:
             fail(
                 where,
-                f"received {module}.{cls}, which is not one of Keras' own layers, "
-                "initializers, regularizers or constraints that fitq allows "
+                f"received {str(module)[:60]}.{str(cls)[:60]}, which is not one of Keras' "
+                "own layers, initializers, regularizers or constraints that fitq allows "
                 "(Lambda and custom objects are refused)",
             )
         elif registered not in (None, cls):
             fail(
                 where + ("registered_name",),
-                f"received registered_name={registered!r}, expected null or {cls!r}",
+                f"received registered_name={str(registered)[:60]!r}, expected null or {cls!r}",
             )
         elif cls in DTYPE_POLICIES:
-            name = (node.get("config") or {}).get("name")
-            if name not in catalog.DTYPES:
+            policy = node.get("config")
+            name = policy.get("name") if isinstance(policy, dict) else None
+            if not isinstance(name, str) or name not in catalog.DTYPES:
                 fail(
                     where + ("config", "name"),
                     f"received dtype policy {str(name)[:60]!r}, expected one of "

@@ -11,150 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
-Shape = tuple[int, ...]
+from models.layer_args import MISSING, Args, LayerSize, Loc, Shape, SizeError, is_int, show
+
 # A layer is called on one tensor (a Shape) or on a list of tensors (merge layers).
 Inputs = Shape | list[Shape]
-Loc = tuple[str | int, ...]
 
 # An unrolled recurrent layer is traced once per timestep; beyond this, refused.
 MAX_UNROLL = 1024
 RECURRENT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}  # gates: weight blocks per unit
-_MISSING: Any = object()
-
-
-class SizeError(ValueError):
-    """A model config fitq cannot size; ``loc`` is the path of the offending field."""
-
-    def __init__(self, loc: Loc, msg: str) -> None:
-        super().__init__(msg)
-        self.loc = loc
-        self.msg = msg
-
-
-@dataclass(frozen=True)
-class LayerSize:
-    """What one call of a layer gives and holds.
-
-    Attributes:
-        output: The output shape, per sample.
-        params: The layer's weights, trainable or not (``count_params()``).
-        held: Numbers per sample the layer keeps for the backward pass besides its
-            output: a recurrent layer's state at every timestep, a wrapped layer's
-            own outputs.
-    """
-
-    output: Shape
-    params: int
-    held: int = 0
-
-    @property
-    def numbers(self) -> int:
-        """Numbers per sample this call holds during a training step."""
-        return math.prod(self.output) + self.held
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class Args:
-    """Typed reads of a layer's ``config``; a bad value raises ``SizeError`` at its key."""
-
-    def __init__(self, cls: str, config: Any, loc: Loc) -> None:
-        if not isinstance(config, dict):
-            raise SizeError(loc, f"received {show(config)}; expected the layer's config object")
-        self.cls = cls
-        self.config = config
-        self.loc = loc
-
-    def fail(self, key: str | None, msg: str) -> NoReturn:
-        raise SizeError(self.loc + ((key,) if key else ()), f"{self.cls}: {msg}")
-
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.config.get(key, default)
-        if value is _MISSING:
-            self.fail(key, f"{key} is required")
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING, low: int = 1) -> int:
-        value = self.get(key, default)
-        if not _is_int(value) or value < low:
-            self.fail(key, f"received {key}={show(value)}, expected an integer >= {low}")
-        return int(value)
-
-    def ints(self, key: str, n: int, default: Any = _MISSING, low: int = 1) -> Shape:
-        """An integer, or a list of ``n`` integers, each at least ``low``."""
-        value = self.get(key, default)
-        items = [value] * n if _is_int(value) else value
-        if (
-            not isinstance(items, (list, tuple))
-            or len(items) != n
-            or not all(_is_int(v) and v >= low for v in items)
-        ):
-            self.fail(
-                key,
-                f"received {key}={show(value)}, expected an integer >= {low} "
-                f"or a list of {n} of them",
-            )
-        return tuple(int(v) for v in items)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, f"received {key}={show(value)}, expected true or false")
-        return value
-
-    def choice(self, key: str, options: Sequence[str | None], default: str | None) -> str | None:
-        value = self.get(key, default)
-        if isinstance(value, str):
-            value = value.lower()
-        if not (value is None or isinstance(value, str)) or value not in options:
-            self.fail(key, f"received {key}={show(value)}, expected one of {list(options)}")
-        return value
-
-    def null(self, key: str, why: str) -> None:
-        if self.config.get(key) is not None:
-            self.fail(key, f"received {key}={show(self.config[key])}; expected null ({why})")
-
-    def numbers(self, key: str, default: Any) -> None:
-        value = self.get(key, default)
-        items = value if isinstance(value, list) else [value]
-        if not all(_is_number(v) and math.isfinite(v) for v in items):
-            self.fail(key, f"received {key}={show(value)}, expected a number or a list of numbers")
-
-    def axes(self, key: str, shape: Shape, default: Any, allow_list: bool = True) -> list[int]:
-        """Keras axes (the batch is axis 0) as indices into the per-sample ``shape``."""
-        value = self.get(key, default)
-        items = value if allow_list and isinstance(value, list) else [value]
-        rank = len(shape) + 1
-        out = []
-        for axis in items:
-            if not _is_int(axis) or not -rank < axis < rank or axis in (0, -rank):
-                self.fail(
-                    key,
-                    f"received {key}={show(value)} for inputs of shape {list(shape)}; "
-                    f"expected {'axes' if allow_list else 'an axis'} from 1 to {rank - 1} "
-                    "(or negative, from the end); axis 0 is the batch",
-                )
-            out.append(axis % rank - 1)
-        return out
-
-    def data_format(self) -> str:
-        fmt = self.choice("data_format", ("channels_last", "channels_first", None), None)
-        return fmt or "channels_last"
 
 
 Rule = Callable[[Args, Inputs], LayerSize]
@@ -246,11 +112,9 @@ def _shape_matches(declared: Any, expected: Any) -> bool:
     if not isinstance(declared, list) or len(declared) != len(expected):
         return False
     batch, *dims = declared
-    if batch is not None and not (_is_int(batch) and batch > 0):
+    if batch is not None and not (is_int(batch) and batch > 0):
         return False
-    return all(
-        d is None or (_is_int(d) and d == e) for d, e in zip(dims, expected[1:], strict=True)
-    )
+    return all(d is None or (is_int(d) and d == e) for d, e in zip(dims, expected[1:], strict=True))
 
 
 def _no_extra_weights(args: Args) -> None:
@@ -300,7 +164,7 @@ def _same_shape_on_axes(a: Args, s: Shape) -> LayerSize:
 
 @single("Rescaling")
 def _rescaling(a: Args, s: Shape) -> LayerSize:
-    a.numbers("scale", _MISSING)
+    a.numbers("scale", MISSING)
     a.numbers("offset", 0.0)
     return LayerSize(s, 0)
 
@@ -335,7 +199,7 @@ def _reshape(a: Args, s: Shape) -> LayerSize:
     if (
         not isinstance(target, list)
         or not target
-        or not all(_is_int(d) and (d >= 1 or d == -1) for d in target)
+        or not all(is_int(d) and (d >= 1 or d == -1) for d in target)
         or target.count(-1) > 1
     ):
         a.fail("target_shape", f"received {show(target)}, expected a list of sizes (one may be -1)")
@@ -381,15 +245,15 @@ def _join(spatial: Sequence[int], channels: int, fmt: str) -> Shape:
 def _pairs(a: Args, key: str, default: Any) -> list[tuple[int, int]]:
     """ZeroPadding2D's and Cropping2D's argument: n, (h, w) or ((top, bottom), (left, right))."""
     value = a.get(key, default)
-    if _is_int(value):
+    if is_int(value):
         value = [value, value]
-    if isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value):
+    if isinstance(value, list) and len(value) == 2 and all(is_int(v) for v in value):
         value = [[value[0], value[0]], [value[1], value[1]]]
     ok = (
         isinstance(value, list)
         and len(value) == 2
         and all(isinstance(p, list) and len(p) == 2 for p in value)
-        and all(_is_int(v) and v >= 0 for p in value for v in p)
+        and all(is_int(v) and v >= 0 for p in value for v in p)
     )
     if not ok:
         a.fail(
@@ -590,7 +454,7 @@ single(*RECURRENT)(_recurrent)
 def _wrapped(a: Args, key: str, s: Shape, allowed: set[str] | None) -> LayerSize:
     layer = a.get(key)
     cls = layer.get("class_name") if isinstance(layer, dict) else None
-    if allowed is not None and cls not in allowed:
+    if allowed is not None and (not isinstance(cls, str) or cls not in allowed):
         a.fail(key, f"received {show(cls)}, expected one of {sorted(allowed)}")
     return size_layer(layer, s, a.loc + (key,))
 

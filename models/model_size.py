@@ -12,19 +12,13 @@ deserializes the config, before any data flows.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from models import catalog
-from models.layer_sizes import (
-    Inputs,
-    LayerSize,
-    Loc,
-    Shape,
-    SizeError,
-    show,
-    size_layer,
-)
+from models.layer_args import LayerSize, Loc, Shape, SizeError, show
+from models.layer_sizes import Inputs, size_layer
 
 BYTES_PER_NUMBER = 4  # float32
 MAX_NODES = 1000  # layer calls in a Functional graph
@@ -186,7 +180,7 @@ def _tensor(value: Any, loc: Loc) -> Ref:
         and value["class_name"] == "__keras_tensor__"
         and isinstance(value["config"], dict)
         and set(value["config"]) <= TENSOR_KEYS
-        and value["config"].get("dtype", "float32") in catalog.DTYPES
+        and str(value["config"].get("dtype", "float32")) in catalog.DTYPES
     )
     if not ok:
         raise SizeError(
@@ -262,49 +256,62 @@ def _walk(
     outputs: dict[tuple[str, int], Shape],
     loc: Loc,
 ) -> tuple[int, int]:
-    """Calls every layer on its inputs, in rounds, as Keras rebuilds a Functional graph."""
-    done = {name: 0 for _, name, _ in calls}
+    """Calls every layer on its inputs once they are known, as Keras rebuilds a
+    Functional graph: a layer's calls in their order, each after the calls it reads."""
+    Node = tuple[str, int]
+    refs: dict[Node, list[Ref] | Ref] = {}
+    where: dict[Node, tuple[int, Loc]] = {}
+    waiting: dict[Node, list[Node]] = {}
+    missing: dict[Node, int] = {}
+    ready: deque[Node] = deque()
+    for i, name, nodes in calls:
+        for k, node in enumerate(nodes):
+            here = loc + ("layers", i, "inbound_nodes", k)
+            refs[(name, k)] = _node_refs(node, here)
+            where[(name, k)] = (i, here)
+            needs = {(n, c) for n, c, _ in _as_list(refs[(name, k)])}
+            needs |= {(name, k - 1)} if k else set()
+            needs -= set(outputs)
+            missing[(name, k)] = len(needs)
+            for need in needs:
+                waiting.setdefault(need, []).append((name, k))
+            if not needs:
+                ready.append((name, k))
     params: dict[str, int] = {}
     numbers = 0
-    progress = True
-    while progress:
-        progress = False
-        for i, name, nodes in calls:
-            while done[name] < len(nodes):
-                k = done[name]
-                where = loc + ("layers", i, "inbound_nodes", k)
-                inputs = _resolve(_node_refs(nodes[k], where), outputs, where)
-                if inputs is None:
-                    break
-                size = size_layer(layers[i], inputs, loc + ("layers", i))
-                if params.setdefault(name, size.params) != size.params:
-                    raise SizeError(where, f"layer {name!r} is called on inputs of another shape")
-                numbers += size.numbers
-                outputs[(name, k)] = size.output
-                done[name] += 1
-                progress = True
-    stuck = [(i, name) for i, name, nodes in calls if done[name] < len(nodes)]
-    if stuck:
-        i, name = stuck[0]
-        raise SizeError(
-            loc + ("layers", i, "inbound_nodes"),
-            f"layer {name!r} is called on tensors no call gives (a loop, or a missing layer)",
-        )
+    while ready:
+        call = ready.popleft()
+        i, here = where[call]
+        size = size_layer(layers[i], _shapes(refs[call], outputs, here), loc + ("layers", i))
+        if params.setdefault(call[0], size.params) != size.params:
+            raise SizeError(here, f"layer {call[0]!r} is called on inputs of another shape")
+        numbers += size.numbers
+        outputs[call] = size.output
+        for after in waiting.get(call, []):
+            missing[after] -= 1
+            if not missing[after]:
+                ready.append(after)
+    for call, (i, _) in where.items():
+        if call not in outputs:
+            raise SizeError(
+                loc + ("layers", i, "inbound_nodes"),
+                f"layer {call[0]!r} is called on tensors no call gives "
+                "(a loop, or a missing layer)",
+            )
     return sum(params.values()), numbers
 
 
-def _resolve(
-    refs: list[Ref] | Ref, outputs: dict[tuple[str, int], Shape], where: Loc
-) -> Inputs | None:
-    """The shapes of the tensors ``refs`` names; None while one is not computed yet."""
+def _as_list(refs: list[Ref] | Ref) -> list[Ref]:
+    return refs if isinstance(refs, list) else [refs]
+
+
+def _shapes(refs: list[Ref] | Ref, outputs: dict[tuple[str, int], Shape], here: Loc) -> Inputs:
+    """The shapes of the tensors ``refs`` names, all computed by now."""
     shapes = []
-    for name, node, tensor in refs if isinstance(refs, list) else [refs]:
+    for name, node, tensor in _as_list(refs):
         if tensor != 0:
-            raise SizeError(where, f"received output {tensor} of {name!r}; its layer has one")
-        shape = outputs.get((name, node))
-        if shape is None:
-            return None
-        shapes.append(shape)
+            raise SizeError(here, f"received output {tensor} of {name!r}; its layer has one")
+        shapes.append(outputs[(name, node)])
     return shapes if isinstance(refs, list) else shapes[0]
 
 

@@ -111,7 +111,7 @@ def check_spec(
             )
 
     _check_model(spec, [_augmented(spec, train, problems), validation, test], problems, settings)
-    _check_compile(spec, train, problems)
+    _check_compile(spec, {"training": train, "validation": validation, "test": test}, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
     _check_resources(spec, settings, problems)
@@ -348,10 +348,8 @@ def _n_classes(spec: JobSpec, infos: list[DataInfo | None]) -> int | None:
     """
     if not catalog.labels_are_classes(_loss_name(spec)):
         return None
-    counts = [info.n_classes for info in infos if info is not None]
-    if not counts or any(n is None for n in counts):
-        return None
-    return max(n for n in counts if n is not None)
+    counts = [info.n_classes for info in infos if info is not None and info.n_classes]
+    return max(counts) if counts else None
 
 
 def _check_model(
@@ -473,7 +471,7 @@ def _is_kind(kind: str, item: Any) -> bool:
     return isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
 
 
-def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
+def _check_compile(spec: JobSpec, splits: dict[str, DataInfo | None], problems: _Problems) -> None:
     c = spec.compile
     _check_object(
         c.optimizer,
@@ -502,24 +500,23 @@ def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -
             f"metrics log under the names {keys}; each name must appear once",
         )
     loss_name = c.loss if isinstance(c.loss, str) else c.loss.class_name
-    if train and loss_name in catalog.SPARSE_LOSSES and train.n_classes is None:
-        problems.add(
-            ("compile", "loss"),
-            f"{loss_name} needs integer class labels from 0 to {MAX_CLASSES - 1} "
-            "(one number per sample), but the training labels are not: real numbers, "
-            "negative, larger, or more than one per sample",
-        )
-    elif (
-        train
-        and loss_name in catalog.SPARSE_LOSSES
-        and train.n_classes
-        and train.n_classes > MAX_CLASSES
-    ):
-        problems.add(
-            ("compile", "loss"),
-            f"the labels go up to {train.n_classes - 1}, expected "
-            f"at most {MAX_CLASSES} classes for {loss_name}",
-        )
+    if loss_name not in catalog.SPARSE_LOSSES:
+        return
+    # The worker sizes the output layer to the largest label of any split.
+    for split, info in splits.items():
+        if info is not None and info.n_classes is None:
+            problems.add(
+                ("compile", "loss"),
+                f"{loss_name} needs integer class labels from 0 to {MAX_CLASSES - 1} "
+                f"(one number per sample), but the {split} labels are not: real numbers, "
+                "negative, larger, or more than one per sample",
+            )
+        elif info is not None and info.n_classes and info.n_classes > MAX_CLASSES:
+            problems.add(
+                ("compile", "loss"),
+                f"the {split} labels go up to {info.n_classes - 1}, expected "
+                f"at most {MAX_CLASSES} classes for {loss_name}",
+            )
 
 
 def _check_fit(

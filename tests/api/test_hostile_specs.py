@@ -9,16 +9,23 @@ graph) are accepted, with the size fitq works out for them shown to be exact.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from api.main import create_app
+from models.errors import SpecError
 from models.migrate import upgrade
 from models.settings import Settings
+from models.spec import JobSpec
+from models.validation import check_spec
 from tests.factories import digits_spec
 
 KC = ["body", "model", "keras_config"]
@@ -294,6 +301,23 @@ def test_sparse_labels_still_size_the_output(make_client: Any) -> None:
     assert has(refused(make_client(max_params=452), spec), ["body", "model"], "about 453")
 
 
+def test_validation_labels_size_the_output_as_the_worker_does(make_client: Any) -> None:
+    """The worker's output layer has a unit for the largest label of any split."""
+    spec = regression(
+        [float(i % 5) for i in range(40)],
+        **{
+            "compile.loss": "sparse_categorical_crossentropy",
+            "data.validation": {"x": [[1.0], [2.0]], "y": [0, 8000]},
+        },
+    )
+    weights = (1 * 64 + 64) + (64 * 8001 + 8001)
+    assert make_client(max_params=weights).post("/v1/jobs", json=spec).status_code == 201
+    assert has(refused(make_client(max_params=weights - 1), spec), ["body", "model"], "about")
+    spec["data"]["validation"]["y"] = [0, 1_000_000]
+    detail = refused(make_client(), spec)
+    assert has(detail, ["body", "compile", "loss"], "the validation labels are not"), detail
+
+
 def test_huge_or_integral_float_labels_never_break_the_check(client: TestClient) -> None:
     for y in ([1e300, 2.0], [float(2**63), 0.0], [1e15, 3.0]):
         resp = client.post("/v1/jobs", json=regression(y))
@@ -381,3 +405,72 @@ def test_caps_on_steps_and_workers(
 def test_steps_and_workers_under_the_caps_pass(client: TestClient) -> None:
     spec = digits_spec(**{"fit.steps_per_epoch": 1_000_000, "fit.workers": 32})
     assert client.post("/v1/jobs", json=spec).status_code == 201
+
+
+# --- any value anywhere in a config: a 422 or a pass, never an exception ------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+INIT = {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": None}}
+POLICY = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}
+BASES = [
+    sequential(
+        layer(
+            "Conv2D", name="c", filters=4, kernel_size=3, padding="same", kernel_initializer=INIT
+        ),
+        layer("MaxPooling2D", name="p", pool_size=2, dtype=POLICY),
+        layer("Reshape", name="r", target_shape=[4, 16]),
+        layer("Bidirectional", name="b", layer=layer("LSTM", units=3, return_sequences=True)),
+        layer("TimeDistributed", name="t", layer=layer("Dense", units=2)),
+        layer("Flatten", name="f"),
+        {**layer("Dense", name="d", units=10), "build_config": {"input_shape": [None, 8]}},
+    ),
+    functional(
+        called("Flatten", "flat", tensor("in")),
+        called("Dense", "a", tensor("flat"), units=16),
+        called("Dense", "b", tensor("flat"), units=16),
+        called("Concatenate", "cat", [tensor("a"), tensor("b")], axis=-1),
+        called("Dense", "out", tensor("cat"), units=10),
+        output="out",
+    ),
+]
+
+
+def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if path:
+        yield path
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in items:
+        yield from _paths(value, (*path, key))
+
+
+@examples(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_value_in_a_model_config_answers_422_or_passes(data: st.DataObject) -> None:
+    spec = copy.deepcopy(digits_spec(**data.draw(st.sampled_from(BASES))))
+    config = spec["model"]["keras_config"]
+    for _ in range(data.draw(st.integers(1, 3))):
+        *parents, last = data.draw(st.sampled_from(list(_paths(config))))
+        node = config
+        for key in parents:
+            node = node[key]
+        node[last] = data.draw(JSON)
+    try:
+        check_spec(JobSpec.model_validate(spec), Settings())
+    except SpecError as exc:
+        assert all(e["loc"] and e["msg"] for e in exc.errors)

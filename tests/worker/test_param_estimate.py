@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 from models import catalog  # noqa: E402
 from models.architectures import CNNParams, MLPParams  # noqa: E402
 from models.keras_config import check_keras_config  # noqa: E402
+from models.layer_sizes import RULES  # noqa: E402
 from models.model_size import model_size, stack_size  # noqa: E402
 from models.validation import _builtin_layers  # noqa: E402
 from worker.training.architectures import build_cnn, build_mlp  # noqa: E402
@@ -185,6 +186,8 @@ def test_every_allowlisted_layer_is_checked_against_keras() -> None:
     for _, make in FUNCTIONAL:
         seen |= {layer.__class__.__name__ for layer in make().layers}
     assert catalog.LAYERS <= seen, sorted(catalog.LAYERS - seen)
+    # and fitq sizes exactly the layers it allows (the InputLayer is the data's shape)
+    assert set(RULES) == catalog.LAYERS - {"InputLayer"}
 
 
 def test_output_shapes_follow_keras_through_a_stack() -> None:
