@@ -133,7 +133,7 @@ class Args:
             if not is_int(axis) or not -rank < axis < rank or axis in (0, -rank):
                 self.fail(
                     key,
-                    f"received {key}={show(value)} for inputs of shape {list(shape)}; "
+                    f"received {key}={show(value)} for inputs of shape {show(list(shape))}; "
                     f"expected {'axes' if allow_list else 'an axis'} from 1 to {rank - 1} "
                     "(or negative, from the end); axis 0 is the batch",
                 )

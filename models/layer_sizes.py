@@ -97,7 +97,7 @@ def _check_build_config(build: Any, inputs: Inputs, loc: Loc) -> None:
     if not _shape_matches(declared, expected):
         raise SizeError(
             loc + ("input_shape",),
-            f"received {show(declared)}, but the layer receives {expected}; expected that "
+            f"received {show(declared)}, but the layer receives {show(expected)}; expected that "
             "shape (null for any dimension)",
         )
 
@@ -173,7 +173,7 @@ def _rescaling(a: Args, s: Shape) -> LayerSize:
 def _spatial_dropout(a: Args, s: Shape) -> LayerSize:
     rank = 2 if a.cls == "SpatialDropout1D" else 3
     if len(s) != rank:
-        a.fail(None, f"expected samples with {rank} axes, received shape {list(s)}")
+        a.fail(None, f"expected samples with {rank} axes, received shape {show(list(s))}")
     return LayerSize(s, 0)
 
 
@@ -209,7 +209,7 @@ def _reshape(a: Args, s: Shape) -> LayerSize:
     if math.prod(target) != size:
         a.fail(
             "target_shape",
-            f"received target_shape={show(target)} for samples of shape {list(s)} "
+            f"received target_shape={show(target)} for samples of shape {show(list(s))} "
             f"({size} numbers); expected a shape of {size} numbers",
         )
     return LayerSize(tuple(target), 0)
@@ -226,7 +226,7 @@ def _permute(a: Args, s: Shape) -> LayerSize:
 @single("RepeatVector")
 def _repeat_vector(a: Args, s: Shape) -> LayerSize:
     if len(s) != 1:
-        a.fail(None, f"expected samples with one axis, received shape {list(s)}")
+        a.fail(None, f"expected samples with one axis, received shape {show(list(s))}")
     return LayerSize((a.integer("n"), s[0]), 0)
 
 
@@ -234,7 +234,7 @@ def _spatial(a: Args, s: Shape, rank: int) -> tuple[Shape, int, str]:
     """(spatial sizes, channels, data format) of image-like samples."""
     fmt = a.data_format()
     if len(s) != rank + 1:
-        a.fail(None, f"expected samples with {rank + 1} axes, received shape {list(s)}")
+        a.fail(None, f"expected samples with {rank + 1} axes, received shape {show(list(s))}")
     return (s[:-1], s[-1], fmt) if fmt == "channels_last" else (s[1:], s[0], fmt)
 
 
@@ -279,7 +279,7 @@ def _cropping(a: Args, s: Shape) -> LayerSize:
     crops = _pairs(a, "cropping", 0)
     out = [n - lo - hi for n, (lo, hi) in zip(spatial, crops, strict=True)]
     if min(out) < 1:
-        a.fail("cropping", f"crops samples of shape {list(s)} to nothing")
+        a.fail("cropping", f"crops samples of shape {show(list(s))} to nothing")
     return LayerSize(_join(out, channels, fmt), 0)
 
 
@@ -311,8 +311,8 @@ def _windows(
     if min(out) < 1:
         a.fail(
             None,
-            f"a window of {list(window)} with padding={padding!r} does not fit samples of "
-            f"spatial size {list(spatial)}; use padding='same' or a smaller window",
+            f"a window of {show(list(window))} with padding={padding!r} does not fit samples of "
+            f"spatial size {show(list(spatial))}; use padding='same' or a smaller window",
         )
     return out
 
@@ -430,7 +430,7 @@ def _normalization(a: Args, s: Shape) -> LayerSize:
 
 def _recurrent(a: Args, s: Shape) -> LayerSize:
     if len(s) != 2:
-        a.fail(None, f"expected samples of shape (timesteps, features), received {list(s)}")
+        a.fail(None, f"expected samples of shape (timesteps, features), received {show(list(s))}")
     steps, features = s
     units, bias = a.integer("units"), a.flag("use_bias", True)
     if a.flag("return_state", False):
@@ -472,7 +472,8 @@ def _bidirectional(a: Args, s: Shape) -> LayerSize:
         # Keras sizes what follows as if both directions gave the forward shape.
         a.fail(
             "backward_layer",
-            f"gives shape {list(bo)}, the forward layer {list(fo)}; expected the same shape",
+            f"gives shape {show(list(bo))}, the forward layer {show(list(fo))}; "
+            "expected the same shape",
         )
     out = (*fo[:-1], fo[-1] + bo[-1]) if mode == "concat" else fo
     held = forward.numbers + backward.numbers
@@ -482,7 +483,7 @@ def _bidirectional(a: Args, s: Shape) -> LayerSize:
 @single("TimeDistributed")
 def _time_distributed(a: Args, s: Shape) -> LayerSize:
     if len(s) < 2:
-        a.fail(None, f"expected samples with a time axis and more, received shape {list(s)}")
+        a.fail(None, f"expected samples with a time axis and more, received shape {show(list(s))}")
     inner = _wrapped(a, "layer", s[1:], set(RULES) - {"TimeDistributed", "Bidirectional"})
     return LayerSize((s[0], *inner.output), inner.params, s[0] * inner.held)
 
@@ -498,7 +499,10 @@ def _elementwise(a: Args, shapes: list[Shape]) -> LayerSize:
     if any(len(s) != len(first) for s in shapes) or any(
         len({d for d in dims if d != 1}) > 1 for dims in zip(*shapes, strict=True)
     ):
-        a.fail(None, f"received inputs of shapes {[list(s) for s in shapes]}; expected one shape")
+        a.fail(
+            None,
+            f"received inputs of shapes {show([list(s) for s in shapes], 120)}; expected one shape",
+        )
     return LayerSize(tuple(max(dims) for dims in zip(*shapes, strict=True)), 0)
 
 
@@ -506,13 +510,16 @@ def _elementwise(a: Args, shapes: list[Shape]) -> LayerSize:
 def _concatenate(a: Args, shapes: list[Shape]) -> LayerSize:
     first = shapes[0]
     if any(len(s) != len(first) for s in shapes):
-        a.fail(None, f"received inputs of shapes {[list(s) for s in shapes]}; expected one rank")
+        a.fail(
+            None,
+            f"received inputs of shapes {show([list(s) for s in shapes], 120)}; expected one rank",
+        )
     (axis,) = a.axes("axis", first, -1, allow_list=False)
     rest = {s[:axis] + s[axis + 1 :] for s in shapes}
     if len(rest) > 1:
         a.fail(
             "axis",
-            f"received inputs of shapes {[list(s) for s in shapes]}; expected them "
+            f"received inputs of shapes {show([list(s) for s in shapes], 120)}; expected them "
             f"to differ only along axis {axis + 1}",
         )
     size = sum(s[axis] for s in shapes)

@@ -100,7 +100,7 @@ def _check_declared(layer: Any, data: Shape, model_loc: Loc) -> None:
             raise SizeError(
                 model_loc,
                 f"the model's input shape is {show(declared)}, "
-                f"but the training samples have shape {list(data)}",
+                f"but the training samples have shape {show(list(data))}",
             )
 
 
@@ -115,8 +115,8 @@ def _sequential(body: dict[str, Any], data: Shape, loc: Loc, model_loc: Loc) -> 
     ):
         raise SizeError(
             loc + ("build_input_shape",),
-            f"received {show(build)}, but the training samples have shape {list(data)}; "
-            f"expected {[None, *data]}",
+            f"received {show(build)}, but the training samples have shape {show(list(data))}; "
+            f"expected {show([None, *data])}",
         )
     shape, params, numbers = data, 0, math.prod(data)
     for i, layer in enumerate(layers):
@@ -246,7 +246,9 @@ def _functional(body: dict[str, Any], data: Shape, loc: Loc, model_loc: Loc) -> 
         raise SizeError(loc + ("layers",), f"expected at most {MAX_NODES} layer calls")
     params, numbers = _walk(layers, calls, outputs, loc)
     if (target[0], target[1]) not in outputs or target[2] != 0:
-        raise SizeError(loc + ("output_layers",), f"received {list(target)}, which no call gives")
+        raise SizeError(
+            loc + ("output_layers",), f"received {show(list(target))}, which no call gives"
+        )
     return ModelSize(params, math.prod(data) + numbers, outputs[(target[0], target[1])])
 
 
