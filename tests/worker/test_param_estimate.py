@@ -18,11 +18,16 @@ keras = pytest.importorskip("keras")
 
 from models import catalog  # noqa: E402
 from models.architectures import CNNParams, MLPParams  # noqa: E402
+from models.catalog import output_head  # noqa: E402
+from models.errors import SpecError  # noqa: E402
 from models.keras_config import check_keras_config  # noqa: E402
 from models.layer_sizes import RULES  # noqa: E402
 from models.model_size import model_size, stack_size  # noqa: E402
-from models.validation import _builtin_layers  # noqa: E402
-from worker.training.architectures import build_cnn, build_mlp  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from models.spec import JobSpec  # noqa: E402
+from models.validation import _builtin_layers, check_spec  # noqa: E402
+from worker.training.architectures import build_cnn, build_mlp, build_model  # noqa: E402
+from worker.training.data import load_job_data  # noqa: E402
 
 L = keras.layers
 Shape = tuple[int, ...]
@@ -233,3 +238,30 @@ def test_cnn(params: CNNParams, shape: Shape) -> None:
 def test_keras_config() -> None:
     model = keras.Sequential([keras.Input((12,)), L.Dense(40), L.Dense(7)])
     assert model_size(_config(model), (12,), ()).params == model.count_params()
+
+
+@pytest.mark.parametrize(
+    ("loss", "y"),
+    [
+        ("mse", [float(i * 15_873) for i in range(64)]),  # integer targets up to 1,000,000
+        ("huber", [float(i % 3) for i in range(64)]),
+        ("sparse_categorical_crossentropy", [float(i % 7) for i in range(64)]),
+        ("binary_crossentropy", [float(i % 2) for i in range(64)]),
+    ],
+)
+def test_builtin_head_is_sized_as_the_worker_builds_it(loss: str, y: list[float]) -> None:
+    """The check's count is the count of the model the worker builds from the same data."""
+    spec = JobSpec.model_validate(
+        {
+            "seed": 1,
+            "model": {"builtin": "mlp", "params": {"hidden_units": [64]}},
+            "compile": {"loss": loss},
+            "data": {"train": {"x": [[float(i % 5)] for i in range(64)], "y": y}},
+        }
+    )
+    data = load_job_data(spec.data)
+    head = output_head(loss, data.n_classes, 1)
+    built = build_model("mlp", spec.model.params, None, (1,), head).count_params()
+    check_spec(spec, Settings(max_params=built))
+    with pytest.raises(SpecError, match=f"about {built:,} weights"):
+        check_spec(spec, Settings(max_params=built - 1))
