@@ -71,7 +71,7 @@ def size_layer(layer: Any, inputs: Inputs, loc: Loc) -> LayerSize:
             f"received {show(cls)} here; expected one of the layers fitq can size: "
             f"{sorted(RULES)} (a model inside a model is not supported)",
         )
-    _check_build_config(layer.get("build_config"), inputs, loc + ("build_config",))
+    check_build_config(layer.get("build_config"), inputs, loc + ("build_config",))
     return rule(Args(cls, layer.get("config", {}), loc + ("config",)), inputs)
 
 
@@ -79,10 +79,12 @@ def _with_batch(shape: Shape) -> list[int | None]:
     return [None, *shape]
 
 
-def _check_build_config(build: Any, inputs: Inputs, loc: Loc) -> None:
-    # Keras builds a layer from its build_config as it deserializes it, before the
-    # data flows: a shape there that is not the one the layer receives would build
-    # weights fitq did not count.
+def check_build_config(build: Any, inputs: Inputs, loc: Loc) -> None:
+    """Refuses a ``build_config`` whose shape is not the one the layer receives.
+
+    Keras builds a layer (or a model) from its build_config as it deserializes it,
+    before any data flows: another shape would build weights fitq did not count.
+    """
     if build is None:
         return
     if not isinstance(build, dict) or not set(build) <= {"input_shape"}:

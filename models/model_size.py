@@ -18,7 +18,7 @@ from typing import Any
 
 from models import catalog
 from models.layer_args import LayerSize, Loc, Shape, SizeError, show
-from models.layer_sizes import Inputs, size_layer
+from models.layer_sizes import Inputs, check_build_config, size_layer
 
 BYTES_PER_NUMBER = 4  # float32
 MAX_NODES = 1000  # layer calls in a Functional graph
@@ -65,6 +65,8 @@ def model_size(config: dict[str, Any], input_shape: Shape, loc: Loc) -> ModelSiz
     body = config.get("config")
     if not isinstance(body, dict):
         raise SizeError(loc + ("config",), "expected the model's config object")
+    # Keras builds the whole model from this shape as it deserializes it.
+    check_build_config(config.get("build_config"), input_shape, loc + ("build_config",))
     if config.get("class_name") == "Functional":
         return _functional(body, input_shape, loc + ("config",), loc)
     return _sequential(body, input_shape, loc + ("config",), loc)

@@ -220,6 +220,15 @@ def test_build_config_cannot_build_weights_for_another_shape(client: TestClient)
     assert has(detail, loc, "[None, 64]"), detail
 
 
+def test_the_models_build_config_cannot_build_it_for_another_shape(client: TestClient) -> None:
+    model = sequential(FLAT, layer("Dense", name="d", units=8192), OUT)
+    config = model["model.keras_config"]
+    config["config"]["layers"].pop(0)  # no InputLayer: Keras builds from build_config
+    config["build_config"] = {"input_shape": [None, 65536]}
+    detail = refused(client, digits_spec(**model))
+    assert has(detail, [*KC, "build_config", "input_shape"], "[None, 8, 8, 1]"), detail
+
+
 def test_an_input_shape_declared_any_way_must_be_the_datas(client: TestClient) -> None:
     by_shape = sequential(FLAT, OUT)
     by_shape["model.keras_config"]["config"]["layers"][0]["config"] = {"shape": [65536, 8192]}
