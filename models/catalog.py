@@ -234,8 +234,9 @@ INITIALIZERS = {
 REGULARIZERS = {"L1", "L2", "L1L2", "OrthogonalRegularizer"}
 CONSTRAINTS = {"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"}
 # The strings Keras' ``initializers.get``, ``regularizers.get`` and ``constraints.get``
-# resolve to the classes above: each class name, and its snake_case aliases.
-INITIALIZER_NAMES = INITIALIZERS | {
+# resolve to the classes above: each class name, and its snake_case aliases (not
+# Constant, which needs its value: {class_name: Constant, config: {value: ...}}).
+INITIALIZER_NAMES = (INITIALIZERS - {"Constant"}) | {
     "glorot_uniform",
     "glorot_normal",
     "he_uniform",
@@ -246,7 +247,6 @@ INITIALIZER_NAMES = INITIALIZERS | {
     "zero",
     "ones",
     "one",
-    "constant",
     "random_uniform",
     "uniform",
     "random_normal",
@@ -258,7 +258,8 @@ INITIALIZER_NAMES = INITIALIZERS | {
 }
 REGULARIZER_NAMES = REGULARIZERS | {"l1", "l2", "l1l2", "orthogonal_regularizer"}
 CONSTRAINT_NAMES = CONSTRAINTS | {"max_norm", "min_max_norm", "non_neg", "unit_norm"}
-# Data types and dtype policies a layer may name (``dtype``); no quantized policies.
+# Data types and dtype policies a layer may name (``dtype``); no quantized policies
+# (Keras reads "int8" as one).
 DTYPES = {
     "float16",
     "bfloat16",
@@ -266,7 +267,6 @@ DTYPES = {
     "float64",
     "mixed_float16",
     "mixed_bfloat16",
-    "int8",
     "int16",
     "int32",
     "int64",

@@ -265,3 +265,16 @@ def test_builtin_head_is_sized_as_the_worker_builds_it(loss: str, y: list[float]
     check_spec(spec, Settings(max_params=built))
     with pytest.raises(SpecError, match=f"about {built:,} weights"):
         check_spec(spec, Settings(max_params=built - 1))
+
+
+def test_every_allowed_name_is_one_keras_resolves_to_an_allowed_class() -> None:
+    for name in catalog.INITIALIZER_NAMES:
+        assert keras.initializers.get(name).__class__.__name__ in catalog.INITIALIZERS, name
+    for name in catalog.REGULARIZER_NAMES:
+        assert keras.regularizers.get(name).__class__.__name__ in catalog.REGULARIZERS, name
+    for name in catalog.CONSTRAINT_NAMES:
+        assert keras.constraints.get(name).__class__.__name__ in catalog.CONSTRAINTS, name
+    for name in catalog.ACTIVATIONS:
+        assert callable(keras.activations.get(name)), name
+    for name in catalog.DTYPES:
+        assert keras.dtype_policies.get(name).name == name
