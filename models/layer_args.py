@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 Shape = tuple[int, ...]  # per sample, without the batch axis
 Loc = tuple[str | int, ...]
 MISSING: Any = object()
+MAX_INT = 2**31 - 1  # the largest size, count or window a layer argument may hold
 
 
 class SizeError(ValueError):
@@ -46,7 +47,10 @@ class LayerSize:
 
 def show(value: Any, limit: int = 60) -> str:
     """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python converts
+        return "a number too large to show"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -79,8 +83,10 @@ class Args:
 
     def integer(self, key: str, default: Any = MISSING, low: int = 1) -> int:
         value = self.get(key, default)
-        if not is_int(value) or value < low:
-            self.fail(key, f"received {key}={show(value)}, expected an integer >= {low}")
+        if not is_int(value) or not low <= value <= MAX_INT:
+            self.fail(
+                key, f"received {key}={show(value)}, expected an integer from {low} to {MAX_INT}"
+            )
         return int(value)
 
     def ints(self, key: str, n: int, default: Any = MISSING, low: int = 1) -> Shape:
@@ -90,12 +96,12 @@ class Args:
         if (
             not isinstance(items, (list, tuple))
             or len(items) != n
-            or not all(is_int(v) and v >= low for v in items)
+            or not all(is_int(v) and low <= v <= MAX_INT for v in items)
         ):
             self.fail(
                 key,
-                f"received {key}={show(value)}, expected an integer >= {low} "
-                f"or a list of {n} of them",
+                f"received {key}={show(value)}, expected an integer from {low} to "
+                f"{MAX_INT} or a list of {n} of them",
             )
         return tuple(int(v) for v in items)
 

@@ -13,13 +13,26 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from models.layer_args import MISSING, Args, LayerSize, Loc, Shape, SizeError, is_int, show
+from models.layer_args import (
+    MAX_INT,
+    MISSING,
+    Args,
+    LayerSize,
+    Loc,
+    Shape,
+    SizeError,
+    is_int,
+    show,
+)
 
 # A layer is called on one tensor (a Shape) or on a list of tensors (merge layers).
 Inputs = Shape | list[Shape]
 
 # An unrolled recurrent layer is traced once per timestep; beyond this, refused.
 MAX_UNROLL = 1024
+# No layer output holds more numbers a sample (far past any memory limit; it keeps
+# the sums fitq makes, and its messages, small).
+MAX_NUMBERS = 2**48
 RECURRENT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}  # gates: weight blocks per unit
 
 
@@ -72,7 +85,12 @@ def size_layer(layer: Any, inputs: Inputs, loc: Loc) -> LayerSize:
             f"{sorted(RULES)} (a model inside a model is not supported)",
         )
     check_build_config(layer.get("build_config"), inputs, loc + ("build_config",))
-    return rule(Args(cls, layer.get("config", {}), loc + ("config",)), inputs)
+    size = rule(Args(cls, layer.get("config", {}), loc + ("config",)), inputs)
+    if math.prod(size.output) > MAX_NUMBERS:
+        raise SizeError(
+            loc, f"{cls}: its output would hold more than {MAX_NUMBERS:,} numbers a sample"
+        )
+    return size
 
 
 def _with_batch(shape: Shape) -> list[int | None]:
@@ -220,7 +238,11 @@ def _reshape(a: Args, s: Shape) -> LayerSize:
 @single("Permute")
 def _permute(a: Args, s: Shape) -> LayerSize:
     dims = a.get("dims")
-    if not isinstance(dims, list) or sorted(dims) != list(range(1, len(s) + 1)):
+    if (
+        not isinstance(dims, list)
+        or not all(is_int(d) for d in dims)
+        or sorted(dims) != list(range(1, len(s) + 1))
+    ):
         a.fail("dims", f"received {show(dims)}, expected a permutation of 1..{len(s)}")
     return LayerSize(tuple(s[d - 1] for d in dims), 0)
 
@@ -255,7 +277,7 @@ def _pairs(a: Args, key: str, default: Any) -> list[tuple[int, int]]:
         isinstance(value, list)
         and len(value) == 2
         and all(isinstance(p, list) and len(p) == 2 for p in value)
-        and all(is_int(v) and v >= 0 for p in value for v in p)
+        and all(is_int(v) and 0 <= v <= MAX_INT for p in value for v in p)
     )
     if not ok:
         a.fail(

@@ -213,6 +213,21 @@ def test_the_memory_limit_is_a_setting_and_counts_the_batch(make_client: Any) ->
     assert has(detail, ["body", "model"], f"{8744 * 115:,} bytes", "1,000,000"), detail
 
 
+def test_sizes_past_any_memory_answer_422_not_500(client: TestClient) -> None:
+    """Sizes multiply along a stack; fitq's own arithmetic and messages stay small."""
+    huge = [FLAT]
+    for i in range(16):
+        huge += [layer("RepeatVector", name=f"r{i}", n=2**31 - 1), layer("Flatten", name=f"f{i}")]
+    detail = refused(client, digits_spec(**sequential(*huge, OUT)))
+    assert has(detail, [*KC, "config", "layers", 4], "RepeatVector", "more than"), detail
+    big = layer("RepeatVector", name="r", n=10**300)
+    detail = refused(client, digits_spec(**sequential(FLAT, big, OUT)))
+    assert has(detail, [*KC, "config", "layers", 2, "config", "n"], "2147483647"), detail
+    permute = layer("Permute", name="p", dims=[1, "a", None])
+    detail = refused(client, digits_spec(**sequential(permute, FLAT, OUT)))
+    assert has(detail, [*KC, "config", "layers", 1, "config", "dims"], "permutation"), detail
+
+
 def test_build_config_cannot_build_weights_for_another_shape(client: TestClient) -> None:
     dense = {**layer("Dense", name="d", units=8192), "build_config": {"input_shape": [None, 65536]}}
     detail = refused(client, digits_spec(**sequential(FLAT, dense, OUT)))
