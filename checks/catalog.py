@@ -18,27 +18,30 @@ OPTIMIZERS = {
     "ftrl": "Ftrl",
     "lion": "Lion",
 }
+# What each argument of an optimizer, loss or metric config holds: "number" (an int or
+# a float), "int", "bool", "name" (a string that names no Keras object), or
+# "numbers" (a number or a list of numbers); "?" allows null.
 OPTIMIZER_CONFIG_KEYS = {
-    "learning_rate",
-    "beta_1",
-    "beta_2",
-    "epsilon",
-    "amsgrad",
-    "weight_decay",
-    "momentum",
-    "nesterov",
-    "rho",
-    "centered",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "initial_accumulator_value",
-    "learning_rate_power",
-    "l1_regularization_strength",
-    "l2_regularization_strength",
-    "use_ema",
-    "ema_momentum",
-    "name",
+    "learning_rate": "number",
+    "beta_1": "number",
+    "beta_2": "number",
+    "epsilon": "number",
+    "amsgrad": "bool",
+    "weight_decay": "number?",
+    "momentum": "number",
+    "nesterov": "bool",
+    "rho": "number",
+    "centered": "bool",
+    "clipnorm": "number?",
+    "clipvalue": "number?",
+    "global_clipnorm": "number?",
+    "initial_accumulator_value": "number",
+    "learning_rate_power": "number",
+    "l1_regularization_strength": "number",
+    "l2_regularization_strength": "number",
+    "use_ema": "bool",
+    "ema_momentum": "number",
+    "name": "name",
 }
 
 LOSSES = {
@@ -53,11 +56,27 @@ LOSSES = {
     "log_cosh": "LogCosh",
     "hinge": "Hinge",
 }
-LOSS_CONFIG_KEYS = {"from_logits", "label_smoothing", "delta", "axis", "name", "ignore_class"}
+LOSS_CONFIG_KEYS = {
+    "from_logits": "bool",
+    "label_smoothing": "number",
+    "delta": "number",
+    "axis": "int",
+    "name": "name",
+    "ignore_class": "int?",
+}
 # Losses whose labels are class indices (the rest take one-hot or real targets).
 SPARSE_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
 BINARY_LOSSES = {"binary_crossentropy", "BinaryCrossentropy", "hinge", "Hinge"}
 ONE_HOT_LOSSES = {"categorical_crossentropy", "CategoricalCrossentropy"}
+
+
+def labels_are_classes(loss: str) -> bool:
+    """Whether ``loss`` reads 1-D integer labels as classes (class indices, or 0/1).
+
+    With any other loss (a regression: mse, mae, huber, ...) integer targets are
+    numbers: they size no output layer, and class weights do not apply to them.
+    """
+    return loss in SPARSE_LOSSES or loss in BINARY_LOSSES
 
 
 def output_head(loss: str, n_classes: int | None, target_dim: int) -> tuple[int, str]:
@@ -110,7 +129,14 @@ METRIC_CLASSES = {
     "Precision": "precision",
     "Recall": "recall",
 }
-METRIC_CONFIG_KEYS = {"name", "k", "threshold", "thresholds", "num_thresholds", "from_logits"}
+METRIC_CONFIG_KEYS = {
+    "name": "name",
+    "k": "int",
+    "threshold": "numbers?",
+    "thresholds": "numbers?",
+    "num_thresholds": "int",
+    "from_logits": "bool",
+}
 
 ACTIVATIONS = {
     "relu",
@@ -182,6 +208,7 @@ LAYERS = {
     "GRU",
     "SimpleRNN",
     "Bidirectional",
+    "TimeDistributed",
     "Embedding",
     "Rescaling",
     "Normalization",
@@ -206,6 +233,49 @@ INITIALIZERS = {
 }
 REGULARIZERS = {"L1", "L2", "L1L2", "OrthogonalRegularizer"}
 CONSTRAINTS = {"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"}
+# The strings Keras' ``initializers.get``, ``regularizers.get`` and ``constraints.get``
+# resolve to the classes above: each class name, and its snake_case aliases (not
+# Constant, which needs its value: {class_name: Constant, config: {value: ...}}).
+INITIALIZER_NAMES = (INITIALIZERS - {"Constant"}) | {
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "zeros",
+    "zero",
+    "ones",
+    "one",
+    "random_uniform",
+    "uniform",
+    "random_normal",
+    "normal",
+    "truncated_normal",
+    "orthogonal",
+    "identity",
+    "variance_scaling",
+}
+REGULARIZER_NAMES = REGULARIZERS | {"l1", "l2", "l1l2", "orthogonal_regularizer"}
+CONSTRAINT_NAMES = CONSTRAINTS | {"max_norm", "min_max_norm", "non_neg", "unit_norm"}
+# Data types and dtype policies a layer may name (``dtype``); no quantized policies
+# (Keras reads "int8" as one).
+DTYPES = {
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "mixed_float16",
+    "mixed_bfloat16",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+}
 MODEL_CLASSES = {"Sequential": {"keras"}, "Functional": {"keras.src.models.functional", "keras"}}
 
 # Metrics whose larger values are better; everything else (losses, errors) is minimised.

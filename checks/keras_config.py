@@ -3,21 +3,24 @@
 Keras' own ``safe_mode`` is a denylist; this is the opposite: every serialized object
 in the config must be one of Keras' own classes from ``checks.catalog``, named by its
 own module, with no registered (custom) name. Lambda, TFSMLayer, custom objects and
-functions are refused because they are not on the list.
+functions are refused because they are not on the list. A string that names a Keras
+object (an activation, initializer, regularizer, constraint or dtype) must be one of
+the names Keras resolves to an allowed class. Shapes and sizes are checked in
+``checks.model_size``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from checks import catalog
-from core.errors import SpecError
 
 MAX_LAYERS = 200
 MAX_UNITS = 8192
 MAX_DEPTH = 24
 SIZE_KEYS = ("units", "filters", "output_dim", "input_dim")
-SHAPE_KEYS = ("batch_shape", "batch_input_shape", "target_shape", "input_shape")
+SHAPE_KEYS = ("batch_shape", "batch_input_shape", "target_shape", "input_shape", "shape")
 MAX_SIDE = 65536
 MODULE_CLASSES: dict[str, set[str]] = {
     "keras.layers": catalog.LAYERS,
@@ -27,7 +30,10 @@ MODULE_CLASSES: dict[str, set[str]] = {
     "keras": {"Sequential", "DTypePolicy", "FloatDTypePolicy"},
     "keras.src.models.functional": {"Functional"},
 }
+DTYPE_POLICIES = {"DTypePolicy", "FloatDTypePolicy"}
 IGNORED_KEYS = {"compile_config"}
+# Checked call by call, with the shapes, by checks.model_size.
+GRAPH_KEYS = {"inbound_nodes"}
 # The keys Keras writes around a serialized object (a model, a layer).
 OBJECT_KEYS = {
     "module",
@@ -39,6 +45,49 @@ OBJECT_KEYS = {
     "name",
     "inbound_nodes",
 }
+
+
+@dataclass(frozen=True)
+class NamedKind:
+    """What a layer argument names: the strings, and the objects, Keras accepts there."""
+
+    what: str
+    names: set[str]  # strings accepted; empty: an object is expected
+    module: str | None  # the module of an object accepted; None: no object
+    classes: set[str]
+
+
+ACTIVATION = NamedKind("activation", catalog.ACTIVATIONS, None, set())
+INITIALIZER = NamedKind(
+    "initializer", catalog.INITIALIZER_NAMES, "keras.initializers", catalog.INITIALIZERS
+)
+REGULARIZER = NamedKind(
+    "regularizer", catalog.REGULARIZER_NAMES, "keras.regularizers", catalog.REGULARIZERS
+)
+CONSTRAINT = NamedKind(
+    "constraint", catalog.CONSTRAINT_NAMES, "keras.constraints", catalog.CONSTRAINTS
+)
+DTYPE = NamedKind("dtype", catalog.DTYPES, "keras", DTYPE_POLICIES)
+LAYER = NamedKind("layer", set(), "keras.layers", catalog.LAYERS)
+
+
+def named_kind(key: str) -> NamedKind | None:
+    """The kind of Keras object a layer argument called ``key`` names, if any."""
+    if key in ("activation", "recurrent_activation"):
+        return ACTIVATION
+    if key == "dtype":
+        return DTYPE
+    if key in ("layer", "backward_layer"):
+        return LAYER
+    for suffix, kind in (
+        ("_initializer", INITIALIZER),
+        ("_regularizer", REGULARIZER),
+        ("_constraint", CONSTRAINT),
+    ):
+        if key.endswith(suffix):
+            return kind
+    return None
+
 
 Loc = tuple[str | int, ...]
 
@@ -59,13 +108,15 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
         )
         return problems
     top = config.get("class_name")
-    if top not in catalog.MODEL_CLASSES:
+    if not isinstance(top, str) or top not in catalog.MODEL_CLASSES:
         fail(
             loc + ("class_name",),
-            f"expected a Sequential or Functional model config, received class_name={top!r}",
+            f"expected a Sequential or Functional model config, received class_name="
+            f"{str(top)[:60]!r}",
         )
         return problems
-    layers = (config.get("config") or {}).get("layers")
+    body = config.get("config")
+    layers = body.get("layers") if isinstance(body, dict) else None
     if not isinstance(layers, list) or not layers:
         fail(loc + ("config", "layers"), "expected a non-empty list of layers")
         return problems
@@ -94,122 +145,74 @@ def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]
                     f"received keys {extra} beside class_name; expected only {sorted(OBJECT_KEYS)}",
                 )
         for key, value in node.items():
-            if key in IGNORED_KEYS and depth == 0:
+            if (key in IGNORED_KEYS and depth == 0) or key in GRAPH_KEYS:
                 continue
-            if key == "activation" and isinstance(value, str):
-                if value not in catalog.ACTIVATIONS:
-                    fail(
-                        where + (key,),
-                        f"received activation {value!r}, expected one of "
-                        f"{sorted(catalog.ACTIVATIONS)}",
-                    )
+            kind = named_kind(key) if isinstance(key, str) else None
+            if kind is not None:
+                check_named(kind, value, where + (key,))
             if key in SIZE_KEYS and isinstance(value, int) and value > MAX_UNITS:
                 fail(where + (key,), f"received {key}={value}, expected at most {MAX_UNITS}")
             if key in SHAPE_KEYS and isinstance(value, list):
-                dims = [d for d in value if d is not None]
-                if any(not isinstance(d, int) or d < 1 or d > MAX_SIDE for d in dims):
-                    fail(
-                        where + (key,),
-                        f"received {key}={value}; expected dimensions from 1 "
-                        f"to {MAX_SIDE} (or null for the batch)",
-                    )
+                check_shape(key, value, where + (key,))
             walk(value, where + (key,), depth + 1)
+
+    def check_named(kind: NamedKind, value: Any, where: Loc) -> None:
+        if isinstance(value, str) and kind.names:
+            if value not in kind.names:
+                fail(
+                    where,
+                    f"received {kind.what} {value[:60]!r}, expected one of {sorted(kind.names)}",
+                )
+        elif isinstance(value, dict) and kind.module is not None:
+            module, cls = value.get("module"), value.get("class_name")
+            if module != kind.module or not isinstance(cls, str) or cls not in kind.classes:
+                fail(
+                    where,
+                    f"received {str(module)[:40]}.{str(cls)[:40]}; expected one of "
+                    f"{sorted(kind.classes)} from {kind.module} ({kind.what})",
+                )
+        elif value is not None:
+            expected = "one of " + str(sorted(kind.names)) if kind.names else "an object"
+            fail(where, f"received {str(value)[:60]}; expected a {kind.what}, {expected}, or null")
+
+    def check_shape(key: str, value: list[Any], where: Loc) -> None:
+        if value and all(isinstance(d, list) for d in value):
+            for i, dims in enumerate(value):
+                check_shape(key, dims, where + (i,))
+            return
+        dims = [d for d in value if d is not None and not (key == "target_shape" and d == -1)]
+        if any(not isinstance(d, int) or d < 1 or d > MAX_SIDE for d in dims):
+            fail(
+                where,
+                f"received {key}={str(value)[:80]}; expected dimensions from 1 "
+                f"to {MAX_SIDE} (or null for the batch)",
+            )
 
     def check_object(node: dict[str, Any], where: Loc) -> None:
         cls, module = node.get("class_name"), node.get("module")
         registered = node.get("registered_name")
         allowed = MODULE_CLASSES.get(module) if isinstance(module, str) else None
-        if allowed is None or cls not in allowed:
+        if allowed is None or not isinstance(cls, str) or cls not in allowed:
             fail(
                 where,
-                f"received {module}.{cls}, which is not one of Keras' own layers, "
-                "initializers, regularizers or constraints that fitq allows "
+                f"received {str(module)[:60]}.{str(cls)[:60]}, which is not one of Keras' "
+                "own layers, initializers, regularizers or constraints that fitq allows "
                 "(Lambda and custom objects are refused)",
             )
         elif registered not in (None, cls):
             fail(
                 where + ("registered_name",),
-                f"received registered_name={registered!r}, expected null or {cls!r}",
+                f"received registered_name={str(registered)[:60]!r}, expected null or {cls!r}",
             )
+        elif cls in DTYPE_POLICIES:
+            policy = node.get("config")
+            name = policy.get("name") if isinstance(policy, dict) else None
+            if not isinstance(name, str) or name not in catalog.DTYPES:
+                fail(
+                    where + ("config", "name"),
+                    f"received dtype policy {str(name)[:60]!r}, expected one of "
+                    f"{sorted(catalog.DTYPES)}",
+                )
 
     walk(config, loc, 0)
     return problems
-
-
-def input_shape(config: dict[str, Any]) -> tuple[int | None, ...] | None:
-    """The per-sample input shape a model config declares, when it declares one."""
-    layers = (config.get("config") or {}).get("layers") or []
-    for layer in layers:
-        if not isinstance(layer, dict):
-            continue
-        cfg = layer.get("config") or {}
-        shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
-        if isinstance(shape, list) and len(shape) >= 2:
-            return tuple(shape[1:])
-        if layer.get("class_name") != "InputLayer":
-            build = (layer.get("build_config") or {}).get("input_shape")
-            if isinstance(build, list) and len(build) >= 2:
-                return tuple(build[1:])
-            return None
-    return None
-
-
-def raise_if_problems(problems: list[dict[str, Any]]) -> None:
-    if problems:
-        raise SpecError(problems)
-
-
-def _dim(value: Any) -> int:
-    return int(value) if isinstance(value, int) and value > 0 else 1
-
-
-def estimate_params(config: dict[str, Any], input_shape: tuple[int, ...]) -> int:
-    """About how many weights a model config holds, walking its layers in order.
-
-    Exact for the stacks fitq's builtins and most Sequential models make (Dense,
-    Conv, Flatten, Embedding, recurrent layers); an estimate for anything else.
-    """
-    shape = list(input_shape)
-    total = 0
-    layers = (config.get("config") or {}).get("layers") or []
-    for layer in layers:
-        if not isinstance(layer, dict):
-            continue
-        cls, cfg = layer.get("class_name"), layer.get("config") or {}
-        last = _dim(shape[-1]) if shape else 1
-        if cls == "Dense":
-            units = _dim(cfg.get("units"))
-            total += (last + 1) * units
-            shape = [*shape[:-1], units] if shape else [units]
-        elif cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D"):
-            kernel = cfg.get("kernel_size", 3)
-            area = 1
-            for k in kernel if isinstance(kernel, list) else [kernel] * (len(shape) - 1 or 1):
-                area *= _dim(k)
-            filters = _dim(cfg.get("filters", last))
-            total += (area * last + 1) * filters
-            shape = [*shape[:-1], filters] if shape else [filters]
-        elif cls == "Flatten":
-            size = 1
-            for d in shape:
-                size *= _dim(d)
-            shape = [size]
-        elif cls == "Embedding":
-            total += _dim(cfg.get("input_dim")) * _dim(cfg.get("output_dim"))
-            shape = [*shape, _dim(cfg.get("output_dim"))]
-        elif cls in ("LSTM", "GRU", "SimpleRNN"):
-            units = _dim(cfg.get("units"))
-            gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[str(cls)]
-            total += gates * (units * (units + last) + units)
-            shape = [units]
-        elif cls in ("MaxPooling2D", "AveragePooling2D") and len(shape) == 3:
-            pool = cfg.get("pool_size", 2)
-            ph, pw = (pool, pool) if isinstance(pool, int) else (pool[0], pool[1])
-            shape = [
-                max(1, _dim(shape[0]) // _dim(ph)),
-                max(1, _dim(shape[1]) // _dim(pw)),
-                shape[2],
-            ]
-        elif cls in ("BatchNormalization", "LayerNormalization"):
-            total += 4 * last
-    return total

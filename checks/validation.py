@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,8 +19,9 @@ from pydantic import BaseModel, ValidationError
 from checks import catalog
 from checks.architectures import ARCHITECTURES
 from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
-from checks.keras_config import check_keras_config, estimate_params, input_shape
+from checks.keras_config import check_keras_config
 from checks.labels import label_stats
+from checks.model_size import ModelSize, SizeError, model_size, stack_size
 from core.errors import SpecError
 from core.settings import Settings
 from models.spec import (
@@ -42,7 +43,6 @@ WEIGHTS_SUFFIXES = (".weights.h5",)
 SAFE_NAME_CHARS = set(string.ascii_letters + string.digits + "_-.=")
 SMALL_BATCH = 8
 IMBALANCE = 3
-MAX_CLASSES = 8192
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,11 @@ class DataInfo:
 
     n_samples: int
     feature_shape: tuple[int, ...]
-    n_classes: int | None  # None: real-valued targets
+    # Labels as class indices, when they are 1-D integers 0..n-1 (whether they are
+    # classes is the loss's to say: catalog.labels_are_classes); None otherwise.
+    n_classes: int | None
     class_counts: tuple[int, ...] | None
+    target_dim: int = 1  # numbers in one sample's target
 
 
 class _Problems:
@@ -107,8 +110,9 @@ def check_spec(
                 f"training data's shape {list(train.feature_shape)}",
             )
 
-    _check_model(spec, _augmented(spec, train, problems), problems, settings)
-    _check_compile(spec, train, problems)
+    _check_model(spec, [_augmented(spec, train, problems), validation, test], problems, settings)
+    splits = {"training": train, "validation": validation, "test": test}
+    _check_compile(spec, splits, settings.max_label_classes, problems)
     has_validation = _check_fit(spec, train, validation, settings, problems, warnings)
     _check_callbacks(spec, has_validation, problems, warnings)
     _check_resources(spec, settings, problems)
@@ -169,7 +173,7 @@ def _data_info(
                 f"received take={ref.take}, but the data has only {info.n_samples} samples",
             )
             return None
-        return DataInfo(ref.take, info.feature_shape, info.n_classes, None)
+        return DataInfo(ref.take, info.feature_shape, info.n_classes, None, info.target_dim)
     return info
 
 
@@ -192,6 +196,7 @@ def _dataset_info(
             tuple(part["x_shape"]) or (1,),
             part.get("n_classes"),
             tuple(counts) if counts else None,
+            math.prod(part.get("y_shape") or [1]),
         )
     if not name.startswith(BUILTIN_PREFIX) or name[len(BUILTIN_PREFIX) :] not in BUILTIN_DATASETS:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
@@ -269,58 +274,88 @@ def _inline_info(
         )
         return None
     feature_shape = tuple(int(d) for d in x.shape[1:]) or (1,)
+    # Labels are class ids only when they are small non-negative integers; their
+    # description never grows with a label's value (see checks.labels).
     labels = label_stats(y, settings.max_label_classes)
-    return DataInfo(len(y), feature_shape, labels.n_classes, labels.class_counts)
+    return DataInfo(
+        len(y), feature_shape, labels.n_classes, labels.class_counts, math.prod(y.shape[1:])
+    )
 
 
 def _builtin_layers(
     name: str, params: Any, shape: tuple[int, ...], n_out: int
 ) -> list[dict[str, Any]]:
-    """The layers a built-in architecture builds, for counting its weights."""
+    """The layers a built-in architecture builds (``worker.training.architectures``)."""
 
     def layer(cls: str, **cfg: Any) -> dict[str, Any]:
-        return {"class_name": cls, "config": cfg}
+        return {"module": "keras.layers", "class_name": cls, "config": cfg}
 
+    dropout = [layer("Dropout", rate=params.dropout)] if params.dropout else []
     if name == "mlp":
-        return [
-            layer("Flatten"),
-            *[layer("Dense", units=u) for u in params.hidden_units],
-            layer("Dense", units=n_out),
-        ]
-    out = []
+        hidden = [[layer("Dense", units=u), *dropout] for u in params.hidden_units]
+        return [layer("Flatten"), *sum(hidden, []), layer("Dense", units=n_out)]
+    out = [layer("Reshape", target_shape=[*shape, 1])] if len(shape) == 2 else []
     side = min(shape[0], shape[1]) if len(shape) >= 2 else 1
     for f in params.filters:
-        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size))
+        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size, padding="same"))
         if side >= 4:
             side //= 2
             out.append(layer("MaxPooling2D", pool_size=2))
     return out + [
         layer("Flatten"),
         layer("Dense", units=params.dense_units),
+        *dropout,
         layer("Dense", units=n_out),
     ]
 
 
-def _check_size(
-    spec: JobSpec,
-    layers: list[dict[str, Any]],
-    shape: tuple[int, ...],
-    settings: Settings,
-    problems: _Problems,
-) -> None:
-    total = estimate_params({"config": {"layers": layers}}, shape)
-    if total > settings.max_params:
+def _check_size(size: ModelSize, spec: JobSpec, settings: Settings, problems: _Problems) -> None:
+    if size.params > settings.max_params:
         problems.add(
             ("model",),
-            f"the model has about {total:,} weights; expected at most "
+            f"the model has about {size.params:,} weights; expected at most "
             f"{settings.max_params:,} (FITQ_MAX_PARAMS)",
+        )
+    # The largest batch one device runs: fit() splits the global batch across
+    # replicas; validation runs without gradients but may use a larger batch.
+    fit = spec.fit
+    batch = max(fit.batch_size or 32, fit.validation_batch_size or 0)
+    per_device = -(-batch // spec.resources.gpus)
+    need = size.activation_bytes(per_device)
+    if need > settings.max_activation_bytes:
+        problems.add(
+            ("model",),
+            f"a training step holds about {need:,} bytes of activations ({size.numbers:,} "
+            f"numbers a sample, {per_device} samples a device, 4 bytes each); expected at "
+            f"most {settings.max_activation_bytes:,} (FITQ_MAX_ACTIVATION_BYTES): use smaller "
+            "layers or a smaller fit.batch_size",
         )
 
 
+def _loss_name(spec: JobSpec) -> str:
+    loss = spec.compile.loss
+    return loss if isinstance(loss, str) else loss.class_name
+
+
+def _n_classes(spec: JobSpec, infos: list[DataInfo | None]) -> int | None:
+    """How many classes the labels index, when the loss reads them as classes.
+
+    As the worker sizes its output layer: one more than the largest label of any
+    split. With a regression loss integer targets are numbers, not classes.
+    """
+    if not catalog.labels_are_classes(_loss_name(spec)):
+        return None
+    counts = [info.n_classes for info in infos if info is not None and info.n_classes]
+    return max(counts) if counts else None
+
+
 def _check_model(
-    spec: JobSpec, train: DataInfo | None, problems: _Problems, settings: Settings
+    spec: JobSpec,
+    data: list[DataInfo | None],
+    problems: _Problems,
+    settings: Settings,
 ) -> None:
-    model = spec.model
+    model, train = spec.model, data[0]
     if model.builtin is not None:
         params_model = ARCHITECTURES.get(model.builtin)
         if params_model is None:
@@ -341,22 +376,25 @@ def _check_model(
                 "(height, width[, channels]); received samples of shape "
                 f"{list(train.feature_shape)}",
             )
+        loss = _loss_name(spec)
+        regression = not catalog.labels_are_classes(loss) and loss not in catalog.ONE_HOT_LOSSES
         if (
             train
-            and train.n_classes is None
-            and getattr(params, "output_activation", None) in ("softmax", "sigmoid")
+            and regression
+            and train.target_dim == 1
+            and getattr(params, "output_activation", None) == "softmax"
         ):
             problems.add(
                 ("model", "params", "output_activation"),
-                "the training labels are real numbers (regression), expected "
-                "output_activation 'linear' or null",
+                f"received 'softmax' with the regression loss {loss!r}: a softmax over the "
+                "one output unit is always 1; expected 'linear', 'sigmoid' or null",
             )
         if train and (model.builtin != "cnn" or len(train.feature_shape) in (2, 3)):
-            shape = (
-                train.feature_shape if len(train.feature_shape) != 2 else (*train.feature_shape, 1)
+            n_out, _ = catalog.output_head(
+                _loss_name(spec), _n_classes(spec, data), train.target_dim
             )
-            layers = _builtin_layers(model.builtin, params, shape, train.n_classes or 1)
-            _check_size(spec, layers, shape, settings, problems)
+            layers = _builtin_layers(model.builtin, params, train.feature_shape, n_out)
+            _check_size(stack_size(layers, train.feature_shape), spec, settings, problems)
         return
     assert model.keras_config is not None
     found = check_keras_config(model.keras_config, ("model", "keras_config"))
@@ -364,34 +402,25 @@ def _check_model(
         problems.items.append(item)
     if found or train is None:
         return
-    layers = (model.keras_config.get("config") or {}).get("layers") or []
-    _check_size(spec, list(layers), train.feature_shape, settings, problems)
-    declared = input_shape(model.keras_config)
-    if declared is not None:
-        expected = tuple(None if d is None else int(d) for d in declared)
-        got = train.feature_shape
-        mismatch = len(expected) != len(got) or any(
-            e not in (None, g) for e, g in zip(expected, got, strict=True)
-        )
-        if mismatch:
-            problems.add(
-                ("model", "keras_config"),
-                f"the model's input shape is {list(expected)}, "
-                f"but the training samples have shape {list(got)}",
-            )
+    try:
+        size = model_size(model.keras_config, train.feature_shape, ("model", "keras_config"))
+    except SizeError as exc:
+        problems.add(exc.loc, exc.msg, "keras_config")
+        return
+    _check_size(size, spec, settings, problems)
 
 
 def _check_object(
     value: str | ObjectSpec,
     loc: Loc,
     names: dict[str, str] | set[str],
-    config_keys: set[str],
+    config_keys: dict[str, str],
     what: str,
     problems: _Problems,
 ) -> None:
     if isinstance(value, str):
         if value not in names:
-            problems.add(loc, f"unknown {what} {value!r}, expected one of {sorted(names)}")
+            problems.add(loc, f"unknown {what} {value[:60]!r}, expected one of {sorted(names)}")
         return
     classes = set(names.values()) if isinstance(names, dict) else set()
     if what == "metric":
@@ -402,21 +431,46 @@ def _check_object(
             f"unknown {what} class {value.class_name!r}, expected one of {sorted(classes)}",
         )
     for key, item in value.config.items():
-        if key not in config_keys:
+        kind = config_keys.get(key)
+        if kind is None:
             problems.add(
                 loc + ("config", key),
-                f"unknown {what} argument {key!r}, expected one of {sorted(config_keys)}",
+                f"unknown {what} argument {key[:60]!r}, expected one of {sorted(config_keys)}",
             )
-        elif not isinstance(item, (int, float, bool, str, type(None), list)):
-            problems.add(
-                loc + ("config", key),
-                f"expected a number, boolean or string, received {type(item).__name__}",
-            )
-        elif isinstance(item, float) and not math.isfinite(item):
-            problems.add(loc + ("config", key), f"expected a finite number, received {item}")
+        elif not _is_kind(kind, item):
+            expected = VALUE_KINDS[kind.rstrip("?")] + (" or null" if kind.endswith("?") else "")
+            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            problems.add(loc + ("config", key), f"received {key}={shown}, expected {expected}")
 
 
-def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> None:
+VALUE_KINDS = {
+    "number": "a finite number",
+    "int": "an integer",
+    "bool": "true or false",
+    "name": "a string of at most 200 characters",
+    "numbers": "a finite number or a list of them",
+}
+
+
+def _is_kind(kind: str, item: Any) -> bool:
+    """Whether ``item`` is what an argument of ``kind`` holds (``catalog.*_CONFIG_KEYS``)."""
+    if item is None:
+        return kind.endswith("?")
+    kind = kind.rstrip("?")
+    if kind == "bool":
+        return isinstance(item, bool)
+    if kind == "name":
+        return isinstance(item, str) and len(item) <= 200
+    if kind == "int":
+        return isinstance(item, int) and not isinstance(item, bool)
+    if kind == "numbers" and isinstance(item, list):
+        return 0 < len(item) <= 1000 and all(_is_kind("number", v) for v in item)
+    return isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+
+
+def _check_compile(
+    spec: JobSpec, splits: dict[str, DataInfo | None], max_classes: int, problems: _Problems
+) -> None:
     c = spec.compile
     _check_object(
         c.optimizer,
@@ -445,22 +499,23 @@ def _check_compile(spec: JobSpec, train: DataInfo | None, problems: _Problems) -
             f"metrics log under the names {keys}; each name must appear once",
         )
     loss_name = c.loss if isinstance(c.loss, str) else c.loss.class_name
-    if train and loss_name in catalog.SPARSE_LOSSES and train.n_classes is None:
-        problems.add(
-            ("compile", "loss"),
-            f"{loss_name} needs integer class labels, but the training labels are real numbers",
-        )
-    elif (
-        train
-        and loss_name in catalog.SPARSE_LOSSES
-        and train.n_classes
-        and train.n_classes > MAX_CLASSES
-    ):
-        problems.add(
-            ("compile", "loss"),
-            f"the labels go up to {train.n_classes - 1}, expected "
-            f"at most {MAX_CLASSES} classes for {loss_name}",
-        )
+    if loss_name not in catalog.SPARSE_LOSSES:
+        return
+    # The worker sizes the output layer to the largest label of any split.
+    for split, info in splits.items():
+        if info is not None and info.n_classes is None:
+            problems.add(
+                ("compile", "loss"),
+                f"{loss_name} needs integer class labels from 0 to {max_classes - 1} "
+                f"(FITQ_MAX_LABEL_CLASSES), one per sample, but the {split} labels are not: "
+                "real numbers, negative, larger, or more than one per sample",
+            )
+        elif info is not None and info.n_classes and info.n_classes > max_classes:
+            problems.add(
+                ("compile", "loss"),
+                f"the {split} labels go up to {info.n_classes - 1}, expected "
+                f"at most {max_classes} classes for {loss_name} (FITQ_MAX_LABEL_CLASSES)",
+            )
 
 
 def _check_fit(
@@ -476,6 +531,20 @@ def _check_fit(
         problems.add(
             ("fit", "epochs"),
             f"received {fit.epochs}, expected at most {settings.max_epochs} (FITQ_MAX_EPOCHS)",
+        )
+    for field in ("steps_per_epoch", "validation_steps"):
+        steps = getattr(fit, field)
+        if steps is not None and steps > settings.max_steps:
+            problems.add(
+                ("fit", field),
+                f"received {field}={steps}, expected at most {settings.max_steps:,} "
+                "(FITQ_MAX_STEPS)",
+            )
+    if fit.workers > settings.max_fit_workers:
+        problems.add(
+            ("fit", "workers"),
+            f"received workers={fit.workers}, expected at most {settings.max_fit_workers} "
+            "(FITQ_MAX_FIT_WORKERS)",
         )
     if fit.initial_epoch >= fit.epochs:
         problems.add(
@@ -526,11 +595,26 @@ def _check_fit(
                 warnings.append(
                     f"fit.{field} is set but there is no validation data; it has no effect"
                 )
-    if isinstance(fit.class_weight, dict) and train:
+    loss = _loss_name(spec)
+    classes = catalog.labels_are_classes(loss)
+    if (
+        fit.class_weight is not None
+        and train
+        and not classes
+        and loss not in catalog.ONE_HOT_LOSSES
+    ):
+        problems.add(
+            ("fit", "class_weight"),
+            f"class_weight weighs classes, but the loss {loss!r} does not read the labels "
+            "as classes; expected null, or a loss on class labels "
+            f"({sorted(catalog.SPARSE_LOSSES | catalog.BINARY_LOSSES)})",
+        )
+    elif isinstance(fit.class_weight, dict) and train:
         if train.n_classes is None:
             problems.add(
                 ("fit", "class_weight"),
-                "class_weight needs class labels, but the training labels are real numbers",
+                "class_weight needs class labels (1-D integers from 0), but the training "
+                "labels are not",
             )
         else:
             for key in fit.class_weight:
@@ -539,12 +623,12 @@ def _check_fit(
                         ("fit", "class_weight", key),
                         f"received class {key}, expected a class index in 0..{train.n_classes - 1}",
                     )
-    if fit.class_weight == "balanced" and train and train.n_classes is None:
+    elif fit.class_weight == "balanced" and train and train.n_classes is None:
         problems.add(
             ("fit", "class_weight"),
             "'balanced' needs class labels, but the training labels are real numbers",
         )
-    counts = [c for c in (train.class_counts or ()) if c] if train else []
+    counts = [c for c in (train.class_counts or ()) if c] if train and classes else []
     if fit.class_weight is None and len(counts) > 1 and max(counts) > IMBALANCE * min(counts):
         warnings.append(
             f"the training classes are imbalanced ({max(counts)} samples in the largest class, "
@@ -592,7 +676,7 @@ def _augmented(spec: JobSpec, train: DataInfo | None, problems: _Problems) -> Da
                 )
                 return None
             shape = (aug.height, aug.width, shape[2])
-    return DataInfo(train.n_samples, shape, train.n_classes, train.class_counts)
+    return replace(train, feature_shape=shape)
 
 
 def _overlap(spec: JobSpec) -> str | None:

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
             ``0 .. max_label_classes - 1``; only then does a dataset's metadata hold a
             class histogram (``n_classes``, ``class_counts``), so that its size never
             follows a label's value. Image archives may hold at most this many class
-            folders. Defaults to 1000.
+            folders. Defaults to 8192 (a histogram of at most about 50 kB).
         events_max_streams_per_owner: Event streams (``/v1/jobs/{id}/events``) one
             token owner may hold open at once in one API process (429 beyond); with
             auth off, all callers count as one owner. Defaults to 100.
@@ -75,6 +75,13 @@ class Settings(BaseSettings):
             load; their sum is the most the API ever holds. The API runs no more
             synchronous requests at once (40 at most) than this sum leaves connections
             for after the 5 the event streams' change feed uses. Defaults to 40.
+        max_activation_bytes: Largest estimate of the activations one training step
+            holds on one device (every layer's output for the batch, at 4 bytes a
+            number); a model over it is refused (422). Defaults to 4 GiB.
+        max_steps: Largest ``fit.steps_per_epoch`` and ``fit.validation_steps``.
+            Defaults to 1,000,000.
+        max_fit_workers: Largest ``fit.workers`` (data-loading threads or processes
+            of one job). Defaults to 32.
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -106,7 +113,7 @@ class Settings(BaseSettings):
     logical_cpus: int = Field(default=1, gt=0)
     worker_warm_up: bool = True
     # Labels and dataset metadata.
-    max_label_classes: int = Field(default=1000, gt=0)
+    max_label_classes: int = Field(default=8192, gt=0)
     # Event streams, and the API's database connections.
     events_max_streams_per_owner: int = Field(default=100, gt=0)
     db_pool_size: int = Field(default=10, gt=0)
@@ -123,6 +130,10 @@ class Settings(BaseSettings):
         description="Most values, keys, lists and maps a JSON or YAML body may hold, a "
         "YAML alias counted as often as it is used (413).",
     )
+    # Limits on what a job spec may ask of a worker (checks.validation).
+    max_activation_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_steps: int = Field(default=1_000_000, gt=0, le=2**31 - 1)
+    max_fit_workers: int = Field(default=32, gt=0)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -46,7 +46,14 @@ class ModelSpec(_Strict):
         builtin: A registered architecture (``mlp``, ``cnn``), sized to the data.
         params: The architecture's parameters (see ``docs/spec.md``).
         keras_config: What ``model.to_json()`` / ``model.get_config()`` gives, for a
-            model of Keras' own layers (no Lambda, no custom objects).
+            Sequential or Functional model (one input, one output) of the Keras
+            layers on fitq's allowlist (no Lambda, no custom objects); every name in
+            it (activations, initializers, regularizers, constraints, dtypes) must be
+            one Keras knows.
+
+    Before the job is queued, fitq works out the model's weights and the
+    activations a training step holds, from the training data's shape, and refuses
+    a model over ``FITQ_MAX_PARAMS`` or ``FITQ_MAX_ACTIVATION_BYTES``.
     """
 
     builtin: str | None = Field(default=None, max_length=64)
@@ -214,6 +221,8 @@ class FitSpec(_Strict):
     Keras' ``"auto"``; it changes only what the log shows. ``workers`` and
     ``use_multiprocessing`` set data-loading parallelism for file-backed datasets and
     are ignored for in-memory arrays, as Keras ignores them there.
+    ``steps_per_epoch`` and ``validation_steps`` are at most ``FITQ_MAX_STEPS``,
+    ``workers`` at most ``FITQ_MAX_FIT_WORKERS``.
     """
 
     batch_size: PositiveInt | None = None

@@ -28,8 +28,9 @@ from tests.fitq.test_workers import NO_DRIVER, start_workers, wait_for_rows
 pytestmark = pytest.mark.e2e
 
 # The children stop as on any SIGTERM: a worker's warm shutdown, which puts its job
-# back and stops its pool, took 5 to 13 s on a loaded two-core machine.
-GONE_WITHIN_S = 30.0
+# back and stops its pool, took 5 to 13 s on a loaded two-core machine, and once over
+# 30 s with other test runs beside it.
+GONE_WITHIN_S = 60.0
 QUEUE = "up-children"
 
 
