@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -20,11 +21,26 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 Mode = Literal["auto", "min", "max"]
 # Strict: JSON ``true`` is not the number 1.
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+
+
+VERBOSITY = ("auto", 0, 1, 2)
+
+
+def _verbosity(value: Any) -> Any:
+    if not isinstance(value, str | int) or isinstance(value, bool) or value not in VERBOSITY:
+        raise PydanticCustomError("literal_error", "Input should be 'auto', 0, 1 or 2")
+    return value
+
+
+# One string literal or one of three integers (two types, so that client generators
+# can type it); booleans and floats are refused, not read as numbers.
+Verbosity = Annotated[Literal["auto"] | Literal[0, 1, 2], BeforeValidator(_verbosity)]
 
 
 # The queue a job goes to when its spec names none.
@@ -228,7 +244,7 @@ class FitSpec(_Strict):
     batch_size: PositiveInt | None = None
     epochs: PositiveInt = 1
     steps_per_epoch: PositiveInt | None = None
-    verbose: Literal["auto", 0, 1, 2] = 2
+    verbose: Verbosity = 2
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     validation_freq: PositiveInt | list[PositiveInt] = 1
     shuffle: bool = True

@@ -513,3 +513,20 @@ def test_any_value_in_a_model_config_answers_422_or_passes(data: st.DataObject) 
         check_spec(JobSpec.model_validate(spec), Settings())
     except SpecError as exc:
         assert all(e["loc"] and e["msg"] for e in exc.errors)
+
+
+@pytest.mark.parametrize("verbose", [True, False, 1.0, "1", "silent", [1]])
+def test_fit_verbose_takes_auto_or_a_count_and_nothing_that_looks_like_one(
+    client: TestClient, verbose: Any
+) -> None:
+    spec = digits_spec(**{"fit.verbose": verbose})
+    resp = client.post("/v1/jobs", json=spec)
+    assert resp.status_code == 422, resp.text
+    assert has(resp.json()["detail"], ["body", "fit", "verbose"], "should be 'auto', 0, 1 or 2")
+
+
+@pytest.mark.parametrize("verbose", ["auto", 0, 1, 2])
+def test_fit_verbose_accepts_what_keras_accepts(client: TestClient, verbose: Any) -> None:
+    resp = client.post("/v1/jobs", json=digits_spec(**{"fit.verbose": verbose}))
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["spec"]["fit"]["verbose"] == verbose

@@ -79,7 +79,7 @@ def test_every_endpoint_is_in_the_client_and_a_job_runs_through_it(
     spec = digits_spec(**{"fit.epochs": 2, "queue": service.queue, "fit.verbose": "auto"})
     submitted = jobs["submit_job"].sync(client=client, body=job_spec.from_dict(spec))
     assert submitted.status == "queued", submitted
-    assert submitted.spec.fit.verbose == "auto"
+    assert submitted.spec.to_dict()["fit"]["verbose"] == "auto"
 
     deadline = time.monotonic() + 120
     while (job := jobs["get_job"].sync(submitted.id, client=client)).status not in (
