@@ -77,14 +77,14 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             .limit(EPOCHS_PER_POLL)
         ).all()
         for row in rows:
-            cur.items.append(("epoch", str(row.epoch), EpochOut.of(row)))
+            cur.items.append(("epoch", str(row.epoch), EpochOut.model_validate(row)))
             cur.epoch = row.epoch
         for ck in session.scalars(
             select(Checkpoint)
             .where(Checkpoint.job_id == job_id, Checkpoint.id > cur.checkpoint)
             .order_by(Checkpoint.id)
         ):
-            cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
+            cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
             cur.checkpoint = ck.id
             cur.best[ck.id] = ck.is_best
         if cur.log_offset >= 0:
@@ -120,7 +120,7 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
     if not changed:
         return
     for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
-        cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
+        cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
         cur.best[ck.id] = ck.is_best
 
 
