@@ -53,7 +53,13 @@ def insights(session: Session, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]
 
 def job_out(session: Session, job: Job) -> JobOut:
     """The job as the API returns it, with its insight."""
-    return JobOut.of(job, insights(session, [job])[job.id])
+    return job_outs(session, [job])[0]
+
+
+def job_outs(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
+    """The jobs as the API returns them, each with its insight."""
+    found = insights(session, jobs)
+    return [JobOut.model_validate(job, context={"insight": found[job.id]}) for job in jobs]
 
 
 def _key(job: Job) -> tuple[str, Any]:

@@ -74,7 +74,13 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
             await ticking
         engine.dispose()
 
-    app = FastAPI(title="fitq", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="fitq",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationId: the handler's name
+    )
     app.add_middleware(
         BodyMiddleware,
         max_body_bytes=settings.max_body_bytes,

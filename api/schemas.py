@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    AliasPath,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
-from models.tables import Checkpoint, EpochMetric, Job
+from models.tables import Job
+
+# Responses are read from rows: ``JobOut.model_validate(job)``, ``EpochOut.model_validate(row)``.
+FROM_ROWS = ConfigDict(from_attributes=True)
+
+
+class With:
+    """An object's attributes, with some added: what ``model_validate`` reads for a response
+    whose fields are not all columns of one row."""
+
+    def __init__(self, obj: object, **added: Any) -> None:
+        self._obj = obj
+        self.__dict__.update(added)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not added
+        return getattr(self._obj, name)
 
 
 class ErrorOut(BaseModel):
@@ -31,10 +54,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class Progress(BaseModel):
-    epoch: int | None = Field(description="The epoch being trained (1-based).")
-    epochs: int = Field(description="fit.epochs: the index of the last epoch.")
-    step: int | None = Field(description="Batches done in the current epoch.")
-    steps: int | None = Field(description="Batches in an epoch, when Keras knows it.")
+    model_config = FROM_ROWS  # read from a job row: progress_* and the spec's fit.epochs
+    epoch: int | None = Field(
+        validation_alias="progress_epoch", description="The epoch being trained (1-based)."
+    )
+    epochs: int = Field(
+        validation_alias=AliasPath("spec", "fit", "epochs"),
+        description="fit.epochs: the index of the last epoch.",
+    )
+    step: int | None = Field(
+        validation_alias="progress_step", description="Batches done in the current epoch."
+    )
+    steps: int | None = Field(
+        validation_alias="progress_steps", description="Batches in an epoch, when Keras knows it."
+    )
 
 
 class Best(BaseModel):
@@ -43,10 +76,25 @@ class Best(BaseModel):
     value: float
 
 
+def _or_empty(text: str | None) -> str:
+    return text or ""
+
+
+def _or_none(value: Any) -> Any:
+    return value or None
+
+
+def _or_no_items(items: list[str] | None) -> list[str]:
+    return items or []
+
+
 class JobError(BaseModel):
-    type: str
-    message: str
-    traceback_tail: str
+    model_config = FROM_ROWS  # read from a job row's error_* columns
+    type: str = Field(validation_alias="error_type")
+    message: Annotated[str, BeforeValidator(_or_empty)] = Field(validation_alias="error_message")
+    traceback_tail: Annotated[str, BeforeValidator(_or_empty)] = Field(
+        validation_alias="error_traceback"
+    )
 
 
 class FindingOut(BaseModel):
@@ -75,6 +123,10 @@ class InsightOut(BaseModel):
 
 
 class JobOut(BaseModel):
+    # Read from a job row: JobOut.model_validate(job, context={"insight": ...}), the
+    # insight being computed from the job's epochs (api.job_view). progress and error
+    # are each made of several columns, which they read from the row themselves.
+    model_config = FROM_ROWS
     id: str
     name: str | None
     queue: str
@@ -90,51 +142,27 @@ class JobOut(BaseModel):
     cancel_requested: bool
     progress: Progress
     latest_metrics: dict[str, float | None] | None
-    best: Best | None
+    best: Annotated[Best | None, BeforeValidator(_or_none)]
     test_metrics: dict[str, float | None] | None
     class_weight: dict[str, float] | None = Field(
         description="The class weights fit() used; for 'balanced', the computed weights."
     )
-    warnings: list[str]
+    warnings: Annotated[list[str], BeforeValidator(_or_no_items)]
     error: JobError | None
     insight: InsightOut | None = Field(
         description="Best epoch, overfitting onset, underfitting and divergence findings."
     )
 
+    @model_validator(mode="before")
     @classmethod
-    def of(cls, job: Job, insight: dict[str, Any] | None) -> JobOut:
-        error = None
-        if job.error_type:
-            error = JobError(
-                type=job.error_type,
-                message=job.error_message or "",
-                traceback_tail=job.error_traceback or "",
-            )
-        return cls(
-            id=job.id,
-            name=job.name,
-            queue=job.queue,
-            status=job.status,
-            stop_reason=job.stop_reason,
-            spec=job.spec,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            attempts=job.attempts,
-            cancel_requested=job.cancel_requested,
-            progress=Progress(
-                epoch=job.progress_epoch,
-                epochs=int(job.spec["fit"]["epochs"]),
-                step=job.progress_step,
-                steps=job.progress_steps,
-            ),
-            latest_metrics=job.latest_metrics,
-            best=Best.model_validate(job.best) if job.best else None,
-            test_metrics=job.test_metrics,
-            class_weight=job.class_weight,
-            warnings=list(job.warnings or []),
-            error=error,
-            insight=InsightOut.model_validate(insight) if insight is not None else None,
+    def _from_row(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, Job):
+            return data
+        return With(
+            data,
+            progress=data,
+            error=data if data.error_type else None,
+            insight=(info.context or {}).get("insight"),
         )
 
 
@@ -148,23 +176,13 @@ class JobList(BaseModel):
 
 
 class EpochOut(BaseModel):
+    model_config = FROM_ROWS
     epoch: int = Field(description="1-based, as in Keras' progress output.")
     metrics: dict[str, float | None] = Field(description="Every key Keras put in the logs.")
     lr: float | None
     duration_s: float
     recorded_at: dt.datetime
     attempt: int | None = Field(description="The attempt that recorded this epoch.")
-
-    @classmethod
-    def of(cls, row: EpochMetric) -> EpochOut:
-        return cls(
-            attempt=row.attempt,
-            epoch=row.epoch,
-            metrics=row.metrics,
-            lr=row.lr,
-            duration_s=row.duration_s,
-            recorded_at=row.recorded_at,
-        )
 
 
 class MetricsList(BaseModel):
@@ -173,6 +191,7 @@ class MetricsList(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    model_config = FROM_ROWS
     id: int
     epoch: int
     path: str = Field(description="Relative to the job's artifact folder.")
@@ -182,25 +201,13 @@ class CheckpointOut(BaseModel):
     size_bytes: int
     created_at: dt.datetime
 
-    @classmethod
-    def of(cls, row: Checkpoint) -> CheckpointOut:
-        return cls(
-            id=row.id,
-            epoch=row.epoch,
-            path=row.path,
-            monitor=row.monitor,
-            value=row.value,
-            is_best=row.is_best,
-            size_bytes=row.size_bytes,
-            created_at=row.created_at,
-        )
-
 
 class CheckpointList(BaseModel):
     items: list[CheckpointOut]
 
 
 class EventOut(BaseModel):
+    model_config = FROM_ROWS
     at: dt.datetime
     kind: str
     message: str

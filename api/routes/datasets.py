@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import ERRORS
+from api.schemas import ERRORS, FROM_ROWS
 from api.tokens import Principal
 from core.errors import NotFound
 from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
 
 
 class DatasetOut(BaseModel):
+    model_config = FROM_ROWS
     id: str = Field(description="Use it in a job spec as {dataset: <id>}.")
     name: str | None
     kind: str = Field(description="npz, or images (a zip of one folder per class)")
@@ -31,23 +32,12 @@ class DatasetOut(BaseModel):
     size_bytes: int = Field(description="Size of the uploaded file.")
     sha256: str
     splits: dict[str, Any] = Field(
+        validation_alias="info",
         description="Per split (train, validation, test): n_samples, x_shape, x_dtype, "
         "y_shape, y_dtype, bytes, y_min and y_max (the labels' range), and n_classes and "
         "class_counts: a histogram when every label is an integer in 0 .. "
-        "FITQ_MAX_LABEL_CLASSES - 1, null otherwise. Image archives: class_names too."
+        "FITQ_MAX_LABEL_CLASSES - 1, null otherwise. Image archives: class_names too.",
     )
-
-    @classmethod
-    def of(cls, row: Dataset) -> DatasetOut:
-        return cls(
-            id=row.id,
-            name=row.name,
-            kind=row.kind,
-            created_at=row.created_at,
-            size_bytes=row.size_bytes,
-            sha256=row.sha256,
-            splits=row.info,
-        )
 
 
 class DatasetList(BaseModel):
@@ -112,7 +102,7 @@ async def upload_dataset(
     session.add(row)
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return DatasetOut.of(row)
+    return DatasetOut.model_validate(row)
 
 
 @router.get("", response_model=DatasetList)
@@ -126,7 +116,7 @@ def list_datasets(
     if not principal.admin:
         query = query.where(Dataset.owner == principal.owner)
     rows = session.scalars(query.order_by(Dataset.created_at.desc()).limit(limit))
-    return DatasetList(items=[DatasetOut.of(r) for r in rows])
+    return DatasetList(items=[DatasetOut.model_validate(r) for r in rows])
 
 
 def _visible(session: Session, dataset_id: str, principal: Principal) -> Dataset:
@@ -140,7 +130,7 @@ def _visible(session: Session, dataset_id: str, principal: Principal) -> Dataset
 def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> DatasetOut:
     """One dataset's metadata."""
     row = _visible(session, dataset_id, principal)
-    return DatasetOut.of(row)
+    return DatasetOut.model_validate(row)
 
 
 @router.delete(

@@ -3,6 +3,9 @@
 A stream holds no database connection while it waits: the change feed
 (``api/changefeed.py``) reads all followed jobs' markers in one query a tick, reads a
 job that changed once for all its streams, and each stream sends what it lacks.
+FastAPI's ``EventSourceResponse`` writes the events, and a ``: ping`` comment after 15
+quiet seconds; a dependency authorises the caller and counts its stream, and holds no
+session while the stream is open.
 """
 
 from __future__ import annotations
@@ -11,32 +14,44 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import Receive, Scope, Send
 
 from api import jobs as store
 from api.changefeed import TICK_SECONDS, ChangeFeed, Follower
 from api.deps import PrincipalDep, SettingsDep
 from api.job_view import job_out
-from api.schemas import ERRORS, CheckpointOut, EpochOut, ErrorOut
+from api.schemas import ERRORS, CheckpointOut, EpochOut
 from api.tokens import Principal
 from core.settings import Settings
 from models.tables import FINISHED, Checkpoint, EpochMetric, Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+
+def _json_error(description: str) -> dict[str, Any]:
+    """An error response, in JSON: the route's own media type is the event stream's."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+
+
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses={code: _json_error(error["description"]) for code, error in ERRORS.items()},
+)
 POLL_SECONDS = TICK_SECONDS
-KEEPALIVE_SECONDS = 15.0
+RETRY_MS = 1000  # how long a client waits before it reconnects
 LOG_CHUNK_BYTES = 64 * 1024
 EPOCHS_PER_POLL = 1000
 MAX_INT = 2**31 - 1
@@ -56,12 +71,10 @@ class _Cursor:
     items: list[tuple[str, str | None, Any]] = field(default_factory=list)
 
 
-def _frame(event: str, data: Any, event_id: str | None = None) -> str:
-    lines = [f"event: {event}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(jsonable_encoder(data), separators=(",", ":")))
-    return "\n".join(lines) + "\n\n"
+def _event(event: str, data: Any, event_id: str | None = None) -> ServerSentEvent:
+    """The event, its payload encoded (compact JSON) once, however many streams send it."""
+    payload = json.dumps(jsonable_encoder(data), separators=(",", ":"))
+    return ServerSentEvent(event=event, id=event_id, raw_data=payload)
 
 
 def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: _Cursor) -> bool:
@@ -77,14 +90,14 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             .limit(EPOCHS_PER_POLL)
         ).all()
         for row in rows:
-            cur.items.append(("epoch", str(row.epoch), EpochOut.of(row)))
+            cur.items.append(("epoch", str(row.epoch), EpochOut.model_validate(row)))
             cur.epoch = row.epoch
         for ck in session.scalars(
             select(Checkpoint)
             .where(Checkpoint.job_id == job_id, Checkpoint.id > cur.checkpoint)
             .order_by(Checkpoint.id)
         ):
-            cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
+            cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
             cur.checkpoint = ck.id
             cur.best[ck.id] = ck.is_best
         if cur.log_offset >= 0:
@@ -120,7 +133,7 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
     if not changed:
         return
     for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
-        cur.items.append(("checkpoint", None, CheckpointOut.of(ck)))
+        cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
         cur.best[ck.id] = ck.is_best
 
 
@@ -152,9 +165,9 @@ def _read_all(
 
 @dataclass
 class _Change:
-    """What one read of a job found, each item with its frame encoded once for all."""
+    """What one read of a job found, each item with its event encoded once for all."""
 
-    items: list[tuple[str, Any, str]]  # (event, payload, frame)
+    items: list[tuple[str, Any, ServerSentEvent]]  # (event, payload, encoded)
     job_etag: str
     finished: bool
 
@@ -184,16 +197,16 @@ class _JobReader:
         finished = _read_all(self.factory, self.settings, self.job_id, self.cur)
         items, self.cur.items = self.cur.items, []
         return _Change(
-            [(event, data, _frame(event, data, event_id)) for event, event_id, data in items],
+            [(event, data, _event(event, data, event_id)) for event, event_id, data in items],
             self.cur.job_etag,
             finished,
         )
 
 
-def _take(cur: _Cursor, change: _Change) -> list[str]:
-    """The frames of ``change`` that the stream at ``cur`` lacks; moves ``cur`` past them."""
-    frames: list[str] = []
-    for event, data, frame in change.items:
+def _take(cur: _Cursor, change: _Change) -> list[ServerSentEvent]:
+    """The events of ``change`` that the stream at ``cur`` lacks; moves ``cur`` past them."""
+    events: list[ServerSentEvent] = []
+    for event, data, encoded in change.items:
         if event == "epoch":
             if data.epoch <= cur.epoch:
                 continue
@@ -208,8 +221,8 @@ def _take(cur: _Cursor, change: _Change) -> list[str]:
             if change.job_etag == cur.job_etag:
                 continue
             cur.job_etag = change.job_etag
-        frames.append(frame)
-    return frames
+        events.append(encoded)
+    return events
 
 
 def _log_size(settings: Settings, job_id: str) -> int:
@@ -251,22 +264,11 @@ class EventStreams:
             del self.open_by_owner[owner]
 
 
-class _EventStreamResponse(StreamingResponse):
-    """A stream that runs ``on_close`` once it ends, however it ends."""
+@dataclass
+class _Stream:
+    """One open stream: its place in the change feed, once it follows its job."""
 
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
-        super().__init__(
-            content,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.on_close()
+    following: list[Follower[_Change]] = field(default_factory=list)
 
 
 def _authorize(request: Request, job_id: str, principal: Principal) -> None:
@@ -275,9 +277,27 @@ def _authorize(request: Request, job_id: str, principal: Principal) -> None:
         store.get_job(session, job_id, principal)
 
 
+async def _open_stream(
+    request: Request, job_id: str, principal: PrincipalDep
+) -> AsyncIterator[_Stream]:
+    """Authorises the caller and counts its stream (401, 404 or 429 before any event);
+    once the stream ends, however it ends, frees its place in the count and the feed."""
+    await run_in_threadpool(_authorize, request, job_id, principal)
+    streams: EventStreams = request.app.state.event_streams
+    feed: ChangeFeed[_Change] = request.app.state.change_feed
+    streams.open(principal.owner)
+    stream = _Stream()
+    try:
+        yield stream
+    finally:
+        streams.close(principal.owner)
+        for follower in stream.following:
+            feed.leave(follower)
+
+
 @router.get(
     "/{job_id}/events",
-    response_model=None,
+    response_class=EventSourceResponse,
     responses={
         200: {
             "description": "A `text/event-stream`. Events: `job` (the job, whenever it "
@@ -288,7 +308,7 @@ def _authorize(request: Request, job_id: str, principal: Principal) -> None:
             "events are all sent.",
             "content": {
                 "text/event-stream": {
-                    "schema": {
+                    "itemSchema": {
                         "type": "object",
                         "properties": {
                             "event": {
@@ -303,18 +323,17 @@ def _authorize(request: Request, job_id: str, principal: Principal) -> None:
                 }
             },
         },
-        429: {
-            "model": ErrorOut,
-            "description": "The caller's owner holds as many open streams as "
-            "`FITQ_EVENTS_MAX_STREAMS_PER_OWNER` allows; `Retry-After` says when to try again.",
-        },
+        429: _json_error(
+            "The caller's owner holds as many open streams as "
+            "`FITQ_EVENTS_MAX_STREAMS_PER_OWNER` allows; `Retry-After` says when to try again."
+        ),
     },
 )
 async def job_events(
     job_id: str,
     request: Request,
     settings: SettingsDep,
-    principal: PrincipalDep,
+    stream: Annotated[_Stream, Depends(_open_stream)],
     after_epoch: Annotated[
         int, Query(ge=0, le=MAX_INT, description="Send epochs after this one.")
     ] = 0,
@@ -326,70 +345,54 @@ async def job_events(
         Query(ge=-1, le=2**62, description="Send the log from this byte; -1 sends no log."),
     ] = -1,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-) -> StreamingResponse:
+) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live: what changed is pushed within a fraction of a second.
 
     The stream of an unfinished job closes after `FITQ_EVENTS_MAX_SECONDS`; reconnect
     with `Last-Event-ID` (or the `after_*` parameters) to continue. An owner may hold
     `FITQ_EVENTS_MAX_STREAMS_PER_OWNER` streams open at once (429 beyond).
     """
-    await run_in_threadpool(_authorize, request, job_id, principal)
+    started = time.monotonic()
     streams: EventStreams = request.app.state.event_streams
     feed: ChangeFeed[_Change] = request.app.state.change_feed
     factory: sessionmaker[Session] = request.app.state.session_factory
-    streams.open(principal.owner)
     epoch = after_epoch
     if last_event_id and last_event_id.isdigit():
         epoch = max(epoch, int(last_event_id))
     cur = _Cursor(epoch=epoch, checkpoint=after_checkpoint, log_offset=log_offset)
-    following: list[Follower[_Change]] = []
 
-    def close() -> None:
-        streams.close(principal.owner)
-        for follower in following:
-            feed.leave(follower)
-
-    async def new_log() -> list[str]:
+    async def new_log() -> list[ServerSentEvent]:
         if cur.log_offset < 0 or _log_size(settings, job_id) in (-1, cur.log_offset):
             return []
         text = await anyio.to_thread.run_sync(
             _log_since, settings, job_id, cur, limiter=streams.log_reads
         )
-        return [_frame("log", {"text": text, "log_offset": cur.log_offset})] if text else []
+        return [_event("log", {"text": text, "log_offset": cur.log_offset})] if text else []
 
-    async def stream() -> AsyncIterator[str]:
-        quiet_since = started = time.monotonic()
-        yield "retry: 1000\n\n"
-        follower, finished = await feed.follow(
-            job_id,
-            partial(_JobReader, factory, settings, job_id),
-            partial(_read_all, factory, settings, job_id, cur),
-        )
-        following.append(follower)
-        try:
-            items, cur.items = cur.items, []
-            frames = [_frame(event, data, event_id) for event, event_id, data in items]
-            while True:
-                for frame in frames:
-                    yield frame
-                if finished:
-                    yield _frame("end", {"job_id": job_id, "log_offset": cur.log_offset})
-                    return
-                if frames:
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-                    quiet_since = time.monotonic()
-                    yield ": keep-alive\n\n"
-                if await request.is_disconnected():
-                    return
-                if time.monotonic() - started > settings.events_max_seconds:
-                    return  # the client reconnects where it left off
-                frames = []
-                for change in await follower.changes(POLL_SECONDS):
-                    frames += _take(cur, change)
-                    finished = finished or change.finished
-                frames += await new_log()
-        finally:
-            feed.leave(follower)
-
-    return _EventStreamResponse(stream(), close)
+    yield ServerSentEvent(retry=RETRY_MS)
+    follower, finished = await feed.follow(
+        job_id,
+        partial(_JobReader, factory, settings, job_id),
+        partial(_read_all, factory, settings, job_id, cur),
+    )
+    stream.following.append(follower)
+    try:
+        items, cur.items = cur.items, []
+        events = [_event(event, data, event_id) for event, event_id, data in items]
+        while True:
+            for event in events:
+                yield event
+            if finished:
+                yield _event("end", {"job_id": job_id, "log_offset": cur.log_offset})
+                return
+            if await request.is_disconnected():
+                return
+            if time.monotonic() - started > settings.events_max_seconds:
+                return  # the client reconnects where it left off
+            events = []
+            for change in await follower.changes(POLL_SECONDS):
+                events += _take(cur, change)
+                finished = finished or change.finished
+            events += await new_log()
+    finally:
+        feed.leave(follower)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
-from api.job_view import insights, job_out
+from api.job_view import job_out, job_outs
 from api.schemas import (
     ERRORS,
     CheckpointList,
@@ -130,11 +130,7 @@ def list_jobs(
         raise HTTPException(
             422, [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
         ) from exc
-    found = insights(session, rows)
-    return _cached(
-        request,
-        JobList(items=[JobOut.of(j, found[j.id]) for j in rows], next_cursor=next_cursor),
-    )
+    return _cached(request, JobList(items=job_outs(session, rows), next_cursor=next_cursor))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
@@ -166,7 +162,7 @@ def get_metrics(
         .order_by(EpochMetric.epoch)
         .limit(limit)
     ).all()
-    items = [EpochOut.of(r) for r in rows]
+    items = [EpochOut.model_validate(r) for r in rows]
     return _cached(
         request,
         MetricsList(items=items, last_epoch=items[-1].epoch if items else (after_epoch or None)),
@@ -182,7 +178,7 @@ def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) 
         .where(Checkpoint.job_id == job_id)
         .order_by(Checkpoint.epoch, Checkpoint.id)
     ).all()
-    return CheckpointList(items=[CheckpointOut.of(r) for r in rows])
+    return CheckpointList(items=[CheckpointOut.model_validate(r) for r in rows])
 
 
 @router.get(
@@ -266,6 +262,4 @@ def get_history(job_id: str, session: SessionDep, principal: PrincipalDep) -> Ev
     rows = session.scalars(
         select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
     ).all()
-    return EventList(
-        items=[EventOut(at=r.at, kind=r.kind, message=r.message, attempt=r.attempt) for r in rows]
-    )
+    return EventList(items=[EventOut.model_validate(r) for r in rows])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import AliasPath, BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import ERRORS, ErrorOut
+from api.schemas import ERRORS, FROM_ROWS, ErrorOut, With
 from models.tables import RUNNING, Job, Worker, utcnow
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=ERRORS)
@@ -18,17 +18,23 @@ router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=ERRORS)
 class WorkerJob(BaseModel):
     """The job a worker trains now."""
 
+    model_config = FROM_ROWS  # read from the job's row
     id: str
     name: str | None
     queue: str
     started_at: dt.datetime | None
-    epoch: int | None = Field(description="The epoch in progress (1-based).")
-    epochs: int = Field(description="The spec's fit.epochs.")
+    epoch: int | None = Field(
+        validation_alias="progress_epoch", description="The epoch in progress (1-based)."
+    )
+    epochs: int = Field(
+        validation_alias=AliasPath("spec", "fit", "epochs"), description="The spec's fit.epochs."
+    )
 
 
 class WorkerOut(BaseModel):
     """One worker process, as it last reported itself."""
 
+    model_config = FROM_ROWS  # read from its row, with alive and job added
     name: str = Field(description="Celery node name, fitq-[gpuN-]PID@HOST.")
     host: str
     pid: int
@@ -64,33 +70,15 @@ def list_workers(session: SessionDep, settings: SettingsDep, principal: Principa
         for job in session.scalars(select(Job).where(Job.status == RUNNING))
         if job.worker
     }
-    items = []
-    for w in session.scalars(select(Worker)):
-        job = jobs.get(w.name)
-        items.append(
-            WorkerOut(
-                name=w.name,
-                host=w.host,
-                pid=w.pid,
-                queues=list(w.queues),
-                device_kind=w.device_kind,
-                devices=w.devices,
-                gpus=w.gpus,
-                started_at=w.started_at,
-                heartbeat_at=w.heartbeat_at,
-                stopped_at=w.stopped_at,
+    items = [
+        WorkerOut.model_validate(
+            With(
+                w,
                 alive=w.stopped_at is None and w.heartbeat_at >= alive_since,
-                job=None
-                if job is None
-                else WorkerJob(
-                    id=job.id,
-                    name=job.name,
-                    queue=job.queue,
-                    started_at=job.started_at,
-                    epoch=job.progress_epoch,
-                    epochs=int(job.spec.get("fit", {}).get("epochs", 1)),
-                ),
+                job=jobs.get(w.name),
             )
         )
+        for w in session.scalars(select(Worker))
+    ]
     items.sort(key=lambda w: (not w.alive, w.name))
     return WorkerList(items=items)
