@@ -13,11 +13,12 @@ that addresses it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from checks.catalog import monitor_direction
+from checks.monitor import Direction, direction, improves, metric_directions
+from models.spec import CompileSpec
 
 # Validations after the best one, all worse, before a rise counts as overfitting.
 RISE_VALIDATIONS = 3
@@ -73,24 +74,28 @@ class Insight:
 
 
 def analyse(
-    spec: dict[str, Any], epochs: Sequence[Epoch], status: str, stop_reason: str | None
+    spec: dict[str, Any],
+    epochs: Sequence[Epoch],
+    status: str,
+    stop_reason: str | None,
+    best: Mapping[str, Any] | None = None,
 ) -> Insight:
-    """The insight into a job from its stored ``spec`` and its epochs in order.
+    """The insight into a job from its stored ``spec``, its epochs in order and the
+    ``best`` epoch the worker recorded (``{epoch, monitor, value}``; never recomputed).
 
     Findings that need the whole run (underfitting) are made only once the job
     has finished; the others appear while it trains, at the epoch they start.
     """
     monitor, mode = _monitored(spec, epochs)
     insight = Insight(monitor=monitor, mode=mode)
-    best = _best(epochs, monitor, mode)
-    if best is not None:
-        insight.best_epoch, insight.best_value = best
+    if best and best.get("monitor") == monitor:
+        insight.best_epoch, insight.best_value = best.get("epoch"), best.get("value")
     early = _early_stopping(spec)
     if early is not None and epochs:
         if stop_reason == "early_stopping":
             insight.early_stopping_epoch = epochs[-1].epoch
         if early.get("restore_best_weights") and status in ("succeeded", "cancelled", "failed"):
-            insight.final_weights_epoch = _restored_epoch(early, epochs)
+            insight.final_weights_epoch = _restored_epoch(spec, early, epochs)
     divergence = _divergence(epochs)
     if divergence is not None:
         insight.findings.append(divergence)
@@ -106,11 +111,16 @@ def analyse(
     return insight
 
 
-def _monitored(spec: dict[str, Any], epochs: Sequence[Epoch]) -> tuple[str, str]:
+def _directions(spec: dict[str, Any]) -> dict[str, Direction]:
+    return metric_directions(CompileSpec.model_validate(spec["compile"]))
+
+
+def _monitored(spec: dict[str, Any], epochs: Sequence[Epoch]) -> tuple[str, Direction]:
+    """The monitor the job's best follows, as the worker chose it (checks.monitor's rule)."""
     for cb in spec.get("callbacks") or []:
         if cb.get("type") in ("EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"):
             monitor = str(cb.get("monitor", "val_loss"))
-            return monitor, monitor_direction(monitor, str(cb.get("mode", "auto")))
+            return monitor, direction(monitor, str(cb.get("mode", "auto")), _directions(spec))
     has_val = any(_value(e, "val_loss") is not None for e in epochs)
     return ("val_loss" if has_val else "loss"), "min"
 
@@ -139,15 +149,9 @@ def _series(epochs: Sequence[Epoch], key: str) -> list[tuple[int, float]]:
     return out
 
 
-def _best(epochs: Sequence[Epoch], monitor: str, mode: str) -> tuple[int, float] | None:
-    best: tuple[int, float] | None = None
-    for epoch, value in _series(epochs, monitor):
-        if best is None or (value < best[1] if mode == "min" else value > best[1]):
-            best = (epoch, value)
-    return best
-
-
-def _restored_epoch(early: dict[str, Any], epochs: Sequence[Epoch]) -> int | None:
+def _restored_epoch(
+    spec: dict[str, Any], early: dict[str, Any], epochs: Sequence[Epoch]
+) -> int | None:
     """The epoch whose weights EarlyStopping(restore_best_weights=True) leaves in the model.
 
     Replays Keras' bookkeeping: from ``start_from_epoch`` on, the first epoch that
@@ -155,10 +159,10 @@ def _restored_epoch(early: dict[str, Any], epochs: Sequence[Epoch]) -> int | Non
     than ``min_delta``; at the end of training the kept weights are restored.
     """
     monitor = str(early.get("monitor", "val_loss"))
-    mode = monitor_direction(monitor, str(early.get("mode", "auto")))
+    way = direction(monitor, str(early.get("mode", "auto")), _directions(spec))
     min_delta = abs(float(early.get("min_delta") or 0.0))
     start = int(early.get("start_from_epoch") or 0)
-    best_value = math.inf if mode == "min" else -math.inf
+    best_value: float | None = None
     kept: int | None = None
     for e in epochs:
         value = _value(e, monitor)
@@ -166,10 +170,7 @@ def _restored_epoch(early: dict[str, Any], epochs: Sequence[Epoch]) -> int | Non
             continue
         if kept is None:
             kept = e.epoch
-        improved = (
-            value + min_delta < best_value if mode == "min" else value - min_delta > best_value
-        )
-        if improved:
+        if improves(value, best_value, way, min_delta):
             best_value = value
             kept = e.epoch
     return kept

@@ -43,7 +43,8 @@ def insights(session: Session, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]
         epochs[job_id].append(Epoch(epoch, metrics or {}))
     with _lock:
         for job in stale:
-            result = analyse(job.spec, epochs[job.id], job.status, job.stop_reason).as_dict()
+            found = analyse(job.spec, epochs[job.id], job.status, job.stop_reason, job.best)
+            result = found.as_dict()
             out[job.id] = result
             _cache[_key(job)] = result
         while len(_cache) > CACHE_SIZE:

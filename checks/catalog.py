@@ -6,6 +6,8 @@ resolves these names with Keras; the API only checks them, without importing Ker
 
 from __future__ import annotations
 
+from typing import Literal
+
 OPTIMIZERS = {
     "adam": "Adam",
     "adamw": "AdamW",
@@ -278,15 +280,36 @@ DTYPES = {
 }
 MODEL_CLASSES = {"Sequential": {"keras"}, "Functional": {"keras.src.models.functional", "keras"}}
 
-# Metrics whose larger values are better; everything else (losses, errors) is minimised.
-_MAXIMISED = ("acc", "accuracy", "auc", "precision", "recall")
-
-
-def monitor_direction(monitor: str, mode: str = "auto") -> str:
-    """``min`` or ``max``: the direction in which ``monitor`` improves, as Keras infers it."""
-    if mode in ("min", "max"):
-        return mode
-    name = monitor.removeprefix("val_")
-    if name == "loss":
-        return "min"
-    return "max" if any(part in name for part in _MAXIMISED) else "min"
+# The way each allowlisted metric improves, as its Keras metric object says
+# (``Metric._direction``: "up" is max, "down" is min), by string identifier and by
+# class name. tests/worker/test_monitor_rule.py checks every entry against Keras.
+METRIC_DIRECTIONS: dict[str, Literal["min", "max"]] = {
+    "accuracy": "max",
+    "acc": "max",
+    "sparse_categorical_accuracy": "max",
+    "categorical_accuracy": "max",
+    "binary_accuracy": "max",
+    "sparse_top_k_categorical_accuracy": "max",
+    "top_k_categorical_accuracy": "max",
+    "mean_squared_error": "min",
+    "mse": "min",
+    "mean_absolute_error": "min",
+    "mae": "min",
+    "auc": "max",
+    "precision": "max",
+    "recall": "max",
+    "sparse_categorical_crossentropy": "min",
+    "categorical_crossentropy": "min",
+    "binary_crossentropy": "min",
+    "Accuracy": "max",
+    "SparseCategoricalAccuracy": "max",
+    "CategoricalAccuracy": "max",
+    "BinaryAccuracy": "max",
+    "SparseTopKCategoricalAccuracy": "max",
+    "TopKCategoricalAccuracy": "max",
+    "MeanSquaredError": "min",
+    "MeanAbsoluteError": "min",
+    "AUC": "max",
+    "Precision": "max",
+    "Recall": "max",
+}

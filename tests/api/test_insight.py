@@ -18,31 +18,50 @@ def rows(**series: list[float | None]) -> list[Epoch]:
 
 
 def spec(*callbacks: dict[str, Any]) -> dict[str, Any]:
-    return {"callbacks": list(callbacks)}
+    compiled = {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+    return {"compile": compiled, "callbacks": list(callbacks)}
 
 
 FALLING = [2.0, 1.2, 0.8, 0.5, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03]
 
 
-def test_best_epoch_follows_the_first_monitoring_callback_and_its_mode() -> None:
+def test_the_monitor_is_the_first_monitoring_callbacks_and_the_best_is_the_stored_one() -> None:
     history = rows(loss=FALLING, val_accuracy=[0.5, 0.7, 0.9, 0.8, 0.85, 0.8, 0.7, 0.7, 0.7, 0.6])
+    stored = {"epoch": 3, "monitor": "val_accuracy", "value": 0.9}
     insight = analyse(
         spec({"type": "ModelCheckpoint", "filepath": "m.keras", "monitor": "val_accuracy"}),
         history,
         "running",
         None,
+        stored,
     )
     assert (insight.monitor, insight.mode, insight.best_epoch) == ("val_accuracy", "max", 3)
     assert insight.best_value == 0.9
-    plain = analyse(spec(), rows(loss=[3.0, 1.0, 2.0]), "running", None)
-    assert (plain.monitor, plain.best_epoch) == ("loss", 2)
+    plain = analyse(spec(), rows(loss=[3.0, 1.0, 2.0]), "running", None, None)
+    assert (plain.monitor, plain.mode, plain.best_epoch) == ("loss", "min", None)
+    # A best stored for another monitor (an older spec's) is not shown as this one's.
+    other = analyse(spec(), rows(loss=[3.0, 1.0]), "running", None, stored)
+    assert other.best_epoch is None
+
+
+def test_a_renamed_metric_keeps_its_direction() -> None:
+    compiled = {
+        "loss": "binary_crossentropy",
+        "metrics": [{"class_name": "AUC", "config": {"name": "roc"}}],
+    }
+    early = {"type": "EarlyStopping", "monitor": "val_roc", "restore_best_weights": True}
+    history = rows(loss=FALLING[:4], val_roc=[0.6, 0.8, 0.7, 0.75])
+    insight = analyse(
+        {"compile": compiled, "callbacks": [early]}, history, "succeeded", "completed"
+    )
+    assert (insight.monitor, insight.mode, insight.final_weights_epoch) == ("val_roc", "max", 2)
 
 
 def test_rising_validation_loss_while_training_loss_falls_is_overfitting() -> None:
     val = [2.0, 1.4, 1.0, 0.8, 0.7, 0.72, 0.75, 0.8, 0.86, 0.9]
     insight = analyse(spec(), rows(loss=FALLING, val_loss=val), "succeeded", "completed")
     assert [(f.kind, f.epoch) for f in insight.findings] == [("overfitting", 6)]
-    assert insight.overfitting_epoch == 6 and insight.best_epoch == 5
+    assert insight.overfitting_epoch == 6
 
 
 def test_noise_around_a_plateau_is_not_overfitting() -> None:
@@ -70,7 +89,7 @@ def test_sparse_validations_count_validations_not_epochs() -> None:
     # validation_freq=2: val_loss on even epochs only
     val: list[float | None] = [None, 1.0, None, 0.6, None, 0.65, None, 0.7, None, 0.8]
     insight = analyse(spec(), rows(loss=FALLING, val_loss=val), "running", None)
-    assert insight.best_epoch == 4 and insight.overfitting_epoch == 6
+    assert insight.overfitting_epoch == 6
 
 
 def test_nan_loss_is_divergence_at_its_epoch() -> None:
