@@ -569,6 +569,7 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
             job_dir,
             [],
             ("val_loss", "min"),
+            {"loss": "min", "accuracy": "max"},
             interval=settings.progress_interval,
             backup_callbacks=[],
         )

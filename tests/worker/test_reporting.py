@@ -10,7 +10,10 @@ import pytest
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
+from checks.monitor import Direction  # noqa: E402
 from worker.training.reporting import JobCancelled, ReportingCallback  # noqa: E402
+
+LOSS_ONLY: dict[str, Direction] = {"loss": "min"}  # metric_directions() of a model with no metrics
 
 
 class ListSink:
@@ -70,7 +73,9 @@ def test_one_row_per_epoch_and_only_written_checkpoints(tmp_path: Path) -> None:
         str(tmp_path / "ckpt" / "e{epoch:02d}.keras"), monitor="val_loss", save_best_only=True
     )
     sink = ListSink()
-    reporter = ReportingCallback(sink, tmp_path, [ckpt], ("val_loss", "auto"), interval=60)
+    reporter = ReportingCallback(
+        sink, tmp_path, [ckpt], ("val_loss", "auto"), LOSS_ONLY, interval=60
+    )
     history = model.fit(
         x, y, epochs=4, batch_size=16, validation_split=0.25, verbose=0, callbacks=[ckpt, reporter]
     )
@@ -89,7 +94,13 @@ def test_progress_is_throttled_by_the_clock_and_cancel_raises(tmp_path: Path) ->
     ticks = iter(range(10_000))
     sink = ListSink(cancel_after_progress=3)
     reporter = ReportingCallback(
-        sink, tmp_path, [], ("loss", "auto"), interval=2.0, clock=lambda: float(next(ticks))
+        sink,
+        tmp_path,
+        [],
+        ("loss", "auto"),
+        LOSS_ONLY,
+        interval=2.0,
+        clock=lambda: float(next(ticks)),
     )
     with pytest.raises(JobCancelled):
         model.fit(x, y, epochs=5, batch_size=4, verbose=0, callbacks=[reporter])

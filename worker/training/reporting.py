@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from checks.catalog import monitor_direction
+from checks.monitor import Direction, direction, improves
 from worker.training.resume import callback_state, snapshot, write_backup
 
 
@@ -82,7 +82,7 @@ class Sink(Protocol):
 class _Watched:
     callback: keras.callbacks.ModelCheckpoint
     template: str
-    direction: str
+    direction: Direction
     best: float | None = None
 
 
@@ -107,6 +107,9 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         job_dir: The job's folder; checkpoint paths are recorded relative to it.
         checkpoints: The job's ModelCheckpoint callbacks, to see which files they write.
         monitor: The metric whose best epoch the job shows, and its ``mode``.
+        directions: Which way each compiled metric improves, by the name it logs
+            under (``checks.monitor.metric_directions``); decides ``best`` and
+            ``is_best`` by Keras' own rule.
         interval: Least seconds between two progress writes (each also checks for a
             cancel). Defaults to 1.
         deadline: ``time.monotonic()`` past which training stops. Defaults to none.
@@ -126,6 +129,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         job_dir: Path,
         checkpoints: list[keras.callbacks.ModelCheckpoint],
         monitor: tuple[str, str],
+        directions: dict[str, Direction],
         interval: float = 1.0,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -135,9 +139,10 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.sink = sink
         self.job_dir = job_dir
         self.watched = [
-            _Watched(cb, cb.filepath, monitor_direction(cb.monitor, cb.mode)) for cb in checkpoints
+            _Watched(cb, cb.filepath, direction(cb.monitor, cb.mode, directions))
+            for cb in checkpoints
         ]
-        self.monitor, self.monitor_direction = monitor[0], monitor_direction(*monitor)
+        self.monitor, self.monitor_direction = monitor[0], direction(*monitor, directions)
         self.best: dict[str, Any] | None = None
         self.interval = interval
         self.deadline = deadline
@@ -222,12 +227,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         value = metrics.get(self.monitor)
         if value is None:
             return
-        better = self.best is None or (
-            value < self.best["value"]
-            if self.monitor_direction == "min"
-            else value > self.best["value"]
-        )
-        if better:
+        if improves(value, self.best["value"] if self.best else None, self.monitor_direction):
             self.best = {"epoch": self.epoch, "monitor": self.monitor, "value": value}
 
     def _record_checkpoint(
@@ -247,9 +247,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         value = metrics.get(cb.monitor)
         is_best = False
         if value is not None:
-            is_best = watched.best is None or (
-                value < watched.best if watched.direction == "min" else value > watched.best
-            )
+            is_best = improves(value, watched.best, watched.direction)
             if is_best:
                 watched.best = value
         rel = os.path.relpath(path, self.job_dir)

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from checks.catalog import output_head
+from checks.monitor import metric_directions
 from models.spec import (
     EarlyStoppingSpec,
     JobSpec,
@@ -199,6 +200,7 @@ def train(
         job_dir,
         checkpoints,
         monitored(spec, has_validation),
+        metric_directions(spec.compile),
         backup_callbacks=keras_callbacks,
         interval=progress_interval,
         deadline=deadline,
