@@ -1,9 +1,11 @@
 """ASGI middleware: caps request bodies, bounds what they unfold into, reads YAML.
 
 It runs after ``api.auth.AuthMiddleware``: no body is read before the caller is known.
-Starlette caps neither request bodies nor uploaded file parts. Here a body past its
-limit answers 413: at once when ``Content-Length`` says so, else as soon as the
-bytes received pass it (uploads are counted as they stream, never held in memory).
+A body past its limit answers 413: at once when ``Content-Length`` says so, else as
+soon as the bytes received pass it (uploads are counted as they stream, never held in
+memory). FastAPI's own ``max_body_size`` would count the same bytes, but its 413 is a
+``text/plain`` "Content Too Large" (sent in place of any answer once ``Content-Length``
+is over), where every fitq error is ``{"detail": ...}`` naming the setting to change.
 Limits: ``FITQ_MAX_UPLOAD_BYTES`` for ``POST /v1/datasets`` (plus room for the
 multipart framing), ``FITQ_MAX_BODY_BYTES`` for everything else. A JSON body is
 checked against ``FITQ_MAX_BODY_DEPTH`` and ``FITQ_MAX_BODY_NODES`` before FastAPI
