@@ -172,7 +172,13 @@ def child(args: argparse.Namespace) -> int:
         x_rows = NpyRows(data / "x.npy")
         inputs = {
             "x": RowsDataset(
-                x_rows, y, 0, len(x_rows), args.batch, True, SEED, workers, multiprocessing
+                x_rows,
+                y,
+                batch_size=args.batch,
+                shuffle=True,
+                seed=SEED,
+                workers=workers,
+                use_multiprocessing=multiprocessing,
             )
         }
         n = len(x_rows)

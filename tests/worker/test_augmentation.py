@@ -78,11 +78,11 @@ def test_augmentation_of_rows_from_disk_is_seeded_with_parallel_loaders(tmp_path
         ds = RowsDataset(
             NpyRows(tmp_path / "x.npy"),
             y,
-            0,
-            96,
-            16,
-            True,
-            seed,
+            start=0,
+            stop=96,
+            batch_size=16,
+            shuffle=True,
+            seed=seed,
             workers=2,
             augment=Augmenter(
                 JobSpec.model_validate(digits_spec(**{"data.augmentation": AUG})).data.augmentation,
