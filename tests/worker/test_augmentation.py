@@ -15,7 +15,6 @@ from models.spec import JobSpec  # noqa: E402
 from tests.factories import digits_spec  # noqa: E402
 from worker.training.augmentation import Augmenter  # noqa: E402
 from worker.training.data import load_job_data  # noqa: E402
-from worker.training.runner import _fit_inputs  # noqa: E402
 from worker.training.streaming import NpyRows, RowsDataset  # noqa: E402
 
 AUG = [
@@ -30,7 +29,7 @@ def inputs(**overrides: Any) -> tuple[dict[str, Any], Any]:
         digits_spec(**{"data.augmentation": AUG, "fit.shuffle": False, **overrides})
     )
     data = load_job_data(spec.data)
-    return _fit_inputs(data, spec), data
+    return data.train.fit_inputs(spec, data.validation), data
 
 
 def first_batch(fit_inputs: dict[str, Any]) -> np.ndarray:

@@ -33,22 +33,9 @@ from models.spec import (
 from worker.devices import device_names, strategy_for
 from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
-from worker.training.augmentation import (
-    Augmenter,
-    augmented_dataset,
-    crop_for_eval,
-    eval_cropper,
-)
 from worker.training.callbacks import build_callback
-from worker.training.data import (
-    Arrays,
-    Data,
-    DiskArrays,
-    ImageFolder,
-    JobData,
-    balanced_class_weight,
-    load_job_data,
-)
+from worker.training.data import balanced_class_weight, load_job_data
+from worker.training.inputs import validation_batch_size
 from worker.training.reporting import (
     JobCancelled,
     MaxRuntimeExceeded,
@@ -56,7 +43,6 @@ from worker.training.reporting import (
     Sink,
 )
 from worker.training.resume import Snapshot, StateRestorer, load_backup, restore
-from worker.training.streaming import RowsDataset
 
 LOG_FILE = "train.log"
 TRACEBACK_TAIL_FRAMES = 8
@@ -155,7 +141,6 @@ def train(
 
     data = load_job_data(spec.data, datasets_root, memory_budget)
     y = data.train.y
-    shape = data.train.shape if isinstance(data.train, ImageFolder) else data.train.x.shape
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
@@ -167,7 +152,7 @@ def train(
             spec.model.builtin,
             spec.model.params,
             spec.model.keras_config,
-            _input_shape(tuple(shape[1:]), spec),
+            _input_shape(data.train.sample_shape, spec),
             head,
         )
         model.compile(
@@ -212,7 +197,7 @@ def train(
         for cb in keras_callbacks:
             if isinstance(cb, keras.callbacks.CSVLogger):
                 cb.append = True
-    inputs = _fit_inputs(data, spec)
+    inputs = data.train.fit_inputs(spec, data.validation)
 
     outcome: Outcome
     with (
@@ -266,7 +251,7 @@ def train(
         outcome.class_weight = class_weight
         if outcome.status == "succeeded" and data.test is not None:
             result = model.evaluate(
-                **_eval_inputs(data.test, spec, fit.validation_batch_size or fit.batch_size),
+                **data.test.eval_inputs(spec, validation_batch_size(fit)).evaluate_kwargs(),
                 verbose=0,
                 return_dict=True,
             )
@@ -315,154 +300,6 @@ def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
         if isinstance(aug, RandomCropSpec):
             shape = (aug.height, aug.width, *shape[2:])
     return shape
-
-
-def _images(
-    folder: ImageFolder, spec: JobSpec, batch_size: int, shuffle: bool, subset: str | None = None
-) -> Any:
-    """An image folder as image_dataset_from_directory reads it, pixels scaled to [0, 1]."""
-    import tensorflow as tf
-
-    assert spec.seed is not None
-    ds = keras.utils.image_dataset_from_directory(
-        folder.path,
-        labels="inferred",
-        label_mode="int",
-        class_names=folder.class_names,
-        image_size=(folder.height, folder.width),
-        batch_size=batch_size,
-        shuffle=shuffle or subset is not None,
-        seed=spec.seed,
-        validation_split=spec.fit.validation_split or None,
-        subset=subset,
-        verbose=False,
-    )
-    return ds.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[str, Any]:
-    """Validation or test data: never augmented (center-cropped after a RandomCrop)."""
-    specs = spec.data.augmentation
-    if isinstance(arrays, ImageFolder):
-        ds = _images(arrays, spec, batch_size or 32, shuffle=False)
-        crop = eval_cropper(specs)
-        if crop is not None:
-            ds = ds.map(lambda x, y: (crop(x), y))
-        return {"x": ds.prefetch(tf.data.AUTOTUNE)}
-    if isinstance(arrays, DiskArrays):
-        seq = RowsDataset(
-            arrays.x,
-            arrays.y,
-            start=0,
-            stop=arrays.stop,
-            batch_size=batch_size or 32,
-            shuffle=False,
-            seed=0,
-            workers=spec.fit.workers,
-            use_multiprocessing=spec.fit.use_multiprocessing,
-            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
-        )
-        return {"x": seq}
-    return {"x": crop_for_eval(specs, arrays.x), "y": arrays.y, "batch_size": batch_size}
-
-
-def _validation_input(validation: Data | None, spec: JobSpec, batch_size: int | None) -> Any:
-    if validation is None:
-        return None
-    inputs = _eval_inputs(validation, spec, batch_size)
-    return (inputs["x"], inputs["y"]) if isinstance(validation, Arrays) else inputs["x"]
-
-
-def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
-    """fit()'s data arguments: the arrays themselves, as a plain script passes them; with
-    augmentation, a tf.data pipeline over them; for data larger than the memory budget,
-    datasets that read it from disk."""
-    fit, specs = spec.fit, spec.data.augmentation
-    assert spec.seed is not None
-    batch = fit.batch_size or 32
-    val_batch = fit.validation_batch_size or fit.batch_size
-    train = data.train
-    if isinstance(train, ImageFolder):
-        return _image_fit_inputs(train, data, spec, batch, val_batch)
-    n = train.stop if isinstance(train, DiskArrays) else len(train.x)
-    # Keras' validation_split: the last fraction, before any shuffling.
-    n_fit = int(n * (1 - fit.validation_split)) if fit.validation_split else n
-    if not isinstance(train, DiskArrays) and not specs:
-        return {
-            "x": train.x,
-            "y": train.y,
-            "batch_size": fit.batch_size,
-            "shuffle": fit.shuffle,
-            "validation_split": fit.validation_split,
-            "validation_batch_size": fit.validation_batch_size,
-            "validation_data": _validation_input(data.validation, spec, val_batch),
-        }
-    if isinstance(train, DiskArrays):
-        x_fit: Any = RowsDataset(
-            train.x,
-            train.y,
-            start=0,
-            stop=n_fit,
-            batch_size=batch,
-            shuffle=fit.shuffle,
-            seed=spec.seed,
-            workers=fit.workers,
-            use_multiprocessing=fit.use_multiprocessing,
-            augment=Augmenter(specs, spec.seed).numpy if specs else None,
-        )
-        split_val: Any = RowsDataset(
-            train.x,
-            train.y,
-            start=n_fit,
-            stop=n,
-            batch_size=val_batch or batch,
-            shuffle=False,
-            seed=0,
-            workers=fit.workers,
-            use_multiprocessing=fit.use_multiprocessing,
-            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
-        )
-    else:
-        x_fit = augmented_dataset(
-            train.x[:n_fit],
-            train.y[:n_fit],
-            specs,
-            spec.seed,
-            batch,
-            fit.shuffle,
-            repeat=fit.steps_per_epoch is not None,
-        )
-        split_val = (crop_for_eval(specs, train.x[n_fit:]), train.y[n_fit:])
-    # A RowsDataset shuffles its own rows; fit() must not reorder its batches too.
-    inputs: dict[str, Any] = {"x": x_fit, "shuffle": False}
-    if fit.validation_split:
-        inputs["validation_data"] = split_val
-    else:
-        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
-    if not isinstance(inputs["validation_data"], RowsDataset) and inputs["validation_data"]:
-        inputs["validation_batch_size"] = val_batch
-    return inputs
-
-
-def _image_fit_inputs(
-    train: ImageFolder, data: JobData, spec: JobSpec, batch: int, val_batch: int | None
-) -> dict[str, Any]:
-    fit, specs = spec.fit, spec.data.augmentation
-    assert spec.seed is not None
-    subset = "training" if fit.validation_split else None
-    ds = _images(train, spec, batch, fit.shuffle, subset)
-    if specs:
-        ds = Augmenter(specs, spec.seed).map(ds)
-    inputs: dict[str, Any] = {"x": ds.prefetch(tf.data.AUTOTUNE)}
-    if fit.validation_split:
-        val = _images(train, spec, val_batch or batch, False, "validation")
-        crop = eval_cropper(specs)
-        if crop is not None:
-            val = val.map(lambda x, y: (crop(x), y))
-        inputs["validation_data"] = val.prefetch(tf.data.AUTOTUNE)
-    else:
-        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
-    return inputs
 
 
 def _resume_point(
