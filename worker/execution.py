@@ -44,8 +44,9 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     without writing. A stopping worker (SIGTERM) puts the job back in the queue, to
     resume after its last recorded epoch.
     """
+    from worker.training.outcome import traceback_tail
     from worker.training.reporting import Preempted
-    from worker.training.runner import LOG_FILE, Resume, traceback_tail, train
+    from worker.training.runner import LOG_FILE, Resume, train
 
     settings = settings or get_settings()
     store = JobStore(

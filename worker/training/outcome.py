@@ -1,0 +1,79 @@
+"""How a training run ended, as the job records it: status, stop reason, error, test metrics."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.spec import JobSpec, TerminateOnNaNSpec
+
+TRACEBACK_TAIL_FRAMES = 8
+
+
+@dataclass
+class Outcome:
+    """How a run ended: ``status`` and ``stop_reason`` as the job records them."""
+
+    status: str
+    stop_reason: str
+    test_metrics: dict[str, float | None] | None = None
+    error: tuple[str, str, str] | None = None
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    class_weight: dict[int, float] | None = None
+
+
+def traceback_tail(exc: BaseException) -> str:
+    """The last frames of ``exc``'s traceback and its first message line."""
+    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
+    first_line = (str(exc).splitlines() or [""])[0]
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(frames)
+        + (f"{type(exc).__name__}: {first_line}")
+    )
+
+
+def fit_outcome(
+    spec: JobSpec, callbacks: list[keras.callbacks.Callback], history: dict[str, list[Any]]
+) -> Outcome:
+    """The outcome of a ``fit()`` that returned: the loss became NaN under
+    TerminateOnNaN, EarlyStopping stopped it, or every epoch ran."""
+    losses = history.get("loss") or []
+    terminate_on_nan = any(isinstance(cb, TerminateOnNaNSpec) for cb in spec.callbacks)
+    if terminate_on_nan and losses and not np.isfinite(losses[-1]):
+        return Outcome(
+            "failed",
+            "nan_loss",
+            history=history,
+            error=(
+                "NaNLoss",
+                f"the loss became {losses[-1]} in epoch "
+                f"{spec.fit.initial_epoch + len(losses)}; TerminateOnNaN stopped training",
+                "",
+            ),
+        )
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
+            return Outcome("succeeded", "early_stopping", history=history)
+    return Outcome("succeeded", "completed", history=history)
+
+
+def cancelled(class_weight: dict[int, float] | None) -> Outcome:
+    return Outcome("cancelled", "cancelled", class_weight=class_weight)
+
+
+def past_deadline(spec: JobSpec, class_weight: dict[int, float] | None) -> Outcome:
+    return Outcome(
+        "failed",
+        "max_runtime",
+        class_weight=class_weight,
+        error=(
+            "MaxRuntimeExceeded",
+            f"the job ran past max_runtime_seconds={spec.max_runtime_seconds}",
+            "",
+        ),
+    )
