@@ -253,7 +253,8 @@ class ImageFolder:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _images(self, spec: JobSpec, batch_size: int, shuffle: bool, subset: str | None) -> Any:
-        """The folder as image_dataset_from_directory reads it, pixels scaled to [0, 1]."""
+        """The folder as image_dataset_from_directory reads it, pixels scaled to [0, 1]:
+        all of it, or the ``subset`` of it that ``fit.validation_split`` names."""
         ds = keras.utils.image_dataset_from_directory(
             self.path,
             labels="inferred",
@@ -263,7 +264,7 @@ class ImageFolder:
             batch_size=batch_size,
             shuffle=shuffle or subset is not None,
             seed=job_seed(spec),
-            validation_split=spec.fit.validation_split or None,
+            validation_split=(spec.fit.validation_split or None) if subset else None,
             subset=subset,
             verbose=False,
         )
