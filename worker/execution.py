@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from models.spec import DEFAULT_QUEUE, JobSpec
+from models.states import JobStatus, StopReason
 from queueing.broker import job_devices, make_celery, publish_job
 from queueing.devices import routed_queue
 from storage.uploads import datasets_dir
@@ -82,7 +83,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
                 error=outcome.error,
             )
         )
-        return outcome.status
+        return outcome.status.value
     except LostOwnership:
         log.warning("job %s attempt %s lost its claim; stopping", job_id, claim.attempt)
         return "lost"
@@ -95,10 +96,12 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         log.exception("job %s failed", job_id)
         error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
         try:
-            writer.call(lambda: store.finish("failed", "error", error=error), final=True)
+            writer.call(
+                lambda: store.finish(JobStatus.FAILED, StopReason.ERROR, error=error), final=True
+            )
         except LostOwnership:
             return "lost"
-        return "failed"
+        return JobStatus.FAILED.value
     finally:
         writer.close()
 

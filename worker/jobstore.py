@@ -18,16 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
-from models.tables import (
-    FINISHED,
-    QUEUED,
-    RUNNING,
-    Checkpoint,
-    EpochMetric,
-    Job,
-    JobEvent,
-    utcnow,
-)
+from models.states import JobStatus, StopReason, move
+from models.tables import Checkpoint, EpochMetric, Job, JobEvent, utcnow
 
 
 class LostOwnership(Exception):
@@ -79,7 +71,9 @@ def _params(**values: Any) -> dict[str, Any]:
 def _statements(dialect: str) -> _Statements:
     jobs, epochs, checkpoints = Job.__table__, EpochMetric.__table__, Checkpoint.__table__
     owned = (
-        (Job.id == _bind("job_id")) & (Job.status == RUNNING) & (Job.attempts == _bind("attempt"))
+        (Job.id == _bind("job_id"))
+        & (Job.status == JobStatus.RUNNING)
+        & (Job.attempts == _bind("attempt"))
     )
     lease = {
         "updated_at": _param(jobs, "updated_at"),
@@ -157,7 +151,9 @@ class JobStore:
         with self.factory() as s:
             row = s.execute(
                 select(Job.spec).where(
-                    Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False)
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.cancel_requested.is_(False),
                 )
             ).first()
         return dict(row[0]) if row is not None else None
@@ -168,7 +164,7 @@ class JobStore:
             now = utcnow()
             res = s.execute(
                 update(Job)
-                .where(Job.id == self.job_id, Job.status == QUEUED)
+                .where(Job.id == self.job_id, Job.status == JobStatus.QUEUED)
                 .values(dispatched_at=now, updated_at=now)
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
@@ -182,9 +178,13 @@ class JobStore:
             now = utcnow()
             res = s.execute(
                 update(Job)
-                .where(Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False))
+                .where(
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.cancel_requested.is_(False),
+                )
                 .values(
-                    status=RUNNING,
+                    **move(JobStatus.QUEUED, JobStatus.RUNNING),
                     attempts=Job.attempts + 1,
                     started_at=func.coalesce(Job.started_at, now),
                     updated_at=now,
@@ -215,7 +215,11 @@ class JobStore:
             return Claim(self.job_id, self.attempt, dict(res[1]), last, states)
 
     def _owned(self) -> Any:
-        return (Job.id == self.job_id) & (Job.status == RUNNING) & (Job.attempts == self.attempt)
+        return (
+            (Job.id == self.job_id)
+            & (Job.status == JobStatus.RUNNING)
+            & (Job.attempts == self.attempt)
+        )
 
     def _renew(self, conn: Connection, stmt: Any, **params: Any) -> bool:
         """Runs a prebuilt update of the job row if this attempt owns it (renewing the
@@ -337,7 +341,7 @@ class JobStore:
                 update(Job)
                 .where(self._owned())
                 .values(
-                    status=QUEUED,
+                    **move(JobStatus.RUNNING, JobStatus.QUEUED),
                     worker=None,
                     lease_expires_at=None,
                     dispatched_at=now,
@@ -353,19 +357,22 @@ class JobStore:
 
     def finish(
         self,
-        status: str,
-        stop_reason: str,
+        status: JobStatus,
+        stop_reason: StopReason,
         *,
         test_metrics: dict[str, Any] | None = None,
         error: tuple[str, str, str] | None = None,
     ) -> bool:
-        """Ends the job; returns False when this attempt no longer owned it."""
-        assert status in FINISHED
+        """Ends the job; returns False when this attempt no longer owned it.
+
+        Raises:
+            IllegalMove: ``status`` is not a finished one, or ``stop_reason`` does not
+                go with it.
+        """
         with transaction(self.factory) as s:
             now = utcnow()
             values: dict[str, Any] = {
-                "status": status,
-                "stop_reason": stop_reason,
+                **move(JobStatus.RUNNING, status, stop_reason),
                 "finished_at": now,
                 "updated_at": now,
                 "lease_expires_at": None,

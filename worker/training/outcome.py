@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from models.spec import JobSpec, TerminateOnNaNSpec
+from models.states import JobStatus, StopReason
 
 TRACEBACK_TAIL_FRAMES = 8
 
@@ -18,8 +19,8 @@ TRACEBACK_TAIL_FRAMES = 8
 class Outcome:
     """How a run ended: ``status`` and ``stop_reason`` as the job records them."""
 
-    status: str
-    stop_reason: str
+    status: JobStatus
+    stop_reason: StopReason
     test_metrics: dict[str, float | None] | None = None
     error: tuple[str, str, str] | None = None
     history: dict[str, list[Any]] = field(default_factory=dict)
@@ -46,8 +47,8 @@ def fit_outcome(
     terminate_on_nan = any(isinstance(cb, TerminateOnNaNSpec) for cb in spec.callbacks)
     if terminate_on_nan and losses and not np.isfinite(losses[-1]):
         return Outcome(
-            "failed",
-            "nan_loss",
+            JobStatus.FAILED,
+            StopReason.NAN_LOSS,
             history=history,
             error=(
                 "NaNLoss",
@@ -58,18 +59,18 @@ def fit_outcome(
         )
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
-            return Outcome("succeeded", "early_stopping", history=history)
-    return Outcome("succeeded", "completed", history=history)
+            return Outcome(JobStatus.SUCCEEDED, StopReason.EARLY_STOPPING, history=history)
+    return Outcome(JobStatus.SUCCEEDED, StopReason.COMPLETED, history=history)
 
 
 def cancelled(class_weight: dict[int, float] | None) -> Outcome:
-    return Outcome("cancelled", "cancelled", class_weight=class_weight)
+    return Outcome(JobStatus.CANCELLED, StopReason.CANCELLED, class_weight=class_weight)
 
 
 def past_deadline(spec: JobSpec, class_weight: dict[int, float] | None) -> Outcome:
     return Outcome(
-        "failed",
-        "max_runtime",
+        JobStatus.FAILED,
+        StopReason.MAX_RUNTIME,
         class_weight=class_weight,
         error=(
             "MaxRuntimeExceeded",

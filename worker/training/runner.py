@@ -29,6 +29,7 @@ from models.spec import (
     RandomCropSpec,
     ReduceLROnPlateauSpec,
 )
+from models.states import JobStatus
 from worker.devices import device_names, strategy_for
 from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
@@ -139,7 +140,7 @@ def train(
             return _stopped(sink, line, past_deadline(spec, class_weight))
         outcome = fit_outcome(spec, callbacks, history.history)
         outcome.class_weight = class_weight
-        if outcome.status == "succeeded" and data.test is not None:
+        if outcome.status is JobStatus.SUCCEEDED and data.test is not None:
             outcome.test_metrics = _test_metrics(model, data.test, spec)
         _written(sink)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
