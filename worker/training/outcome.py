@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass, field
-from typing import Any
 
 import keras
 import numpy as np
 
 from models.spec import JobSpec, TerminateOnNaNSpec
 from models.states import JobStatus, StopReason
-
-TRACEBACK_TAIL_FRAMES = 8
 
 
 @dataclass
@@ -23,23 +19,12 @@ class Outcome:
     stop_reason: StopReason
     test_metrics: dict[str, float | None] | None = None
     error: tuple[str, str, str] | None = None
-    history: dict[str, list[Any]] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
     class_weight: dict[int, float] | None = None
 
 
-def traceback_tail(exc: BaseException) -> str:
-    """The last frames of ``exc``'s traceback and its first message line."""
-    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
-    first_line = (str(exc).splitlines() or [""])[0]
-    return (
-        "Traceback (most recent call last):\n"
-        + "".join(frames)
-        + (f"{type(exc).__name__}: {first_line}")
-    )
-
-
 def fit_outcome(
-    spec: JobSpec, callbacks: list[keras.callbacks.Callback], history: dict[str, list[Any]]
+    spec: JobSpec, callbacks: list[keras.callbacks.Callback], history: dict[str, list[float]]
 ) -> Outcome:
     """The outcome of a ``fit()`` that returned: the loss became NaN under
     TerminateOnNaN, EarlyStopping stopped it, or every epoch ran."""
