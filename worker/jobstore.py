@@ -13,13 +13,25 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeEngine
 
 from core.db import transaction
 from models.states import JobStatus, StopReason, move
-from models.tables import Checkpoint, EpochMetric, Job, JobEvent, utcnow
+from models.tables import Base, Checkpoint, EpochMetric, Job, JobEvent, utcnow
 
 
 class LostOwnership(Exception):
@@ -45,31 +57,37 @@ class _Statements:
     on every call, which cost several times the write itself.
     """
 
-    touch: Any
-    progress: Any
-    class_weight: Any
-    epoch_touch: Any
-    epoch_row: Any
-    unset_best: Any
-    checkpoint_row: Any
+    touch: Executable
+    progress: Executable
+    class_weight: Executable
+    epoch_touch: Executable
+    epoch_row: Executable
+    unset_best: Executable
+    checkpoint_row: Executable
 
 
-def _param(table: Any, column: str, name: str | None = None) -> Any:
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _param(table: Table, column: str, name: str | None = None) -> BindParameter[Any]:
     return _bind(name or column, type_=table.c[column].type)
 
 
-def _bind(name: str, type_: Any = None) -> Any:
+def _bind(name: str, type_: TypeEngine[Any] | None = None) -> BindParameter[Any]:
     # update() and insert() reserve the columns' own names for their parameters.
     return bindparam(f"p_{name}", type_=type_)
 
 
-def _params(**values: Any) -> dict[str, Any]:
+def _params(**values: object) -> dict[str, object]:
     return {f"p_{name}": value for name, value in values.items()}
 
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> _Statements:
-    jobs, epochs, checkpoints = Job.__table__, EpochMetric.__table__, Checkpoint.__table__
+    jobs, epochs, checkpoints = _table(Job), _table(EpochMetric), _table(Checkpoint)
     owned = (
         (Job.id == _bind("job_id"))
         & (Job.status == JobStatus.RUNNING)
@@ -80,12 +98,12 @@ def _statements(dialect: str) -> _Statements:
         "lease_expires_at": _param(jobs, "lease_expires_at", "lease"),
     }
 
-    def touch(**values: Any) -> Any:
+    def touch(**values: object) -> Executable:
         return update(Job).where(owned).values(**lease, **values).returning(Job.cancel_requested)
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
-    def upsert(table: Any, key: list[str], columns: list[str]) -> Any:
+    def upsert(table: Table, key: list[str], columns: list[str]) -> Executable:
         stmt = insert(table).values(
             job_id=_bind("job_id"), **{c: _param(table, c) for c in key + columns}
         )
@@ -214,14 +232,14 @@ class JobStore:
             )
             return Claim(self.job_id, self.attempt, dict(res[1]), last, states)
 
-    def _owned(self) -> Any:
+    def _owned(self) -> ColumnElement[bool]:
         return (
             (Job.id == self.job_id)
             & (Job.status == JobStatus.RUNNING)
             & (Job.attempts == self.attempt)
         )
 
-    def _renew(self, conn: Connection, stmt: Any, **params: Any) -> bool:
+    def _renew(self, conn: Connection, stmt: Executable, **params: object) -> bool:
         """Runs a prebuilt update of the job row if this attempt owns it (renewing the
         lease); returns whether a cancel was requested."""
         now = utcnow()
@@ -360,7 +378,7 @@ class JobStore:
         status: JobStatus,
         stop_reason: StopReason,
         *,
-        test_metrics: dict[str, Any] | None = None,
+        test_metrics: dict[str, float | None] | None = None,
         error: tuple[str, str, str] | None = None,
     ) -> bool:
         """Ends the job; returns False when this attempt no longer owned it.
