@@ -12,7 +12,7 @@ temporary ``.npy``; random integer labels) in several configurations:
   ``shuffle=True``), as fitq's runner does for data within the memory budget;
 - ``rows wN``: ``worker.training.streaming.RowsDataset`` over ``NpyRows`` (``pread``, no
   memory map) with ``workers=N``, threads, ``shuffle=True``, passed to ``model.fit`` the way
-  the runner's ``_fit_inputs`` does;
+  ``DiskArrays.fit_inputs`` (``worker.training.inputs``) does;
 - ``rows w2 mp``: the same with ``workers=2, use_multiprocessing=True``.
 
 Each measurement runs in a fresh Python process (so that each one's memory figure starts
@@ -172,7 +172,13 @@ def child(args: argparse.Namespace) -> int:
         x_rows = NpyRows(data / "x.npy")
         inputs = {
             "x": RowsDataset(
-                x_rows, y, 0, len(x_rows), args.batch, True, SEED, workers, multiprocessing
+                x_rows,
+                y,
+                batch_size=args.batch,
+                shuffle=True,
+                seed=SEED,
+                workers=workers,
+                use_multiprocessing=multiprocessing,
             )
         }
         n = len(x_rows)

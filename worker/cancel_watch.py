@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from models.states import JobStatus, StopReason
 from worker.jobstore import JobStore, LostOwnership
 
 log = logging.getLogger("fitq.worker")
@@ -94,7 +95,7 @@ class CancelWatch:
         """Records the job ``cancelled`` and ends this process without unwinding it."""
         job_id, pid = self.store.job_id, os.getpid()
         try:
-            recorded = self.store.finish("cancelled", "cancelled")
+            recorded = self.store.finish(JobStatus.CANCELLED, StopReason.CANCELLED)
         except Exception:  # noqa: BLE001 - the lease runs out; the dispatcher records it then
             log.exception("job %s: could not record the cancel", job_id)
             recorded = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from functools import lru_cache
 from typing import Any
 
@@ -11,14 +12,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from models.spec import DEFAULT_QUEUE, JobSpec
+from models.states import JobStatus, StopReason
 from queueing.broker import job_devices, make_celery, publish_job
 from queueing.devices import routed_queue
 from storage.uploads import datasets_dir
 from worker.cancel_watch import CancelWatch
-from worker.jobstore import JobStore, LostOwnership
+from worker.jobstore import Claim, JobStore, LostOwnership
 from worker.writer import JobWriter
 
 log = logging.getLogger("fitq.worker")
+TRACEBACK_TAIL_FRAMES = 8
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +36,17 @@ def clip(text: str, head: int = 1000, tail: int = 3000) -> str:
     return f"{text[:head]}\n[... {len(text) - head - tail} characters ...]\n{text[-tail:]}"
 
 
+def traceback_tail(exc: BaseException) -> str:
+    """The last frames of ``exc``'s traceback and its first message line."""
+    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
+    first_line = (str(exc).splitlines() or [""])[0]
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(frames)
+        + (f"{type(exc).__name__}: {first_line}")
+    )
+
+
 def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> str:
     """Claims ``job_id`` and trains it; returns what happened, for the worker's log.
 
@@ -44,8 +58,8 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
     without writing. A stopping worker (SIGTERM) puts the job back in the queue, to
     resume after its last recorded epoch.
     """
+    # TensorFlow loads here, in the pool process, never in the Celery parent.
     from worker.training.reporting import Preempted
-    from worker.training.runner import LOG_FILE, Resume, traceback_tail, train
 
     settings = settings or get_settings()
     store = JobStore(
@@ -60,28 +74,8 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "skipped"
     spec = JobSpec.model_validate(claim.spec)
     writer = JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds)
-    job_dir = settings.job_dir(job_id)
     try:
-        with CancelWatch(store, settings.progress_interval, job_dir / LOG_FILE) as watch:
-            outcome = train(
-                spec,
-                job_dir,
-                writer,
-                settings.progress_interval,
-                Resume(claim.last_epoch, claim.callback_states),
-                datasets_dir(settings),
-                settings.worker_memory_budget,
-                fitting=watch.stop,
-            )
-        writer.call(
-            lambda: store.finish(
-                outcome.status,
-                outcome.stop_reason,
-                test_metrics=outcome.test_metrics,
-                error=outcome.error,
-            )
-        )
-        return outcome.status
+        return _train(spec, claim, store, writer, settings).value
     except LostOwnership:
         log.warning("job %s attempt %s lost its claim; stopping", job_id, claim.attempt)
         return "lost"
@@ -92,14 +86,51 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "requeued"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
-        error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
-        try:
-            writer.call(lambda: store.finish("failed", "error", error=error), final=True)
-        except LostOwnership:
-            return "lost"
-        return "failed"
+        return _failed(store, writer, exc)
     finally:
         writer.close()
+
+
+def _train(
+    spec: JobSpec, claim: Claim, store: JobStore, writer: JobWriter, settings: Settings
+) -> JobStatus:
+    """Trains the claimed job, watching for a cancel until fit() runs, and records how
+    it ended."""
+    from worker.training.runner import LOG_FILE, Resume, train
+
+    job_dir = settings.job_dir(store.job_id)
+    with CancelWatch(store, settings.progress_interval, job_dir / LOG_FILE) as watch:
+        outcome = train(
+            spec,
+            job_dir,
+            writer,
+            settings.progress_interval,
+            Resume(claim.last_epoch, claim.callback_states),
+            datasets_dir(settings),
+            settings.worker_memory_budget,
+            fitting=watch.stop,
+        )
+    writer.call(
+        lambda: store.finish(
+            outcome.status,
+            outcome.stop_reason,
+            test_metrics=outcome.test_metrics,
+            error=outcome.error,
+        )
+    )
+    return outcome.status
+
+
+def _failed(store: JobStore, writer: JobWriter, exc: Exception) -> str:
+    """Records the job ``failed`` with ``exc``, after every report queued before it."""
+    error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
+    try:
+        writer.call(
+            lambda: store.finish(JobStatus.FAILED, StopReason.ERROR, error=error), final=True
+        )
+    except LostOwnership:
+        return "lost"
+    return JobStatus.FAILED.value
 
 
 def _forward_if_too_small(

@@ -13,21 +13,25 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeEngine
 
 from core.db import transaction
-from models.tables import (
-    FINISHED,
-    QUEUED,
-    RUNNING,
-    Checkpoint,
-    EpochMetric,
-    Job,
-    JobEvent,
-    utcnow,
-)
+from models.states import JobStatus, StopReason, move
+from models.tables import Base, Checkpoint, EpochMetric, Job, JobEvent, utcnow
 
 
 class LostOwnership(Exception):
@@ -53,45 +57,53 @@ class _Statements:
     on every call, which cost several times the write itself.
     """
 
-    touch: Any
-    progress: Any
-    class_weight: Any
-    epoch_touch: Any
-    epoch_row: Any
-    unset_best: Any
-    checkpoint_row: Any
+    touch: Executable
+    progress: Executable
+    class_weight: Executable
+    epoch_touch: Executable
+    epoch_row: Executable
+    unset_best: Executable
+    checkpoint_row: Executable
 
 
-def _param(table: Any, column: str, name: str | None = None) -> Any:
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _param(table: Table, column: str, name: str | None = None) -> BindParameter[Any]:
     return _bind(name or column, type_=table.c[column].type)
 
 
-def _bind(name: str, type_: Any = None) -> Any:
+def _bind(name: str, type_: TypeEngine[Any] | None = None) -> BindParameter[Any]:
     # update() and insert() reserve the columns' own names for their parameters.
     return bindparam(f"p_{name}", type_=type_)
 
 
-def _params(**values: Any) -> dict[str, Any]:
+def _params(**values: object) -> dict[str, object]:
     return {f"p_{name}": value for name, value in values.items()}
 
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> _Statements:
-    jobs, epochs, checkpoints = Job.__table__, EpochMetric.__table__, Checkpoint.__table__
+    jobs, epochs, checkpoints = _table(Job), _table(EpochMetric), _table(Checkpoint)
     owned = (
-        (Job.id == _bind("job_id")) & (Job.status == RUNNING) & (Job.attempts == _bind("attempt"))
+        (Job.id == _bind("job_id"))
+        & (Job.status == JobStatus.RUNNING)
+        & (Job.attempts == _bind("attempt"))
     )
     lease = {
         "updated_at": _param(jobs, "updated_at"),
         "lease_expires_at": _param(jobs, "lease_expires_at", "lease"),
     }
 
-    def touch(**values: Any) -> Any:
+    def touch(**values: object) -> Executable:
         return update(Job).where(owned).values(**lease, **values).returning(Job.cancel_requested)
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
-    def upsert(table: Any, key: list[str], columns: list[str]) -> Any:
+    def upsert(table: Table, key: list[str], columns: list[str]) -> Executable:
         stmt = insert(table).values(
             job_id=_bind("job_id"), **{c: _param(table, c) for c in key + columns}
         )
@@ -157,7 +169,9 @@ class JobStore:
         with self.factory() as s:
             row = s.execute(
                 select(Job.spec).where(
-                    Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False)
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.cancel_requested.is_(False),
                 )
             ).first()
         return dict(row[0]) if row is not None else None
@@ -168,7 +182,7 @@ class JobStore:
             now = utcnow()
             res = s.execute(
                 update(Job)
-                .where(Job.id == self.job_id, Job.status == QUEUED)
+                .where(Job.id == self.job_id, Job.status == JobStatus.QUEUED)
                 .values(dispatched_at=now, updated_at=now)
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
@@ -182,9 +196,13 @@ class JobStore:
             now = utcnow()
             res = s.execute(
                 update(Job)
-                .where(Job.id == self.job_id, Job.status == QUEUED, Job.cancel_requested.is_(False))
+                .where(
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.cancel_requested.is_(False),
+                )
                 .values(
-                    status=RUNNING,
+                    **move(JobStatus.QUEUED, JobStatus.RUNNING),
                     attempts=Job.attempts + 1,
                     started_at=func.coalesce(Job.started_at, now),
                     updated_at=now,
@@ -214,10 +232,14 @@ class JobStore:
             )
             return Claim(self.job_id, self.attempt, dict(res[1]), last, states)
 
-    def _owned(self) -> Any:
-        return (Job.id == self.job_id) & (Job.status == RUNNING) & (Job.attempts == self.attempt)
+    def _owned(self) -> ColumnElement[bool]:
+        return (
+            (Job.id == self.job_id)
+            & (Job.status == JobStatus.RUNNING)
+            & (Job.attempts == self.attempt)
+        )
 
-    def _renew(self, conn: Connection, stmt: Any, **params: Any) -> bool:
+    def _renew(self, conn: Connection, stmt: Executable, **params: object) -> bool:
         """Runs a prebuilt update of the job row if this attempt owns it (renewing the
         lease); returns whether a cancel was requested."""
         now = utcnow()
@@ -337,7 +359,7 @@ class JobStore:
                 update(Job)
                 .where(self._owned())
                 .values(
-                    status=QUEUED,
+                    **move(JobStatus.RUNNING, JobStatus.QUEUED),
                     worker=None,
                     lease_expires_at=None,
                     dispatched_at=now,
@@ -353,19 +375,22 @@ class JobStore:
 
     def finish(
         self,
-        status: str,
-        stop_reason: str,
+        status: JobStatus,
+        stop_reason: StopReason,
         *,
-        test_metrics: dict[str, Any] | None = None,
+        test_metrics: dict[str, float | None] | None = None,
         error: tuple[str, str, str] | None = None,
     ) -> bool:
-        """Ends the job; returns False when this attempt no longer owned it."""
-        assert status in FINISHED
+        """Ends the job; returns False when this attempt no longer owned it.
+
+        Raises:
+            IllegalMove: ``status`` is not a finished one, or ``stop_reason`` does not
+                go with it.
+        """
         with transaction(self.factory) as s:
             now = utcnow()
             values: dict[str, Any] = {
-                "status": status,
-                "stop_reason": stop_reason,
+                **move(JobStatus.RUNNING, status, stop_reason),
                 "finished_at": now,
                 "updated_at": now,
                 "lease_expires_at": None,

@@ -9,7 +9,7 @@ from worker.celery_app import app
 from worker.execution import execute_job
 
 
-@app.task(name=TASK_RUN_JOB, bind=True)
+@app.task(name=TASK_RUN_JOB, bind=True)  # type: ignore[untyped-decorator]
 def run_job(self: Task, job_id: str) -> str:
     """Trains the job ``job_id`` (the database row holds everything else)."""
     return execute_job(job_id, worker=str(self.request.hostname))

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import (
     DataError,
@@ -34,6 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from worker.jobstore import JobStore, LostOwnership
 
 log = logging.getLogger("fitq.worker")
+T = TypeVar("T")
 PERMANENT = (IntegrityError, ProgrammingError, DataError)
 # What a database that does not answer raises: the driver's errors as SQLAlchemy wraps
 # them, a connection the pool found dead, a pool with no free connection, a socket.
@@ -50,10 +51,10 @@ def _transient(exc: BaseException) -> bool:
 class _Write:
     """One queued write; ``final`` ones (the job's outcome) run even after a failure."""
 
-    run: Callable[[], Any]
+    run: Callable[[], object]
     final: bool = False
     done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
+    result: object = None
     error: BaseException | None = None
 
 
@@ -90,17 +91,39 @@ class JobWriter:
             self._cond.notify()
         return self.cancel_requested
 
-    def record_epoch(self, *args: Any, **kwargs: Any) -> bool:
-        self._submit(_Write(lambda: self.store.record_epoch(*args, **kwargs)))
+    def record_epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, float | None],
+        lr: float | None,
+        duration_s: float,
+        best: dict[str, Any] | None,
+        callback_state: dict[str, Any] | None = None,
+    ) -> bool:
+        write = functools.partial(
+            self.store.record_epoch, epoch, metrics, lr, duration_s, best, callback_state
+        )
+        self._submit(_Write(write))
         return self.cancel_requested
 
-    def record_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        self._submit(_Write(lambda: self.store.record_checkpoint(*args, **kwargs)))
+    def record_checkpoint(
+        self,
+        epoch: int,
+        path: str,
+        monitor: str | None,
+        value: float | None,
+        is_best: bool,
+        size_bytes: int,
+    ) -> None:
+        write = functools.partial(
+            self.store.record_checkpoint, epoch, path, monitor, value, is_best, size_bytes
+        )
+        self._submit(_Write(write))
 
     def record_class_weight(self, weights: dict[int, float]) -> None:
         self._submit(_Write(lambda: self.store.record_class_weight(weights)))
 
-    def save_backup(self, write: Callable[[], Any]) -> None:
+    def save_backup(self, write: Callable[[], object]) -> None:
         self._submit(_Write(write))
 
     def flush(self) -> None:
@@ -122,7 +145,7 @@ class JobWriter:
             self._queue.append(write)
             self._cond.notify()
 
-    def call(self, write: Callable[[], Any], final: bool = False) -> Any:
+    def call(self, write: Callable[[], T], final: bool = False) -> T:
         """Runs ``write`` after everything queued, retrying it through outages; waits.
 
         Raises what ``write`` raised, or the error of a write queued before it (then
@@ -136,7 +159,7 @@ class JobWriter:
                 raise LostOwnership(self.store.job_id)
         if item.error is not None:
             raise item.error
-        return item.result
+        return cast(T, item.result)  # what ``write`` returned
 
     def close(self) -> None:
         with self._cond:
@@ -189,7 +212,7 @@ class JobWriter:
                     queued.done.set()
             self._queue = kept
 
-    def _done(self, write: _Write, result: Any) -> None:
+    def _done(self, write: _Write, result: object) -> None:
         if isinstance(result, bool):
             self.cancel_requested = self.cancel_requested or result
         self._next_beat = time.monotonic() + self.heartbeat_seconds

@@ -15,7 +15,6 @@ from models.spec import JobSpec  # noqa: E402
 from tests.factories import digits_spec  # noqa: E402
 from worker.training.augmentation import Augmenter  # noqa: E402
 from worker.training.data import load_job_data  # noqa: E402
-from worker.training.runner import _fit_inputs  # noqa: E402
 from worker.training.streaming import NpyRows, RowsDataset  # noqa: E402
 
 AUG = [
@@ -30,7 +29,7 @@ def inputs(**overrides: Any) -> tuple[dict[str, Any], Any]:
         digits_spec(**{"data.augmentation": AUG, "fit.shuffle": False, **overrides})
     )
     data = load_job_data(spec.data)
-    return _fit_inputs(data, spec), data
+    return data.train.fit_inputs(spec, data.validation), data
 
 
 def first_batch(fit_inputs: dict[str, Any]) -> np.ndarray:
@@ -78,11 +77,11 @@ def test_augmentation_of_rows_from_disk_is_seeded_with_parallel_loaders(tmp_path
         ds = RowsDataset(
             NpyRows(tmp_path / "x.npy"),
             y,
-            0,
-            96,
-            16,
-            True,
-            seed,
+            start=0,
+            stop=96,
+            batch_size=16,
+            shuffle=True,
+            seed=seed,
             workers=2,
             augment=Augmenter(
                 JobSpec.model_validate(digits_spec(**{"data.augmentation": AUG})).data.augmentation,

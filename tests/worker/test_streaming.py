@@ -26,7 +26,7 @@ def test_rows_dataset_batches_in_order_or_seeded_shuffled(tmp_path: Path) -> Non
     y = np.arange(20)
     np.save(tmp_path / "x.npy", x)
     rows = NpyRows(tmp_path / "x.npy")
-    ordered = RowsDataset(rows, y, 2, 18, batch_size=5, shuffle=False, seed=1)
+    ordered = RowsDataset(rows, y, start=2, stop=18, batch_size=5, shuffle=False, seed=1)
     assert len(ordered) == 4
     assert [list(ordered[i][1]) for i in range(4)] == [
         list(range(2, 7)),
@@ -34,8 +34,8 @@ def test_rows_dataset_batches_in_order_or_seeded_shuffled(tmp_path: Path) -> Non
         list(range(12, 17)),
         [17],
     ]
-    a = RowsDataset(rows, y, 0, 20, batch_size=20, shuffle=True, seed=1)
-    b = RowsDataset(rows, y, 0, 20, batch_size=20, shuffle=True, seed=1)
+    a = RowsDataset(rows, y, start=0, stop=20, batch_size=20, shuffle=True, seed=1)
+    b = RowsDataset(rows, y, start=0, stop=20, batch_size=20, shuffle=True, seed=1)
     first = a[0][1]
     assert np.array_equal(first, b[0][1]) and sorted(first) == list(range(20))
     assert np.array_equal(a[0][0][:, 0], 2 * first)  # inputs stay paired with labels

@@ -1,4 +1,5 @@
-"""Loads the arrays a job trains, validates and tests on."""
+"""Loads the data a job trains, validates and tests on, each part as the kind it is
+(``worker.training.inputs``: in memory, on disk, or an image folder)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,17 @@ import numpy as np
 
 from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.spec import DataRef, DataSpec
+from worker.training.inputs import Arrays, Data, DiskArrays, ImageFolder
 from worker.training.streaming import NpyRows
 
 
 @dataclass
-class Arrays:
-    x: np.ndarray
-    y: np.ndarray
-
-
-@dataclass
 class JobData:
-    train: Arrays | DiskArrays | ImageFolder
-    validation: Arrays | DiskArrays | ImageFolder | None
-    test: Arrays | DiskArrays | ImageFolder | None
+    """A job's training, validation and test data, and its number of classes."""
+
+    train: Data
+    validation: Data | None
+    test: Data | None
     n_classes: int | None  # None for real-valued targets
 
 
@@ -50,38 +48,6 @@ def load_builtin(name: str) -> Arrays:
         x = (x - x.mean(axis=0)) / np.where(std == 0, 1.0, std)
     features = x.astype(np.float32).reshape((len(x), *meta.feature_shape))
     return Arrays(features, np.asarray(bunch.target, dtype=np.int64))
-
-
-@dataclass
-class DiskArrays:
-    """An uploaded dataset too large for memory: inputs stay on disk, labels load."""
-
-    x: NpyRows
-    y: np.ndarray
-    stop: int  # rows [0, stop) of the file (``take``)
-
-
-@dataclass
-class ImageFolder:
-    """An uploaded image folder archive, read by image_dataset_from_directory."""
-
-    path: Path
-    height: int
-    width: int
-    class_names: list[str]
-    class_counts: list[int]
-
-    @property
-    def y(self) -> np.ndarray:
-        """The labels, in class order (for class counts and weights)."""
-        return np.repeat(np.arange(len(self.class_counts)), self.class_counts)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (sum(self.class_counts), self.height, self.width, 3)
-
-
-Data = Arrays | DiskArrays | ImageFolder
 
 
 def _labels(y: np.ndarray) -> np.ndarray:

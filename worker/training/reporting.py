@@ -48,7 +48,7 @@ class Sink(Protocol):
     row, so a recorded epoch always has them. ``flush`` waits for them all.
     """
 
-    def save_backup(self, write: Callable[[], Any]) -> None: ...
+    def save_backup(self, write: Callable[[], object]) -> None: ...
 
     def flush(self) -> None:
         """Waits until everything reported is written; raises what a write raised."""
@@ -133,7 +133,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         interval: float = 1.0,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        backup_callbacks: list[Any] | None = None,
+        backup_callbacks: list[keras.callbacks.Callback] | None = None,
     ) -> None:
         super().__init__()
         self.sink = sink

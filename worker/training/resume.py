@@ -66,7 +66,7 @@ def _value(variable: Any) -> Any:
     return np.array(variable)
 
 
-def snapshot(model: keras.Model, epoch: int, callbacks: list[Any]) -> Snapshot:
+def snapshot(model: keras.Model, epoch: int, callbacks: list[keras.callbacks.Callback]) -> Snapshot:
     """Takes what a resumed attempt needs after ``epoch`` (1-based) has ended."""
     arrays = {f"m{i}": _value(v) for i, v in enumerate(model.variables)}
     arrays.update({f"o{i}": _value(v) for i, v in enumerate(_optimizer_variables(model))})
@@ -176,7 +176,7 @@ def _scalar(value: Any) -> float | None:
     return out if np.isfinite(out) else None
 
 
-def callback_state(callbacks: list[Any]) -> dict[str, Any]:
+def callback_state(callbacks: list[keras.callbacks.Callback]) -> dict[str, Any]:
     """The state of the monitoring callbacks, by their index in the spec."""
     state: dict[str, Any] = {}
     for i, cb in enumerate(callbacks):
@@ -253,7 +253,9 @@ class StateRestorer(keras.callbacks.Callback):  # type: ignore[misc]
     Goes after them in the callback list.
     """
 
-    def __init__(self, callbacks: list[Any], state: dict[str, Any], snap: Snapshot) -> None:
+    def __init__(
+        self, callbacks: list[keras.callbacks.Callback], state: dict[str, Any], snap: Snapshot
+    ) -> None:
         super().__init__()
         self.targets = callbacks
         self.state = state

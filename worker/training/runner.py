@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,21 @@ from checks.catalog import output_head
 from checks.monitor import metric_directions
 from models.spec import (
     EarlyStoppingSpec,
+    FitSpec,
     JobSpec,
     ModelCheckpointSpec,
     ObjectSpec,
     RandomCropSpec,
     ReduceLROnPlateauSpec,
-    TerminateOnNaNSpec,
 )
+from models.states import JobStatus
 from worker.devices import device_names, strategy_for
 from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
-from worker.training.augmentation import (
-    Augmenter,
-    augmented_dataset,
-    crop_for_eval,
-    eval_cropper,
-)
 from worker.training.callbacks import build_callback
-from worker.training.data import (
-    Arrays,
-    Data,
-    DiskArrays,
-    ImageFolder,
-    JobData,
-    balanced_class_weight,
-    load_job_data,
-)
+from worker.training.data import JobData, balanced_class_weight, load_job_data
+from worker.training.inputs import Data, job_seed, training_rows, validation_batch_size
+from worker.training.outcome import Outcome, cancelled, fit_outcome, past_deadline
 from worker.training.reporting import (
     JobCancelled,
     MaxRuntimeExceeded,
@@ -57,39 +45,14 @@ from worker.training.reporting import (
     Sink,
 )
 from worker.training.resume import Snapshot, StateRestorer, load_backup, restore
-from worker.training.streaming import RowsDataset
 
 LOG_FILE = "train.log"
-TRACEBACK_TAIL_FRAMES = 8
-
-
-@dataclass
-class Outcome:
-    """How a run ended: ``status`` and ``stop_reason`` as the job records them."""
-
-    status: str
-    stop_reason: str
-    test_metrics: dict[str, float | None] | None = None
-    error: tuple[str, str, str] | None = None
-    history: dict[str, list[Any]] = field(default_factory=dict)
-    class_weight: dict[int, float] | None = None
 
 
 def _object(value: str | ObjectSpec, module: Any) -> Any:
     if isinstance(value, str):
         return value
     return module.deserialize({"class_name": value.class_name, "config": dict(value.config)})
-
-
-def traceback_tail(exc: BaseException) -> str:
-    """The last frames of ``exc``'s traceback and its first message line."""
-    frames = traceback.format_tb(exc.__traceback__)[-TRACEBACK_TAIL_FRAMES:]
-    first_line = (str(exc).splitlines() or [""])[0]
-    return (
-        "Traceback (most recent call last):\n"
-        + "".join(frames)
-        + (f"{type(exc).__name__}: {first_line}")
-    )
 
 
 def monitored(spec: JobSpec, has_validation: bool) -> tuple[str, str]:
@@ -149,26 +112,66 @@ def train(
     outcome is logged only once ``sink`` has written everything reported.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
-    assert spec.seed is not None, "the API records a seed in every stored spec"
-    seed_everything(spec.seed)
-
+    deadline = _deadline(spec)
+    seed_everything(job_seed(spec))
     data = load_job_data(spec.data, datasets_root, memory_budget)
+    strategy = strategy_for(spec.resources.gpus)
+    model = _compiled_model(spec, data, strategy)
+    class_weight = _class_weight(spec.fit, data)
+    if class_weight is not None:
+        sink.record_class_weight(class_weight)
+    callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
+    reporter = _reporter(spec, data, callbacks, sink, job_dir, progress_interval, deadline)
+    start = _start(model, job_dir, callbacks, reporter, spec.fit.initial_epoch, resume)
+    inputs = data.train.fit_inputs(spec, data.validation)
+    with _job_log(job_dir):
+        _announce(spec, len(data.train.y), strategy, start.note)
+        try:
+            history = model.fit(
+                **inputs,
+                **_fit_arguments(spec.fit, class_weight, start.initial_epoch),
+                callbacks=[*callbacks, *start.callbacks, reporter, *_first_batch(fitting)],
+            )
+            if reporter.stopped_by is not None:
+                raise reporter.stopped_by
+        except JobCancelled:
+            return _stopped(sink, "fitq: cancelled", cancelled(class_weight))
+        except MaxRuntimeExceeded:
+            line = f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}"
+            return _stopped(sink, line, past_deadline(spec, class_weight))
+        outcome = fit_outcome(spec, callbacks, history.history)
+        outcome.class_weight = class_weight
+        if outcome.status is JobStatus.SUCCEEDED and data.test is not None:
+            outcome.test_metrics = _test_metrics(model, data.test, spec)
+        _written(sink)
+        print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
+    return outcome
+
+
+def _deadline(spec: JobSpec) -> float | None:
+    """The ``time.monotonic()`` past which the job stops, from ``max_runtime_seconds``."""
+    limit = spec.max_runtime_seconds
+    return time.monotonic() + limit if limit else None
+
+
+def _compiled_model(
+    spec: JobSpec, data: JobData, strategy: tf.distribute.Strategy | None
+) -> keras.Model:
+    """The spec's model, built for the data's samples and targets, and compiled.
+
+    With several devices its variables are mirrored on each, and fit() splits every
+    global batch of ``fit.batch_size`` across them.
+    """
     y = data.train.y
-    shape = data.train.shape if isinstance(data.train, ImageFolder) else data.train.x.shape
     target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
     head = output_head(loss, data.n_classes, target_dim)
-    # Several devices: variables are mirrored on each, and fit() splits every global
-    # batch of fit.batch_size across them.
-    strategy = strategy_for(spec.resources.gpus)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(
             spec.model.builtin,
             spec.model.params,
             spec.model.keras_config,
-            _input_shape(tuple(shape[1:]), spec),
+            _input_shape(data.train.sample_shape, spec),
             head,
         )
         model.compile(
@@ -176,107 +179,138 @@ def train(
             loss=_object(spec.compile.loss, keras.losses),
             metrics=[_object(m, keras.metrics) for m in spec.compile.metrics],
         )
+    return model
 
-    fit = spec.fit
-    class_weight: dict[int, float] | None = None
+
+def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
+    """The samples' shape as the model sees them, after any RandomCrop."""
+    for aug in spec.data.augmentation:
+        if isinstance(aug, RandomCropSpec):
+            shape = (aug.height, aug.width, *shape[2:])
+    return shape
+
+
+def _class_weight(fit: FitSpec, data: JobData) -> dict[int, float] | None:
+    """fit()'s ``class_weight``: the spec's own, or "balanced" over the training rows."""
     if fit.class_weight == "balanced":
         assert data.n_classes is not None
-        # Keras' validation_split holds out the last fraction, before any shuffling.
-        n_fit = int(len(y) * (1 - fit.validation_split)) if fit.validation_split else len(y)
-        class_weight = balanced_class_weight(y[:n_fit], data.n_classes)
-    elif isinstance(fit.class_weight, dict):
-        class_weight = {int(k): float(v) for k, v in fit.class_weight.items()}
-    if class_weight is not None:
-        sink.record_class_weight(class_weight)
+        y = data.train.y
+        return balanced_class_weight(y[: training_rows(fit, len(y))], data.n_classes)
+    if isinstance(fit.class_weight, dict):
+        return {int(k): float(v) for k, v in fit.class_weight.items()}
+    return None
 
-    keras_callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
-    checkpoints = [cb for cb in keras_callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
-    has_validation = data.validation is not None or fit.validation_split > 0
-    initial_epoch = fit.initial_epoch
-    restorer: list[keras.callbacks.Callback] = []
-    resumed, resume_note = _resume_point(model, job_dir, fit.initial_epoch, resume)
-    reporter = ReportingCallback(
+
+def _reporter(
+    spec: JobSpec,
+    data: JobData,
+    callbacks: list[keras.callbacks.Callback],
+    sink: Sink,
+    job_dir: Path,
+    progress_interval: float,
+    deadline: float | None,
+) -> ReportingCallback:
+    """The callback that reports the job's epochs, checkpoints and progress to ``sink``."""
+    checkpoints = [cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint)]
+    has_validation = data.validation is not None or spec.fit.validation_split > 0
+    return ReportingCallback(
         sink,
         job_dir,
         checkpoints,
         monitored(spec, has_validation),
         metric_directions(spec.compile),
-        backup_callbacks=keras_callbacks,
+        backup_callbacks=callbacks,
         interval=progress_interval,
         deadline=deadline,
     )
-    if resumed is not None:
-        restore(model, resumed)
-        initial_epoch = resumed.epoch
-        state = (resume.callback_states if resume else {}).get(resumed.epoch, {})
-        restorer.append(StateRestorer(keras_callbacks, state, resumed))
-        reporter.restore_state(state.get("reporter", {}))
-        for cb in keras_callbacks:
-            if isinstance(cb, keras.callbacks.CSVLogger):
-                cb.append = True
-    inputs = _fit_inputs(data, spec)
 
-    outcome: Outcome
+
+@dataclass(frozen=True)
+class _Start:
+    """Where fit() starts: its first epoch, the callbacks that restore a resumed
+    attempt's state, and a line for the log."""
+
+    initial_epoch: int
+    callbacks: list[keras.callbacks.Callback]
+    note: str
+
+
+def _start(
+    model: keras.Model,
+    job_dir: Path,
+    callbacks: list[keras.callbacks.Callback],
+    reporter: ReportingCallback,
+    initial_epoch: int,
+    resume: Resume | None,
+) -> _Start:
+    """The spec's ``initial_epoch``; or, resuming, the epoch after the newest good
+    backup, with the model, optimizer and callback state of that epoch."""
+    resumed, note = _resume_point(model, job_dir, initial_epoch, resume)
+    if resumed is None:
+        return _Start(initial_epoch, [], note)
+    restore(model, resumed)
+    state = (resume.callback_states if resume else {}).get(resumed.epoch, {})
+    reporter.restore_state(state.get("reporter", {}))
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.CSVLogger):
+            cb.append = True
+    return _Start(resumed.epoch, [StateRestorer(callbacks, state, resumed)], note)
+
+
+def _resume_point(
+    model: keras.Model, job_dir: Path, initial_epoch: int, resume: Resume | None
+) -> tuple[Snapshot | None, str]:
+    if resume is None or not resume.last_epoch or resume.last_epoch <= initial_epoch:
+        return None, ""
+    snap = load_backup(job_dir, model, resume.last_epoch)
+    if snap is None or snap.epoch <= initial_epoch:
+        return None, f"no usable backup up to epoch {resume.last_epoch}; starting over"
+    return snap, (
+        f"resuming after epoch {snap.epoch} (the last recorded epoch is {resume.last_epoch})"
+    )
+
+
+@contextlib.contextmanager
+def _job_log(job_dir: Path) -> Iterator[None]:
+    """Sends what is printed (fitq's lines and Keras' own) to the job's log."""
     with (
         open(job_dir / LOG_FILE, "a", buffering=1, encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
     ):
-        print(f"fitq: training with seed {spec.seed} on {len(y)} samples", flush=True)
-        if strategy is not None:
-            devices = ", ".join(strategy.extended.worker_devices)
-            print(
-                f"fitq: MirroredStrategy with {strategy.num_replicas_in_sync} replicas "
-                f"({devices}); global batch {fit.batch_size or 32} (pid {os.getpid()})",
-                flush=True,
-            )
-        else:
-            print(f"fitq: training on {device_names()[0]} (pid {os.getpid()})", flush=True)
-        if resume_note:
-            print(f"fitq: {resume_note}", flush=True)
-        try:
-            history = model.fit(
-                **inputs,
-                epochs=fit.epochs,
-                verbose=fit.verbose,
-                callbacks=[*keras_callbacks, *restorer, reporter, *_first_batch(fitting)],
-                class_weight=class_weight,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=fit.steps_per_epoch,
-                validation_steps=fit.validation_steps,
-                validation_freq=fit.validation_freq,
-            )
-            if reporter.stopped_by is not None:
-                raise reporter.stopped_by
-        except JobCancelled:
-            _written(sink)
-            print("fitq: cancelled", flush=True)
-            return Outcome("cancelled", "cancelled", class_weight=class_weight)
-        except MaxRuntimeExceeded:
-            _written(sink)
-            print(f"fitq: stopped after max_runtime_seconds={spec.max_runtime_seconds}", flush=True)
-            return Outcome(
-                "failed",
-                "max_runtime",
-                class_weight=class_weight,
-                error=(
-                    "MaxRuntimeExceeded",
-                    f"the job ran past max_runtime_seconds={spec.max_runtime_seconds}",
-                    "",
-                ),
-            )
-        outcome = _outcome(spec, model, keras_callbacks, history.history)
-        outcome.class_weight = class_weight
-        if outcome.status == "succeeded" and data.test is not None:
-            result = model.evaluate(
-                **_eval_inputs(data.test, spec, fit.validation_batch_size or fit.batch_size),
-                verbose=0,
-                return_dict=True,
-            )
-            outcome.test_metrics = {k: _finite(v) for k, v in result.items()}
-            print(f"fitq: test {outcome.test_metrics}", flush=True)
-        _written(sink)
-        print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
-    return outcome
+        yield
+
+
+def _announce(
+    spec: JobSpec, n_samples: int, strategy: tf.distribute.Strategy | None, note: str
+) -> None:
+    """Logs what trains, where, and from which epoch."""
+    print(f"fitq: training with seed {spec.seed} on {n_samples} samples", flush=True)
+    if strategy is not None:
+        devices = ", ".join(strategy.extended.worker_devices)
+        print(
+            f"fitq: MirroredStrategy with {strategy.num_replicas_in_sync} replicas "
+            f"({devices}); global batch {spec.fit.batch_size or 32} (pid {os.getpid()})",
+            flush=True,
+        )
+    else:
+        print(f"fitq: training on {device_names()[0]} (pid {os.getpid()})", flush=True)
+    if note:
+        print(f"fitq: {note}", flush=True)
+
+
+def _fit_arguments(
+    fit: FitSpec, class_weight: dict[int, float] | None, initial_epoch: int
+) -> dict[str, Any]:
+    """fit()'s arguments besides its data and callbacks, as the spec gives them."""
+    return {
+        "epochs": fit.epochs,
+        "verbose": fit.verbose,
+        "class_weight": class_weight,
+        "initial_epoch": initial_epoch,
+        "steps_per_epoch": fit.steps_per_epoch,
+        "validation_steps": fit.validation_steps,
+        "validation_freq": fit.validation_freq,
+    }
 
 
 class _FirstBatch(keras.callbacks.Callback):  # type: ignore[misc]
@@ -299,6 +333,13 @@ def _first_batch(then: Callable[[], None] | None) -> list[keras.callbacks.Callba
     return [] if then is None else [_FirstBatch(then)]
 
 
+def _stopped(sink: Sink, line: str, outcome: Outcome) -> Outcome:
+    """``outcome``, for a run stopped before its end, once everything reported is written."""
+    _written(sink)
+    print(line, flush=True)
+    return outcome
+
+
 def _written(sink: Sink) -> None:
     """Waits until ``sink`` has written all the job's reports; logs a write that failed."""
     try:
@@ -311,198 +352,15 @@ def _written(sink: Sink) -> None:
         raise
 
 
-def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
-    """The samples' shape as the model sees them, after any RandomCrop."""
-    for aug in spec.data.augmentation:
-        if isinstance(aug, RandomCropSpec):
-            shape = (aug.height, aug.width, *shape[2:])
-    return shape
-
-
-def _images(
-    folder: ImageFolder, spec: JobSpec, batch_size: int, shuffle: bool, subset: str | None = None
-) -> Any:
-    """An image folder as image_dataset_from_directory reads it, pixels scaled to [0, 1]."""
-    import tensorflow as tf
-
-    assert spec.seed is not None
-    ds = keras.utils.image_dataset_from_directory(
-        folder.path,
-        labels="inferred",
-        label_mode="int",
-        class_names=folder.class_names,
-        image_size=(folder.height, folder.width),
-        batch_size=batch_size,
-        shuffle=shuffle or subset is not None,
-        seed=spec.seed,
-        validation_split=spec.fit.validation_split or None,
-        subset=subset,
-        verbose=False,
-    )
-    return ds.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _eval_inputs(arrays: Data, spec: JobSpec, batch_size: int | None) -> dict[str, Any]:
-    """Validation or test data: never augmented (center-cropped after a RandomCrop)."""
-    specs = spec.data.augmentation
-    if isinstance(arrays, ImageFolder):
-        ds = _images(arrays, spec, batch_size or 32, shuffle=False)
-        crop = eval_cropper(specs)
-        if crop is not None:
-            ds = ds.map(lambda x, y: (crop(x), y))
-        return {"x": ds.prefetch(tf.data.AUTOTUNE)}
-    if isinstance(arrays, DiskArrays):
-        seq = RowsDataset(
-            arrays.x,
-            arrays.y,
-            0,
-            arrays.stop,
-            batch_size or 32,
-            shuffle=False,
-            seed=0,
-            workers=spec.fit.workers,
-            use_multiprocessing=spec.fit.use_multiprocessing,
-            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
-        )
-        return {"x": seq}
-    return {"x": crop_for_eval(specs, arrays.x), "y": arrays.y, "batch_size": batch_size}
-
-
-def _validation_input(validation: Data | None, spec: JobSpec, batch_size: int | None) -> Any:
-    if validation is None:
-        return None
-    inputs = _eval_inputs(validation, spec, batch_size)
-    return (inputs["x"], inputs["y"]) if isinstance(validation, Arrays) else inputs["x"]
-
-
-def _fit_inputs(data: JobData, spec: JobSpec) -> dict[str, Any]:
-    """fit()'s data arguments: the arrays themselves, as a plain script passes them; with
-    augmentation, a tf.data pipeline over them; for data larger than the memory budget,
-    datasets that read it from disk."""
-    fit, specs = spec.fit, spec.data.augmentation
-    assert spec.seed is not None
-    batch = fit.batch_size or 32
-    val_batch = fit.validation_batch_size or fit.batch_size
-    train = data.train
-    if isinstance(train, ImageFolder):
-        return _image_fit_inputs(train, data, spec, batch, val_batch)
-    n = train.stop if isinstance(train, DiskArrays) else len(train.x)
-    # Keras' validation_split: the last fraction, before any shuffling.
-    n_fit = int(n * (1 - fit.validation_split)) if fit.validation_split else n
-    if not isinstance(train, DiskArrays) and not specs:
-        return {
-            "x": train.x,
-            "y": train.y,
-            "batch_size": fit.batch_size,
-            "shuffle": fit.shuffle,
-            "validation_split": fit.validation_split,
-            "validation_batch_size": fit.validation_batch_size,
-            "validation_data": _validation_input(data.validation, spec, val_batch),
-        }
-    if isinstance(train, DiskArrays):
-        x_fit: Any = RowsDataset(
-            train.x,
-            train.y,
-            0,
-            n_fit,
-            batch,
-            fit.shuffle,
-            spec.seed,
-            fit.workers,
-            fit.use_multiprocessing,
-            augment=Augmenter(specs, spec.seed).numpy if specs else None,
-        )
-        split_val: Any = RowsDataset(
-            train.x,
-            train.y,
-            n_fit,
-            n,
-            val_batch or batch,
-            False,
-            0,
-            fit.workers,
-            fit.use_multiprocessing,
-            augment=(lambda x, n: crop_for_eval(specs, x)) if specs else None,
-        )
-    else:
-        x_fit = augmented_dataset(
-            train.x[:n_fit],
-            train.y[:n_fit],
-            specs,
-            spec.seed,
-            batch,
-            fit.shuffle,
-            repeat=fit.steps_per_epoch is not None,
-        )
-        split_val = (crop_for_eval(specs, train.x[n_fit:]), train.y[n_fit:])
-    # A RowsDataset shuffles its own rows; fit() must not reorder its batches too.
-    inputs: dict[str, Any] = {"x": x_fit, "shuffle": False}
-    if fit.validation_split:
-        inputs["validation_data"] = split_val
-    else:
-        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
-    if not isinstance(inputs["validation_data"], RowsDataset) and inputs["validation_data"]:
-        inputs["validation_batch_size"] = val_batch
-    return inputs
-
-
-def _image_fit_inputs(
-    train: ImageFolder, data: JobData, spec: JobSpec, batch: int, val_batch: int | None
-) -> dict[str, Any]:
-    fit, specs = spec.fit, spec.data.augmentation
-    assert spec.seed is not None
-    subset = "training" if fit.validation_split else None
-    ds = _images(train, spec, batch, fit.shuffle, subset)
-    if specs:
-        ds = Augmenter(specs, spec.seed).map(ds)
-    inputs: dict[str, Any] = {"x": ds.prefetch(tf.data.AUTOTUNE)}
-    if fit.validation_split:
-        val = _images(train, spec, val_batch or batch, False, "validation")
-        crop = eval_cropper(specs)
-        if crop is not None:
-            val = val.map(lambda x, y: (crop(x), y))
-        inputs["validation_data"] = val.prefetch(tf.data.AUTOTUNE)
-    else:
-        inputs["validation_data"] = _validation_input(data.validation, spec, val_batch or batch)
-    return inputs
-
-
-def _resume_point(
-    model: keras.Model, job_dir: Path, initial_epoch: int, resume: Resume | None
-) -> tuple[Snapshot | None, str]:
-    if resume is None or not resume.last_epoch or resume.last_epoch <= initial_epoch:
-        return None, ""
-    snap = load_backup(job_dir, model, resume.last_epoch)
-    if snap is None or snap.epoch <= initial_epoch:
-        return None, f"no usable backup up to epoch {resume.last_epoch}; starting over"
-    return snap, (
-        f"resuming after epoch {snap.epoch} (the last recorded epoch is {resume.last_epoch})"
-    )
+def _test_metrics(model: keras.Model, test: Data, spec: JobSpec) -> dict[str, float | None]:
+    """The trained model evaluated once on the test set (None for a value not finite)."""
+    inputs = test.eval_inputs(spec, validation_batch_size(spec.fit))
+    result = model.evaluate(**inputs.evaluate_kwargs(), verbose=0, return_dict=True)
+    metrics = {k: _finite(v) for k, v in result.items()}
+    print(f"fitq: test {metrics}", flush=True)
+    return metrics
 
 
 def _finite(value: Any) -> float | None:
     out = float(np.asarray(value))
     return out if np.isfinite(out) else None
-
-
-def _outcome(
-    spec: JobSpec, model: keras.Model, callbacks: list[Any], history: dict[str, list[Any]]
-) -> Outcome:
-    losses = history.get("loss") or []
-    terminate_on_nan = any(isinstance(cb, TerminateOnNaNSpec) for cb in spec.callbacks)
-    if terminate_on_nan and losses and not np.isfinite(losses[-1]):
-        return Outcome(
-            "failed",
-            "nan_loss",
-            history=history,
-            error=(
-                "NaNLoss",
-                f"the loss became {losses[-1]} in epoch "
-                f"{spec.fit.initial_epoch + len(losses)}; TerminateOnNaN stopped training",
-                "",
-            ),
-        )
-    for cb in callbacks:
-        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
-            return Outcome("succeeded", "early_stopping", history=history)
-    return Outcome("succeeded", "completed", history=history)

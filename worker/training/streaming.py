@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -61,16 +61,21 @@ class NpyRows:
         return batch
 
 
+# Called as ``augment(x, n)`` on a batch's inputs, ``n`` being the batch's number.
+Augment = Callable[[np.ndarray, int], np.ndarray]
+
+
 class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
     """Batches of rows ``[start, stop)`` of ``x`` and ``y``, read from disk.
 
     Args:
         x: The inputs, on disk.
         y: The labels, in memory.
-        start: First row. stop: One past the last row.
         batch_size: Rows per batch.
-        shuffle: A new seeded permutation of the rows every epoch.
-        seed: Seeds the permutations.
+        start: First row. Defaults to 0.
+        stop: One past the last row. Defaults to all of ``x``.
+        shuffle: A new seeded permutation of the rows every epoch. Defaults to False.
+        seed: Seeds the permutations. Defaults to 0.
         workers: Batches loaded in parallel. Defaults to 1.
         use_multiprocessing: Load in processes rather than threads. Defaults to False.
         augment: Called as ``augment(x, n)`` on each batch as it loads, ``n`` being the
@@ -82,14 +87,15 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
         self,
         x: NpyRows,
         y: np.ndarray,
-        start: int,
-        stop: int,
+        *,
         batch_size: int,
-        shuffle: bool,
-        seed: int,
+        start: int = 0,
+        stop: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
         workers: int = 1,
         use_multiprocessing: bool = False,
-        augment: Any = None,
+        augment: Augment | None = None,
     ) -> None:
         super().__init__(
             workers=workers,
@@ -97,7 +103,7 @@ class RowsDataset(keras.utils.PyDataset):  # type: ignore[misc]
             max_queue_size=max(2, 2 * workers),
         )
         self.x, self.y = x, y
-        self.indices = np.arange(start, stop)
+        self.indices = np.arange(start, len(x) if stop is None else stop)
         self.batch_size = batch_size
         self.augment = augment
         self.shuffle = shuffle
