@@ -77,56 +77,6 @@ def _check_worker_limits(spec: JobSpec, settings: Settings, problems: Problems) 
         )
 
 
-def _builtin_layers(
-    name: str, params: Any, shape: tuple[int, ...], n_out: int
-) -> list[dict[str, Any]]:
-    """The layers a built-in architecture builds (``worker.training.architectures``)."""
-
-    def layer(cls: str, **cfg: Any) -> dict[str, Any]:
-        return {"module": "keras.layers", "class_name": cls, "config": cfg}
-
-    dropout = [layer("Dropout", rate=params.dropout)] if params.dropout else []
-    if name == "mlp":
-        hidden = [[layer("Dense", units=u), *dropout] for u in params.hidden_units]
-        return [layer("Flatten"), *sum(hidden, []), layer("Dense", units=n_out)]
-    out = [layer("Reshape", target_shape=[*shape, 1])] if len(shape) == 2 else []
-    side = min(shape[0], shape[1]) if len(shape) >= 2 else 1
-    for f in params.filters:
-        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size, padding="same"))
-        if side >= 4:
-            side //= 2
-            out.append(layer("MaxPooling2D", pool_size=2))
-    return out + [
-        layer("Flatten"),
-        layer("Dense", units=params.dense_units),
-        *dropout,
-        layer("Dense", units=n_out),
-    ]
-
-
-def _check_size(size: ModelSize, spec: JobSpec, settings: Settings, problems: Problems) -> None:
-    if size.params > settings.max_params:
-        problems.add(
-            ("model",),
-            f"the model has about {size.params:,} weights; expected at most "
-            f"{settings.max_params:,} (FITQ_MAX_PARAMS)",
-        )
-    # The largest batch one device runs: fit() splits the global batch across
-    # replicas; validation runs without gradients but may use a larger batch.
-    fit = spec.fit
-    batch = max(fit.batch_size or KERAS_BATCH_SIZE, fit.validation_batch_size or 0)
-    per_device = -(-batch // spec.resources.gpus)
-    need = size.activation_bytes(per_device)
-    if need > settings.max_activation_bytes:
-        problems.add(
-            ("model",),
-            f"a training step holds about {need:,} bytes of activations ({size.numbers:,} "
-            f"numbers a sample, {per_device} samples a device, 4 bytes each); expected at "
-            f"most {settings.max_activation_bytes:,} (FITQ_MAX_ACTIVATION_BYTES): use smaller "
-            "layers or a smaller fit.batch_size",
-        )
-
-
 def _n_classes(spec: JobSpec, infos: list[DataInfo | None]) -> int | None:
     """How many classes the labels index, when the loss reads them as classes.
 
@@ -213,6 +163,56 @@ def _check_builtin(
         n_out, _ = catalog.output_head(loss, _n_classes(spec, data), train.target_dim)
         layers = _builtin_layers(builtin, params, train.feature_shape, n_out)
         _check_size(stack_size(layers, train.feature_shape), spec, settings, problems)
+
+
+def _builtin_layers(
+    name: str, params: Any, shape: tuple[int, ...], n_out: int
+) -> list[dict[str, Any]]:
+    """The layers a built-in architecture builds (``worker.training.architectures``)."""
+
+    def layer(cls: str, **cfg: Any) -> dict[str, Any]:
+        return {"module": "keras.layers", "class_name": cls, "config": cfg}
+
+    dropout = [layer("Dropout", rate=params.dropout)] if params.dropout else []
+    if name == "mlp":
+        hidden = [[layer("Dense", units=u), *dropout] for u in params.hidden_units]
+        return [layer("Flatten"), *sum(hidden, []), layer("Dense", units=n_out)]
+    out = [layer("Reshape", target_shape=[*shape, 1])] if len(shape) == 2 else []
+    side = min(shape[0], shape[1]) if len(shape) >= 2 else 1
+    for f in params.filters:
+        out.append(layer("Conv2D", filters=f, kernel_size=params.kernel_size, padding="same"))
+        if side >= 4:
+            side //= 2
+            out.append(layer("MaxPooling2D", pool_size=2))
+    return out + [
+        layer("Flatten"),
+        layer("Dense", units=params.dense_units),
+        *dropout,
+        layer("Dense", units=n_out),
+    ]
+
+
+def _check_size(size: ModelSize, spec: JobSpec, settings: Settings, problems: Problems) -> None:
+    if size.params > settings.max_params:
+        problems.add(
+            ("model",),
+            f"the model has about {size.params:,} weights; expected at most "
+            f"{settings.max_params:,} (FITQ_MAX_PARAMS)",
+        )
+    # The largest batch one device runs: fit() splits the global batch across
+    # replicas; validation runs without gradients but may use a larger batch.
+    fit = spec.fit
+    batch = max(fit.batch_size or KERAS_BATCH_SIZE, fit.validation_batch_size or 0)
+    per_device = -(-batch // spec.resources.gpus)
+    need = size.activation_bytes(per_device)
+    if need > settings.max_activation_bytes:
+        problems.add(
+            ("model",),
+            f"a training step holds about {need:,} bytes of activations ({size.numbers:,} "
+            f"numbers a sample, {per_device} samples a device, 4 bytes each); expected at "
+            f"most {settings.max_activation_bytes:,} (FITQ_MAX_ACTIVATION_BYTES): use smaller "
+            "layers or a smaller fit.batch_size",
+        )
 
 
 def _check_fit_limits(spec: JobSpec, settings: Settings, problems: Problems) -> None:
