@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.tokens import Principal
+from checks.advice import advise
 from checks.datasets import BUILTIN_PREFIX
 from checks.validation import check_spec
 from core.errors import Conflict, NotFound, TooManyJobs
@@ -49,7 +50,8 @@ def create_job(
         existing = _keyed_job(session, key_owner, idempotency_key)
         if existing is not None:
             return _same_spec(existing, digest, idempotency_key), False
-    warnings = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    data = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    warnings = advise(spec, data)
     in_flight = (
         session.scalar(
             select(func.count())
@@ -123,7 +125,8 @@ def validate_spec(
     session: Session, spec: JobSpec, settings: Settings, principal: Principal
 ) -> list[str]:
     """The warnings a submission of ``spec`` would get; raises ``SpecError`` as it would."""
-    return check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    data = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    return advise(spec, data)
 
 
 def _dataset_info(session: Session, dataset_id: str, principal: Principal) -> dict[str, Any] | None:

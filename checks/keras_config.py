@@ -94,125 +94,144 @@ Loc = tuple[str | int, ...]
 
 def check_keras_config(config: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
     """Returns the problems found in ``config``, each with its path under ``loc``."""
-    problems: list[dict[str, Any]] = []
+    check = _ConfigCheck()
+    if check.model_keys(config, loc):
+        check.walk(config, loc, 0)
+    return check.problems
 
-    def fail(where: Loc, msg: str) -> None:
-        problems.append({"loc": list(where), "msg": msg, "type": "keras_config"})
 
-    unknown = sorted(set(config) - OBJECT_KEYS)
-    if unknown:
-        fail(
-            loc,
-            f"received keys {unknown}; expected only what model.to_json() writes: "
-            f"{sorted(OBJECT_KEYS)}",
-        )
-        return problems
-    top = config.get("class_name")
-    if not isinstance(top, str) or top not in catalog.MODEL_CLASSES:
-        fail(
-            loc + ("class_name",),
-            f"expected a Sequential or Functional model config, received class_name="
-            f"{str(top)[:60]!r}",
-        )
-        return problems
-    body = config.get("config")
-    layers = body.get("layers") if isinstance(body, dict) else None
-    if not isinstance(layers, list) or not layers:
-        fail(loc + ("config", "layers"), "expected a non-empty list of layers")
-        return problems
-    if len(layers) > MAX_LAYERS:
-        fail(
-            loc + ("config", "layers"),
-            f"received {len(layers)} layers, expected at most {MAX_LAYERS}",
-        )
+class _ConfigCheck:
+    """Walks a model config once, gathering every problem with its path."""
 
-    def walk(node: Any, where: Loc, depth: int) -> None:
+    def __init__(self) -> None:
+        self.problems: list[dict[str, Any]] = []
+
+    def fail(self, where: Loc, msg: str) -> None:
+        self.problems.append({"loc": list(where), "msg": msg, "type": "keras_config"})
+
+    def model_keys(self, config: dict[str, Any], loc: Loc) -> bool:
+        """The config is a model's with its layers; False when nothing more can be read."""
+        unknown = sorted(set(config) - OBJECT_KEYS)
+        if unknown:
+            self.fail(
+                loc,
+                f"received keys {unknown}; expected only what model.to_json() writes: "
+                f"{sorted(OBJECT_KEYS)}",
+            )
+            return False
+        top = config.get("class_name")
+        if not isinstance(top, str) or top not in catalog.MODEL_CLASSES:
+            self.fail(
+                loc + ("class_name",),
+                f"expected a Sequential or Functional model config, received class_name="
+                f"{str(top)[:60]!r}",
+            )
+            return False
+        body = config.get("config")
+        layers = body.get("layers") if isinstance(body, dict) else None
+        if not isinstance(layers, list) or not layers:
+            self.fail(loc + ("config", "layers"), "expected a non-empty list of layers")
+            return False
+        if len(layers) > MAX_LAYERS:
+            self.fail(
+                loc + ("config", "layers"),
+                f"received {len(layers)} layers, expected at most {MAX_LAYERS}",
+            )
+        return True
+
+    def walk(self, node: Any, where: Loc, depth: int) -> None:
         if depth > MAX_DEPTH:
-            fail(where, f"config nested deeper than {MAX_DEPTH} levels")
+            self.fail(where, f"config nested deeper than {MAX_DEPTH} levels")
             return
         if isinstance(node, list):
             for i, item in enumerate(node):
-                walk(item, where + (i,), depth + 1)
+                self.walk(item, where + (i,), depth + 1)
             return
         if not isinstance(node, dict):
             return
         if "class_name" in node:
-            check_object(node, where)
+            self.keras_object(node, where)
             extra = sorted(set(node) - OBJECT_KEYS)
             if extra:
-                fail(
+                self.fail(
                     where,
                     f"received keys {extra} beside class_name; expected only {sorted(OBJECT_KEYS)}",
                 )
         for key, value in node.items():
             if (key in IGNORED_KEYS and depth == 0) or key in GRAPH_KEYS:
                 continue
-            kind = named_kind(key) if isinstance(key, str) else None
-            if kind is not None:
-                check_named(kind, value, where + (key,))
-            if key in SIZE_KEYS and isinstance(value, int) and value > MAX_UNITS:
-                fail(where + (key,), f"received {key}={value}, expected at most {MAX_UNITS}")
-            if key in SHAPE_KEYS and isinstance(value, list):
-                check_shape(key, value, where + (key,))
-            walk(value, where + (key,), depth + 1)
+            self.argument(key, value, where + (key,))
+            self.walk(value, where + (key,), depth + 1)
 
-    def check_named(kind: NamedKind, value: Any, where: Loc) -> None:
+    def argument(self, key: Any, value: Any, where: Loc) -> None:
+        """A value Keras reads by its key: a name of a Keras object, a size, a shape."""
+        kind = named_kind(key) if isinstance(key, str) else None
+        if kind is not None:
+            self.named(kind, value, where)
+        if key in SIZE_KEYS and isinstance(value, int) and value > MAX_UNITS:
+            self.fail(where, f"received {key}={value}, expected at most {MAX_UNITS}")
+        if key in SHAPE_KEYS and isinstance(value, list):
+            self.shape(key, value, where)
+
+    def named(self, kind: NamedKind, value: Any, where: Loc) -> None:
         if isinstance(value, str) and kind.names:
             if value not in kind.names:
-                fail(
+                self.fail(
                     where,
                     f"received {kind.what} {value[:60]!r}, expected one of {sorted(kind.names)}",
                 )
         elif isinstance(value, dict) and kind.module is not None:
             module, cls = value.get("module"), value.get("class_name")
             if module != kind.module or not isinstance(cls, str) or cls not in kind.classes:
-                fail(
+                self.fail(
                     where,
                     f"received {str(module)[:40]}.{str(cls)[:40]}; expected one of "
                     f"{sorted(kind.classes)} from {kind.module} ({kind.what})",
                 )
         elif value is not None:
             expected = "one of " + str(sorted(kind.names)) if kind.names else "an object"
-            fail(where, f"received {str(value)[:60]}; expected a {kind.what}, {expected}, or null")
+            self.fail(
+                where, f"received {str(value)[:60]}; expected a {kind.what}, {expected}, or null"
+            )
 
-    def check_shape(key: str, value: list[Any], where: Loc) -> None:
+    def shape(self, key: str, value: list[Any], where: Loc) -> None:
         if value and all(isinstance(d, list) for d in value):
             for i, dims in enumerate(value):
-                check_shape(key, dims, where + (i,))
+                self.shape(key, dims, where + (i,))
             return
         dims = [d for d in value if d is not None and not (key == "target_shape" and d == -1)]
         if any(not isinstance(d, int) or d < 1 or d > MAX_SIDE for d in dims):
-            fail(
+            self.fail(
                 where,
                 f"received {key}={str(value)[:80]}; expected dimensions from 1 "
                 f"to {MAX_SIDE} (or null for the batch)",
             )
 
-    def check_object(node: dict[str, Any], where: Loc) -> None:
+    def keras_object(self, node: dict[str, Any], where: Loc) -> None:
+        """An object of one of Keras' own allowed classes, by its own name."""
         cls, module = node.get("class_name"), node.get("module")
         registered = node.get("registered_name")
         allowed = MODULE_CLASSES.get(module) if isinstance(module, str) else None
         if allowed is None or not isinstance(cls, str) or cls not in allowed:
-            fail(
+            self.fail(
                 where,
                 f"received {str(module)[:60]}.{str(cls)[:60]}, which is not one of Keras' "
                 "own layers, initializers, regularizers or constraints that fitq allows "
                 "(Lambda and custom objects are refused)",
             )
         elif registered not in (None, cls):
-            fail(
+            self.fail(
                 where + ("registered_name",),
                 f"received registered_name={str(registered)[:60]!r}, expected null or {cls!r}",
             )
         elif cls in DTYPE_POLICIES:
-            policy = node.get("config")
-            name = policy.get("name") if isinstance(policy, dict) else None
-            if not isinstance(name, str) or name not in catalog.DTYPES:
-                fail(
-                    where + ("config", "name"),
-                    f"received dtype policy {str(name)[:60]!r}, expected one of "
-                    f"{sorted(catalog.DTYPES)}",
-                )
+            self.dtype_policy(node.get("config"), where)
 
-    walk(config, loc, 0)
-    return problems
+    def dtype_policy(self, policy: Any, where: Loc) -> None:
+        name = policy.get("name") if isinstance(policy, dict) else None
+        if not isinstance(name, str) or name not in catalog.DTYPES:
+            self.fail(
+                where + ("config", "name"),
+                f"received dtype policy {str(name)[:60]!r}, expected one of "
+                f"{sorted(catalog.DTYPES)}",
+            )

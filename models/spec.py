@@ -1,14 +1,18 @@
 """The job spec: a ``model.fit()`` call written down as data.
 
 Field names, defaults and constraints are Keras' own wherever Keras has them. The
-schema here catches wrong types and values; ``checks.validation`` then checks what
-needs the whole spec (metric names, shapes, placeholders) before anything is queued.
+schema here refuses everything the spec alone shows to be wrong: wrong types and
+values, and fields that disagree with each other (``initial_epoch`` past ``epochs``,
+validation data and ``validation_split`` together, file names a callback could not
+write), each error at its field's path. ``checks.validation`` then checks what needs
+more than the spec (the allowlist of Keras objects, the data's shapes and labels, the
+service's limits) before anything is queued.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -17,11 +21,14 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Strict,
+    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from models.file_names import name_problems, placeholders
 
 Mode = Literal["auto", "min", "max"]
 # Strict: JSON ``true`` is not the number 1.
@@ -43,6 +50,12 @@ def _verbosity(value: Any) -> Any:
 Verbosity = Annotated[Literal["auto"] | Literal[0, 1, 2], BeforeValidator(_verbosity)]
 
 
+# fit()'s batch_size when the spec leaves it null, as Keras.
+KERAS_BATCH_SIZE = 32
+CHECKPOINT_SUFFIXES = (".keras",)
+WEIGHTS_SUFFIXES = (".weights.h5",)
+CSV_NOT_SUFFIXES = (".keras", ".h5")
+
 # The queue a job goes to when its spec names none.
 DEFAULT_QUEUE = "default"
 # Queue names allow [A-Za-z0-9_.-] (as kombu's filesystem transport does); jobs that need
@@ -53,6 +66,30 @@ ROUTED_SUFFIX = ".gpus"
 class _Strict(BaseModel):
     # NaN and infinity would be stored as null; refuse them at the door.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Problem(NamedTuple):
+    """One problem a validator found."""
+
+    loc: tuple[str | int, ...]  # the path inside the model validated
+    msg: str
+    got: Any  # the value refused
+
+
+def _refuse(problems: list[Problem]) -> None:
+    """Raises the problems a validator found as one error, each at its own path.
+
+    pydantic puts each path under the validated model's own, so a validator of the
+    whole spec can name ``fit.validation_split`` or ``callbacks.0.filepath``.
+    """
+    if problems:
+        raise ValidationError.from_exception_data(
+            "JobSpec",
+            [
+                InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=got)
+                for loc, msg, got in problems
+            ],
+        )
 
 
 class ModelSpec(_Strict):
@@ -255,6 +292,49 @@ class FitSpec(_Strict):
     workers: PositiveInt = 1
     use_multiprocessing: bool = False
 
+    @model_validator(mode="after")
+    def _epochs_agree(self) -> FitSpec:
+        epochs, freq = self.epochs, self.validation_freq
+        problems: list[Problem] = []
+        if self.initial_epoch >= epochs:
+            problems.append(
+                Problem(
+                    ("initial_epoch",),
+                    f"received initial_epoch={self.initial_epoch} with epochs={epochs}; "
+                    "expected initial_epoch < epochs (epochs is the index of the last epoch, "
+                    "not a count)",
+                    self.initial_epoch,
+                )
+            )
+        if isinstance(freq, int) and freq > epochs:
+            problems.append(
+                Problem(
+                    ("validation_freq",),
+                    f"received {freq}, which is beyond epochs={epochs}; validation would never run",
+                    freq,
+                )
+            )
+        elif freq == []:
+            problems.append(
+                Problem(
+                    ("validation_freq",),
+                    "expected a positive integer or a non-empty list of epochs",
+                    freq,
+                )
+            )
+        elif isinstance(freq, list):
+            problems += [
+                Problem(
+                    ("validation_freq", i),
+                    f"received epoch {epoch}, expected 1..{epochs} (epochs are 1-based)",
+                    epoch,
+                )
+                for i, epoch in enumerate(freq)
+                if epoch > epochs
+            ]
+        _refuse(problems)
+        return self
+
 
 class EarlyStoppingSpec(_Strict):
     """``keras.callbacks.EarlyStopping``, with its arguments and defaults."""
@@ -289,6 +369,21 @@ class ModelCheckpointSpec(_Strict):
     save_freq: Literal["epoch"] | PositiveInt = "epoch"
     initial_value_threshold: float | None = None
 
+    def filepath_problems(self) -> list[str]:
+        """What is wrong with ``filepath``, whatever metrics the model logs."""
+        suffixes = WEIGHTS_SUFFIXES if self.save_weights_only else CHECKPOINT_SUFFIXES
+        problems = name_problems(self.filepath, suffixes)
+        try:
+            names = placeholders(self.filepath)
+        except ValueError:
+            return problems
+        if self.save_freq != "epoch" and any(n != "epoch" for n in names):
+            problems.append(
+                "with save_freq in batches only {epoch} is filled in; metric placeholders "
+                "need save_freq='epoch'"
+            )
+        return problems
+
 
 class TensorBoardSpec(_Strict):
     """``keras.callbacks.TensorBoard``; ``log_dir`` is always the job's ``tensorboard/``."""
@@ -322,6 +417,20 @@ class CSVLoggerSpec(_Strict):
     filename: str = Field(default="training.csv", min_length=1, max_length=100)
     separator: str = Field(default=",", min_length=1, max_length=1)
     append: bool = False
+
+    def filename_problems(self) -> list[str]:
+        """What is wrong with ``filename``: the checkpoint rules, without placeholders."""
+        problems = name_problems(self.filename)
+        try:
+            names = placeholders(self.filename)
+        except ValueError:
+            names = []
+        problems += [
+            f"placeholder {{{n}}} names nothing Keras logs; expected one of []" for n in names
+        ]
+        if self.filename.endswith(CSV_NOT_SUFFIXES):
+            problems.append("expected a CSV file name")
+        return problems
 
 
 class TerminateOnNaNSpec(_Strict):
@@ -399,6 +508,77 @@ class JobSpec(_Strict):
         if self.resources == ResourcesSpec():
             data.pop("resources", None)
         return data
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether fit() validates: with validation data or with a validation split."""
+        return self.data.validation is not None or self.fit.validation_split > 0
+
+    @field_validator("callbacks")
+    @classmethod
+    def _callbacks_write_apart(cls, callbacks: list[CallbackSpec]) -> list[CallbackSpec]:
+        problems: list[Problem] = []
+        writers: set[str] = set()
+        for i, cb in enumerate(callbacks):
+            if isinstance(cb, ModelCheckpointSpec):
+                problems += [
+                    Problem((i, "filepath"), m, cb.filepath) for m in cb.filepath_problems()
+                ]
+            if isinstance(cb, CSVLoggerSpec):
+                problems += [
+                    Problem((i, "filename"), m, cb.filename) for m in cb.filename_problems()
+                ]
+            if isinstance(cb, (TensorBoardSpec, CSVLoggerSpec)):
+                if cb.type in writers:
+                    msg = f"{cb.type} appears more than once; its files would collide"
+                    problems.append(Problem((i,), msg, cb.model_dump()))
+                writers.add(cb.type)
+        _refuse(problems)
+        return callbacks
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> JobSpec:
+        fit = self.fit
+        problems: list[Problem] = []
+        if self.data.validation is not None and fit.validation_split:
+            problems.append(
+                Problem(
+                    ("fit", "validation_split"),
+                    "give validation data or validation_split, not both (Keras uses "
+                    "validation data and ignores the split)",
+                    fit.validation_split,
+                )
+            )
+        batch, gpus = fit.batch_size or KERAS_BATCH_SIZE, self.resources.gpus
+        if gpus > 1 and batch < gpus:
+            problems.append(
+                Problem(
+                    ("fit", "batch_size"),
+                    f"received batch_size={batch} for resources.gpus={gpus}; the batch is "
+                    f"global, split across the {gpus} replicas, so expected at least {gpus}",
+                    batch,
+                )
+            )
+        problems += self._val_placeholders_filled()
+        _refuse(problems)
+        return self
+
+    def _val_placeholders_filled(self) -> list[Problem]:
+        """``val_*`` placeholders need a validation every epoch, or save_best_only."""
+        if self.fit.validation_freq == 1:
+            return []
+        return [
+            Problem(
+                ("callbacks", i, "filepath"),
+                "val_* placeholders are only filled on epochs that validate; with "
+                "validation_freq other than 1, set save_best_only or drop them",
+                cb.filepath,
+            )
+            for i, cb in enumerate(self.callbacks)
+            if isinstance(cb, ModelCheckpointSpec)
+            and not cb.save_best_only
+            and any(n.startswith("val_") for n in placeholders(cb.filepath))
+        ]
 
     @field_validator("queue")
     @classmethod

@@ -6,12 +6,19 @@ from typing import Any
 
 import pytest
 
+from checks.advice import advise
 from checks.validation import check_spec
 from core.settings import Settings
 from models.spec import JobSpec
 from tests.factories import digits_spec
 
 IMBALANCED = {"x": [[float(i)] for i in range(40)], "y": [0] * 32 + [1] * 8}
+
+
+def _advice(spec: dict[str, Any]) -> list[str]:
+    """The warnings a submission of ``spec`` gets, once its checks pass."""
+    job = JobSpec.model_validate(spec)
+    return advise(job, check_spec(job, Settings()))
 
 
 @pytest.mark.parametrize(
@@ -33,12 +40,12 @@ IMBALANCED = {"x": [[float(i)] for i in range(40)], "y": [0] * 32 + [1] * 8}
     ],
 )
 def test_warning(overrides: dict[str, Any], expected: str) -> None:
-    warnings = check_spec(JobSpec.model_validate(digits_spec(**overrides)), Settings())
+    warnings = _advice(digits_spec(**overrides))
     assert any(expected in w for w in warnings), warnings
 
 
 def test_a_sound_spec_gets_no_warning() -> None:
-    assert check_spec(JobSpec.model_validate(digits_spec()), Settings()) == []
+    assert _advice(digits_spec()) == []
 
 
 def test_balanced_or_explicit_class_weight_silences_the_imbalance_warning() -> None:
@@ -46,4 +53,4 @@ def test_balanced_or_explicit_class_weight_silences_the_imbalance_warning() -> N
         spec = digits_spec(
             **{"data.train": IMBALANCED, "data.validation": ..., "fit.class_weight": weights}
         )
-        assert check_spec(JobSpec.model_validate(spec), Settings()) == []
+        assert _advice(spec) == []
