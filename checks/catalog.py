@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from models.spec import ObjectSpec
+
 OPTIMIZERS = {
     "adam": "Adam",
     "adamw": "AdamW",
@@ -313,3 +315,12 @@ METRIC_DIRECTIONS: dict[str, Literal["min", "max"]] = {
     "Precision": "max",
     "Recall": "max",
 }
+
+
+def logged_name(metric: str | ObjectSpec) -> str | None:
+    """The key a compiled metric logs under: its identifier, or its config's ``name``,
+    or its class's default name; None for a class the allowlist does not hold."""
+    if isinstance(metric, str):
+        return metric
+    name = metric.config.get("name") or METRIC_CLASSES.get(metric.class_name)
+    return name if isinstance(name, str) else None

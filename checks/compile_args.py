@@ -27,15 +27,8 @@ def loss_name(spec: JobSpec) -> str:
 
 def log_keys(spec: JobSpec) -> list[str]:
     """The keys Keras will put in the epoch logs: ``loss`` and the compiled metrics."""
-    keys = ["loss"]
-    for metric in spec.compile.metrics:
-        if isinstance(metric, str):
-            keys.append(metric)
-        else:
-            name = metric.config.get("name") or catalog.METRIC_CLASSES.get(metric.class_name)
-            if isinstance(name, str):
-                keys.append(name)
-    return keys
+    names = (catalog.logged_name(metric) for metric in spec.compile.metrics)
+    return ["loss", *(name for name in names if name is not None)]
 
 
 def check_compile(

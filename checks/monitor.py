@@ -33,14 +33,10 @@ def metric_directions(compile_spec: CompileSpec) -> dict[str, Direction]:
     """
     found: dict[str, Direction] = {"loss": "min"}
     for metric in compile_spec.metrics:
-        name: object
-        if isinstance(metric, str):
-            name, key = metric, metric
-        else:
-            default = catalog.METRIC_CLASSES.get(metric.class_name)
-            name, key = metric.config.get("name") or default, metric.class_name
+        name = catalog.logged_name(metric)
+        key = metric if isinstance(metric, str) else metric.class_name
         way = catalog.METRIC_DIRECTIONS.get(key)
-        if isinstance(name, str) and way is not None:
+        if name is not None and way is not None:
             found[name] = way
     return found
 

@@ -30,8 +30,17 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 BUILT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OWN_PACKAGES = {
-    "api", "worker", "models", "core", "queueing", "checks", "storage", "dispatcher",
-    "migrations", "fitq", "tests",
+    "api",
+    "worker",
+    "models",
+    "core",
+    "queueing",
+    "checks",
+    "storage",
+    "dispatcher",
+    "migrations",
+    "fitq",
+    "tests",
 }
 # Loaded here only because this environment has them; nothing needs them: the venv's
 # setuptools hook (a .pth file), pygments, which mako (alembic's templates) uses when

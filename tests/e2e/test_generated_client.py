@@ -90,6 +90,7 @@ def test_every_endpoint_is_in_the_client_and_a_job_runs_through_it(
     assert job.status == "succeeded", json.dumps(job.to_dict())[-2000:]
     metrics = jobs["get_metrics"].sync(submitted.id, client=client, after_epoch=0)
     assert [row.epoch for row in metrics.items] == [1, 2]
-    assert metrics.items[1].metrics.to_dict()["loss"] == service.metrics(submitted.id)[1][
-        "metrics"
-    ]["loss"]
+    assert (
+        metrics.items[1].metrics.to_dict()["loss"]
+        == service.metrics(submitted.id)[1]["metrics"]["loss"]
+    )
