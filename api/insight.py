@@ -19,6 +19,7 @@ from typing import Any
 
 from checks.monitor import Direction, direction, improves, metric_directions
 from models.spec import CompileSpec
+from models.states import FINISHED, JobStatus, StopReason
 
 # Validations after the best one, all worse, before a rise counts as overfitting.
 RISE_VALIDATIONS = 3
@@ -92,9 +93,9 @@ def analyse(
         insight.best_epoch, insight.best_value = best.get("epoch"), best.get("value")
     early = _early_stopping(spec)
     if early is not None and epochs:
-        if stop_reason == "early_stopping":
+        if stop_reason == StopReason.EARLY_STOPPING:
             insight.early_stopping_epoch = epochs[-1].epoch
-        if early.get("restore_best_weights") and status in ("succeeded", "cancelled", "failed"):
+        if early.get("restore_best_weights") and status in FINISHED:
             insight.final_weights_epoch = _restored_epoch(spec, early, epochs)
     divergence = _divergence(epochs)
     if divergence is not None:
@@ -104,7 +105,7 @@ def analyse(
         if overfitting is not None:
             insight.overfitting_epoch = overfitting.epoch
             insight.findings.append(overfitting)
-        if status == "succeeded" and overfitting is None:
+        if status == JobStatus.SUCCEEDED and overfitting is None:
             underfitting = _underfitting(epochs, stop_reason)
             if underfitting is not None:
                 insight.findings.append(underfitting)
@@ -265,7 +266,7 @@ def _underfitting(epochs: Sequence[Epoch], stop_reason: str | None) -> Finding |
     rate = change / WINDOW
     val = _series(epochs, "val_loss")
     val_improving = not val or min(val, key=lambda p: p[1])[0] in {e for e, _ in val[-2:]}
-    if stop_reason == "completed" and rate > STILL_LEARNING_RATE and val_improving:
+    if stop_reason == StopReason.COMPLETED and rate > STILL_LEARNING_RATE and val_improving:
         return Finding(
             "underfitting",
             losses[-WINDOW][0],

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from models.states import JobStatus, StopReason
 from models.tables import Job
 
 # Responses are read from rows: ``JobOut.model_validate(job)``, ``EpochOut.model_validate(row)``.
@@ -130,8 +131,8 @@ class JobOut(BaseModel):
     id: str
     name: str | None
     queue: str
-    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
-    stop_reason: str | None = Field(
+    status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled.")
+    stop_reason: StopReason | None = Field(
         description="completed, early_stopping, cancelled, max_runtime, nan_loss or error."
     )
     spec: dict[str, Any] = Field(description="The stored spec, with the seed filled in.")

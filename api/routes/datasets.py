@@ -16,7 +16,8 @@ from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import ERRORS, FROM_ROWS
 from api.tokens import Principal
 from core.errors import NotFound
-from models.tables import QUEUED, RUNNING, Dataset, Job, JobDataset
+from models.states import JobStatus
+from models.tables import Dataset, Job, JobDataset
 from storage.images import store_images
 from storage.uploads import UploadError, dataset_dir, store_npz
 
@@ -146,7 +147,10 @@ def delete_dataset(
     users = session.scalars(
         select(Job.id)
         .join(JobDataset, JobDataset.job_id == Job.id)
-        .where(JobDataset.dataset_id == dataset_id, Job.status.in_((QUEUED, RUNNING)))
+        .where(
+            JobDataset.dataset_id == dataset_id,
+            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+        )
     ).all()
     if users:
         raise HTTPException(

@@ -34,7 +34,8 @@ from api.job_view import job_out
 from api.schemas import ERRORS, CheckpointOut, EpochOut
 from api.tokens import Principal
 from core.settings import Settings
-from models.tables import FINISHED, Checkpoint, EpochMetric, Job
+from models.states import FINISHED
+from models.tables import Checkpoint, EpochMetric, Job
 
 
 def _json_error(description: str) -> dict[str, Any]:

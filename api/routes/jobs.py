@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -29,11 +29,11 @@ from api.schemas import (
 )
 from core.errors import NotFound
 from models.spec import JobSpec
+from models.states import JobStatus
 from models.tables import Checkpoint, EpochMetric, JobEvent
 from queueing.broker import publish_job
 
 MAX_INT = 2**31 - 1
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 log = logging.getLogger("fitq.api")
 LOG_TAIL_BYTES = 256 * 1024
@@ -109,7 +109,7 @@ def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
     request: Request,
-    status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     queue: Annotated[str | None, Query(max_length=64)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
 from api.schemas import ERRORS, FROM_ROWS, ErrorOut, With
-from models.tables import RUNNING, Job, Worker, utcnow
+from models.states import JobStatus
+from models.tables import Job, Worker, utcnow
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=ERRORS)
 
@@ -67,7 +68,7 @@ def list_workers(session: SessionDep, settings: SettingsDep, principal: Principa
     alive_since = utcnow() - dt.timedelta(seconds=settings.lease_seconds)
     jobs = {
         job.worker: job
-        for job in session.scalars(select(Job).where(Job.status == RUNNING))
+        for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
         if job.worker
     }
     items = [
