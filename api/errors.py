@@ -56,13 +56,7 @@ def _echo(error: dict[str, Any]) -> dict[str, Any]:
 def _paths(request: Request) -> list[tuple[str, str]]:
     """The server's folders, longest first, and the names they read as in answers."""
     settings = getattr(request.app.state, "settings", None)
-    if settings is None:
-        return []
-    named = [
-        (str(settings.resolved_artifacts_dir), "$FITQ_ARTIFACTS_DIR"),
-        (str(settings.resolved_data_dir), "$FITQ_DATA_DIR"),
-    ]
-    return sorted(named, key=lambda pair: -len(pair[0]))
+    return [] if settings is None else settings.folder_names()
 
 
 def bounded(detail: Any, paths: list[tuple[str, str]]) -> Any:

@@ -163,6 +163,20 @@ class Settings(BaseSettings):
             return self.artifacts_dir.expanduser().resolve()
         return self.resolved_data_dir / "artifacts"
 
+    def folder_names(self) -> list[tuple[str, str]]:
+        """The server's folders, longest first, and the names users see them by."""
+        named = [
+            (str(self.resolved_artifacts_dir), "$FITQ_ARTIFACTS_DIR"),
+            (str(self.resolved_data_dir), "$FITQ_DATA_DIR"),
+        ]
+        return sorted(named, key=lambda pair: -len(pair[0]))
+
+    def hide_paths(self, text: str) -> str:
+        """``text`` with the server's folders written as their settings' names."""
+        for path, name in self.folder_names():
+            text = text.replace(path, name)
+        return text
+
     def auth_enabled(self, host: str) -> bool:
         """Whether the API at ``host`` requires tokens (on beyond loopback by default)."""
         if self.auth is not None:

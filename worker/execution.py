@@ -86,7 +86,7 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         return "requeued"
     except Exception as exc:  # noqa: BLE001 - every training error fails the job, recorded
         log.exception("job %s failed", job_id)
-        return _failed(store, writer, exc)
+        return _failed(store, writer, exc, settings)
     finally:
         writer.close()
 
@@ -115,15 +115,23 @@ def _train(
             outcome.status,
             outcome.stop_reason,
             test_metrics=outcome.test_metrics,
-            error=outcome.error,
+            error=_shown(outcome.error, settings),
         )
     )
     return outcome.status
 
 
-def _failed(store: JobStore, writer: JobWriter, exc: Exception) -> str:
+def _shown(error: tuple[str, str, str] | None, settings: Settings) -> tuple[str, str, str] | None:
+    """An error as the job shows it: the server's folders by name, not by path."""
+    if error is None:
+        return None
+    kind, message, trace = error
+    return kind, settings.hide_paths(message), settings.hide_paths(trace)
+
+
+def _failed(store: JobStore, writer: JobWriter, exc: Exception, settings: Settings) -> str:
     """Records the job ``failed`` with ``exc``, after every report queued before it."""
-    error = (type(exc).__name__, clip(str(exc)), traceback_tail(exc))
+    error = _shown((type(exc).__name__, clip(str(exc)), traceback_tail(exc)), settings)
     try:
         writer.call(
             lambda: store.finish(JobStatus.FAILED, StopReason.ERROR, error=error), final=True
