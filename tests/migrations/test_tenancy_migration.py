@@ -139,7 +139,8 @@ def test_token_names_are_bounded_and_printable(tmp_path: Path, name: str) -> Non
 
 
 def test_stored_class_histograms_past_the_cap_give_way_to_the_range(at_0006: Backend) -> None:
-    hostile = {"n_samples": 2, "n_classes": 5000, "class_counts": [0, 1] + [0] * 4997 + [1]}
+    # Past FITQ_MAX_LABEL_CLASSES (8192 by default).
+    hostile = {"n_samples": 2, "n_classes": 10000, "class_counts": [0, 1] + [0] * 9997 + [1]}
     small = {"n_samples": 3, "n_classes": 2, "class_counts": [1, 2]}
     images = {"n_samples": 2000, "class_names": [f"c{i}" for i in range(2000)]}
     images |= {"n_classes": 2000, "class_counts": [1] * 2000}
@@ -171,7 +172,7 @@ def test_stored_class_histograms_past_the_cap_give_way_to_the_range(at_0006: Bac
         "n_classes": None,
         "class_counts": None,
         "y_min": 1,
-        "y_max": 4999,
+        "y_max": 9999,
     }
     assert after["a" * 32]["validation"] == small
     assert after["b" * 32] == rows["b" * 32] and after["c" * 32] == rows["c" * 32]
