@@ -142,7 +142,7 @@ def test_final_weights_epoch_matches_what_keras_restored(digits: Any) -> None:
         digits, units=[512, 512], train=60, batch_size=4, epochs=40, callbacks=[callback]
     )
     assert len(rows) < 40, "EarlyStopping must stop this run"
-    spec = {"callbacks": [early]}
+    spec = {**NO_CALLBACKS, "callbacks": [early]}
     insight = analyse(spec, rows, "succeeded", "early_stopping")
     assert insight.early_stopping_epoch == len(rows)
     assert insight.final_weights_epoch == callback.best_epoch + 1
