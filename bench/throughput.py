@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from typing_extensions import override
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -191,9 +192,11 @@ def child(args: argparse.Namespace) -> int:
     marks: list[tuple[float, float, float]] = []  # (wall, system busy, own tree CPU)
 
     class Timer(keras.callbacks.Callback):  # type: ignore[misc]
+        @override
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
 
+        @override
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
 

@@ -18,6 +18,7 @@ BIN = Path(sys.executable).parent
     "command",
     [
         ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
         ["mypy"],
     ],
 )
