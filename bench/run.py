@@ -370,6 +370,7 @@ def service_digits(svc: BenchService, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# long: one timed scenario whose steps share the running service
 def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
     svc = BenchService.in_folder(work / "service")
     log("starting the API and one worker (embedded SQLite + filesystem broker)")
@@ -779,6 +780,7 @@ def verdict(ok: bool, busy: float | None = None) -> str:
     return text
 
 
+# long: renders one report section; its lines read in order
 def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], list[str], float]:
     """Part 3's table row, detail lines and added fraction.
 
@@ -926,6 +928,7 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], li
     return row, details, added
 
 
+# long: renders the whole benchmark report; its lines read in order
 def summarize(
     m: dict[str, str],
     svc: dict[str, Any],
@@ -1100,6 +1103,7 @@ def summarize(
     return "\n".join(lines), figures
 
 
+# long: command-line options and the benchmark steps in order
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
