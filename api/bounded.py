@@ -191,50 +191,65 @@ def check_yaml(text: str, bounds: Bounds) -> None:
     keeps the nodes, characters and height below it, each anchor what it stood for
     when it closed, and each alias adds its anchor's all over again.
     """
-    tally = _Tally(bounds, "YAML")
-    anchors: dict[str, tuple[int, int, int]] = {}  # nodes, characters, height
-    frames: list[list[Any]] = []  # per open collection: nodes, characters, height, anchor
+    walk = _YamlWalk(_Tally(bounds, "YAML"))
+    for count, event in enumerate(yaml.parse(text, Loader=Loader), 1):
+        if count % YIELD_EVERY == 0:
+            _yield()
+        walk.event(event)
 
-    def absorb(nodes: int, chars: int, height: int) -> None:
-        if frames:
-            top = frames[-1]
+
+class _YamlWalk:
+    """What ``check_yaml`` keeps between events: the open collections and the anchors."""
+
+    def __init__(self, tally: _Tally) -> None:
+        self.tally = tally
+        self.anchors: dict[str, tuple[int, int, int]] = {}  # nodes, characters, height
+        self.frames: list[list[Any]] = []  # per open collection: nodes, chars, height, anchor
+
+    def event(self, event: Any) -> None:
+        if isinstance(event, yaml.ScalarEvent):
+            self.scalar(event)
+        elif isinstance(event, yaml.AliasEvent):
+            self.alias(event)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            self.tally.add(1, 0, len(self.frames) + 1)
+            self.frames.append([1, 0, 0, event.anchor])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            nodes, chars, height, anchor = self.frames.pop()
+            if anchor is not None:
+                self.anchors[anchor] = (nodes, chars, height + 1)
+            self.absorb(nodes, chars, height + 1)
+        elif isinstance(event, yaml.DocumentStartEvent):
+            self.anchors.clear()
+
+    def scalar(self, event: Any) -> None:
+        value: str = event.value
+        if len(value) > MAX_NUMBER_CHARS:
+            _refuse_long_number(value, event.tag, event.style, event.implicit)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (1, len(value), 0)
+        self.leaf(1, len(value), 0)
+
+    def alias(self, event: Any) -> None:
+        if any(frame[3] == event.anchor for frame in self.frames):
+            raise unprocessable(
+                "yaml_invalid",
+                f"the alias *{clip(str(event.anchor), 100)} refers to a list or map "
+                "that holds it; expected no cycles (JSON cannot hold one)",
+            )
+        # An unknown alias counts as one node; the loader then reports it.
+        self.leaf(*self.anchors.get(event.anchor or "", (1, 0, 0)))
+
+    def absorb(self, nodes: int, chars: int, height: int) -> None:
+        if self.frames:
+            top = self.frames[-1]
             top[0] += nodes
             top[1] += chars
             top[2] = max(top[2], height)
 
-    def leaf(nodes: int, chars: int, height: int) -> None:
-        tally.add(nodes, chars, len(frames) + height)
-        absorb(nodes, chars, height)
-
-    for count, event in enumerate(yaml.parse(text, Loader=Loader), 1):
-        if count % YIELD_EVERY == 0:
-            _yield()
-        if isinstance(event, yaml.ScalarEvent):
-            value: str = event.value
-            if len(value) > MAX_NUMBER_CHARS:
-                _refuse_long_number(value, event.tag, event.style, event.implicit)
-            if event.anchor is not None:
-                anchors[event.anchor] = (1, len(value), 0)
-            leaf(1, len(value), 0)
-        elif isinstance(event, yaml.AliasEvent):
-            if any(frame[3] == event.anchor for frame in frames):
-                raise unprocessable(
-                    "yaml_invalid",
-                    f"the alias *{clip(str(event.anchor), 100)} refers to a list or map "
-                    "that holds it; expected no cycles (JSON cannot hold one)",
-                )
-            # An unknown alias counts as one node; the loader then reports it.
-            leaf(*anchors.get(event.anchor or "", (1, 0, 0)))
-        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            tally.add(1, 0, len(frames) + 1)
-            frames.append([1, 0, 0, event.anchor])
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            nodes, chars, height, anchor = frames.pop()
-            if anchor is not None:
-                anchors[anchor] = (nodes, chars, height + 1)
-            absorb(nodes, chars, height + 1)
-        elif isinstance(event, yaml.DocumentStartEvent):
-            anchors.clear()
+    def leaf(self, nodes: int, chars: int, height: int) -> None:
+        self.tally.add(nodes, chars, len(self.frames) + height)
+        self.absorb(nodes, chars, height)
 
 
 def _refuse_long_number(

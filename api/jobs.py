@@ -52,6 +52,36 @@ def create_job(
             return _same_spec(existing, digest, idempotency_key), False
     data = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
     warnings = advise(spec, data)
+    _check_in_flight(session, settings, principal)
+    job = _new_job(spec, principal, warnings, idempotency_key, digest)
+    used = {
+        ref.dataset
+        for ref in (spec.data.train, spec.data.validation, spec.data.test)
+        if ref is not None and ref.dataset and not ref.dataset.startswith(BUILTIN_PREFIX)
+    }
+    session.add(job)
+    session.add(
+        JobEvent(
+            job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=job.created_at
+        )
+    )
+    try:
+        session.flush()
+        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _keyed_job(session, key_owner, idempotency_key)
+        if existing is None:
+            raise
+        return _same_spec(existing, digest, idempotency_key), False
+    return job, True
+
+
+def _check_in_flight(session: Session, settings: Settings, principal: Principal) -> None:
+    """Raises ``TooManyJobs`` when the owner has ``max_jobs_in_flight`` queued and running."""
     in_flight = (
         session.scalar(
             select(func.count())
@@ -69,11 +99,21 @@ def create_job(
             f"{settings.max_jobs_in_flight} (FITQ_MAX_JOBS_IN_FLIGHT) are allowed; "
             "wait for some to finish"
         )
+
+
+def _new_job(
+    spec: JobSpec,
+    principal: Principal,
+    warnings: list[str],
+    idempotency_key: str | None,
+    digest: str,
+) -> Job:
+    """The queued job row for ``spec``, its seed drawn if the spec has none."""
     stored = spec.model_copy(
         update={"seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31)}
     )
     now = utcnow()
-    job = Job(
+    return Job(
         id=uuid.uuid4().hex,
         owner=principal.owner,
         name=spec.name,
@@ -82,7 +122,7 @@ def create_job(
         spec=stored.model_dump(mode="json"),
         warnings=warnings,
         idempotency_key=idempotency_key,
-        idempotency_owner=key_owner if idempotency_key is not None else None,
+        idempotency_owner=(principal.owner or "") if idempotency_key is not None else None,
         spec_hash=digest,
         created_at=now,
         updated_at=now,
@@ -90,28 +130,6 @@ def create_job(
         attempts=0,
         cancel_requested=False,
     )
-    used = {
-        ref.dataset
-        for ref in (spec.data.train, spec.data.validation, spec.data.test)
-        if ref is not None and ref.dataset and not ref.dataset.startswith(BUILTIN_PREFIX)
-    }
-    session.add(job)
-    session.add(
-        JobEvent(job_id=job.id, kind="created", message=f"queued on {spec.queue!r}", at=now)
-    )
-    try:
-        session.flush()
-        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = _keyed_job(session, key_owner, idempotency_key)
-        if existing is None:
-            raise
-        return _same_spec(existing, digest, idempotency_key), False
-    return job, True
 
 
 def _keyed_job(session: Session, key_owner: str, key: str) -> Job | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -34,16 +34,29 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     """
     settings = settings or get_settings()
     auth_enabled = settings.auth_enabled(host)
+    app = FastAPI(
+        title="fitq",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, auth_enabled),
+        generate_unique_id_function=lambda route: route.name,  # operationId: the handler's name
+    )
+    _add_middleware(app, settings, auth_enabled)
+    errors.install(app)
+    for routes in (health, jobs, events, datasets, dashboard, metrics, workers):
+        app.include_router(routes.router)
+    return app
+
+
+def _lifespan(
+    settings: Settings, auth_enabled: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the app opens at start-up and closes at shutdown: the database, the broker's
+    client and the change feed of the event streams."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connections = settings.db_pool_size + settings.db_max_overflow
-        if connections <= changefeed.CONNECTIONS:
-            raise ValueError(
-                f"FITQ_DB_POOL_SIZE + FITQ_DB_MAX_OVERFLOW is {connections}; expected more "
-                f"than the {changefeed.CONNECTIONS} connections the event streams' change feed "
-                "uses (the rest serve requests)"
-            )
+        connections = _connections(settings)
         engine = make_engine(
             settings.resolved_database_url,
             pool_size=settings.db_pool_size,
@@ -74,13 +87,23 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
             await ticking
         engine.dispose()
 
-    app = FastAPI(
-        title="fitq",
-        version="1",
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        generate_unique_id_function=lambda route: route.name,  # operationId: the handler's name
-    )
+    return lifespan
+
+
+def _connections(settings: Settings) -> int:
+    """The database pool's connections; raises ``ValueError`` when the change feed would
+    leave none to serve requests."""
+    connections = settings.db_pool_size + settings.db_max_overflow
+    if connections <= changefeed.CONNECTIONS:
+        raise ValueError(
+            f"FITQ_DB_POOL_SIZE + FITQ_DB_MAX_OVERFLOW is {connections}; expected more "
+            f"than the {changefeed.CONNECTIONS} connections the event streams' change feed "
+            "uses (the rest serve requests)"
+        )
+    return connections
+
+
+def _add_middleware(app: FastAPI, settings: Settings, auth_enabled: bool) -> None:
     app.add_middleware(
         BodyMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -90,15 +113,6 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     )
     app.add_middleware(AuthMiddleware, enabled=auth_enabled)  # outside: before any body
     app.add_middleware(RequestLatencyMiddleware)
-    errors.install(app)
-    app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(events.router)
-    app.include_router(datasets.router)
-    app.include_router(dashboard.router)
-    app.include_router(metrics.router)
-    app.include_router(workers.router)
-    return app
 
 
 def app_factory() -> FastAPI:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import override
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -92,9 +94,11 @@ def EpochClock() -> Any:  # noqa: N802 - builds a Keras callback class lazily
             self.spans: list[float] = []
             self._t = 0.0
 
+        @override
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._t = time.perf_counter()
 
+        @override
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self.spans.append(time.perf_counter() - self._t)
 

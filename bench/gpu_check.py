@@ -145,6 +145,7 @@ def run_job(
     }
 
 
+# long: one linear script of GPU checks, each step reported in order
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)

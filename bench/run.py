@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from typing_extensions import override
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -369,6 +370,7 @@ def service_digits(svc: BenchService, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# long: one timed scenario whose steps share the running service
 def measure_service(work: Path, n_latency: int, n_e2e: int) -> dict[str, Any]:
     svc = BenchService.in_folder(work / "service")
     log("starting the API and one worker (embedded SQLite + filesystem broker)")
@@ -465,16 +467,16 @@ def run_plain(work: Path, i: int) -> dict[str, Any]:
 class NullSink:
     """A sink that writes nowhere: the callback's own cost without the database."""
 
-    def progress(self, *args: Any) -> bool:
+    def progress(self, *_args: Any) -> bool:
         return False
 
-    def record_epoch(self, *args: Any, **kwargs: Any) -> bool:
+    def record_epoch(self, *_args: Any, **_kwargs: Any) -> bool:
         return False
 
-    def record_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+    def record_checkpoint(self, *_args: Any, **_kwargs: Any) -> None:
         return None
 
-    def save_backup(self, write: Callable[[], Any]) -> None:
+    def save_backup(self, _write: Callable[[], Any]) -> None:
         return None
 
 
@@ -529,95 +531,122 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
     with it on a sink that writes nowhere, in rounds of alternating order; then fits
     whose epochs alternate, in pairs, between with and without the callback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    bench = CallbackBench(work)
+    log(
+        f"reporting callback (progress interval {bench.settings.progress_interval} s): one "
+        "discarded warm-up fit"
+    )
+    bench.fit("plain")
+    kinds = ("plain", "reporting", "null_sink")
+    runs: dict[str, Any] = {k: [] for k in kinds}
+    for i in range(rounds):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            t0 = time.time()
+            r = bench.fit(kind)
+            r.update(t0=t0, t1=time.time())
+            runs[kind].append(r)
+            log(
+                f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
+                f"fit {r['fit_s']:.2f} s"
+            )
+    log(
+        f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
+        "callback on in alternate pairs of epochs"
+    )
+    runs["interleaved"] = []
+    for i in range(interleaved_fits):
+        r = bench.interleaved()
+        runs["interleaved"].append(r)
+        log(
+            f"  fit {i + 1}/{interleaved_fits}: mean ratio "
+            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs"
+        )
+    runs["interval"] = bench.settings.progress_interval
+    return runs
 
-    from api.jobs import create_job
-    from api.tokens import OPEN  # auth off: what the API uses on loopback
-    from core.db import make_engine, make_session_factory
-    from core.settings import Settings
-    from migrations.migrate import upgrade
-    from models.spec import JobSpec
-    from worker.jobstore import JobStore
-    from worker.training.reporting import ReportingCallback
-    from worker.writer import JobWriter
 
-    db = work / "callback.db"
-    url = f"sqlite:///{db}"
-    upgrade(url)
-    settings = Settings(data_dir=work / "callback-data", database_url=url)
-    factory = make_session_factory(make_engine(url))
-    spec = JobSpec.model_validate(digits_job())
-    data = digits_arrays()
+class CallbackBench:
+    """The database, settings, spec and data ``measure_callback``'s fits share."""
 
-    def claimed_store() -> JobStore:
-        """A new job's store, claimed as a worker claims it."""
-        with factory() as session:
-            job, _ = create_job(session, spec, settings, None, OPEN)
-        store = JobStore(factory, job.id, settings.lease_seconds)
+    def __init__(self, work: Path) -> None:
+        from core.db import make_engine, make_session_factory
+        from core.settings import Settings
+        from migrations.migrate import upgrade
+        from models.spec import JobSpec
+
+        self.work = work
+        url = f"sqlite:///{work / 'callback.db'}"
+        upgrade(url)
+        self.settings = Settings(data_dir=work / "callback-data", database_url=url)
+        self.factory = make_session_factory(make_engine(url))
+        self.spec = JobSpec.model_validate(digits_job())
+        self.data = digits_arrays()
+
+    def claimed_store(self) -> Any:
+        """A new job's store (a ``JobStore``), claimed as a worker claims it."""
+        from api.jobs import create_job
+        from api.tokens import OPEN  # auth off: what the API uses on loopback
+        from worker.jobstore import JobStore
+
+        with self.factory() as session:
+            job, _ = create_job(session, self.spec, self.settings, None, OPEN)
+        store = JobStore(self.factory, job.id, self.settings.lease_seconds)
         assert store.claim("bench") is not None
         return store
 
-    def writer(store: JobStore) -> JobWriter:
-        """The sink ``worker.execution.execute_job`` hands the runner, built the same way."""
-        return JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds)
+    def writer(self, store: Any) -> Any:
+        """The sink (a ``JobWriter``) ``worker.execution.execute_job`` hands the runner,
+        built the same way."""
+        from worker.writer import JobWriter
 
-    def reporting(sink: Any, job_dir: Path) -> ReportingCallback:
-        """As the runner builds it, with per-epoch backups of the job's Keras callbacks
-        (none here)."""
+        s = self.settings
+        return JobWriter(store, s.lease_seconds / 3, s.db_retry_seconds)
+
+    def reporting(self, sink: Any, job_dir: Path) -> Any:
+        """A ``ReportingCallback`` as the runner builds it, with per-epoch backups of the
+        job's Keras callbacks (none here)."""
+        from worker.training.reporting import ReportingCallback
+
         return ReportingCallback(
             sink,
             job_dir,
             [],
             ("val_loss", "min"),
             {"loss": "min", "accuracy": "max"},
-            interval=settings.progress_interval,
+            interval=self.settings.progress_interval,
             backup_callbacks=[],
         )
 
-    class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
-        """First in the list: from one epoch's begin to the next (or to train end), so
-        each interval holds every callback's work for that epoch."""
+    def sink(
+        self, kind: str, watch: Stopwatch, writes: Stopwatch
+    ) -> tuple[Any, Callable[[], None]]:
+        """The sink a ``kind`` of fit reports to, and what closes it."""
+        inner: Any = NullSink()
+        close: Callable[[], None] = lambda: None  # noqa: E731
+        if kind == "reporting":
+            store = self.claimed_store()
+            for name in ("progress", "record_epoch", "record_checkpoint", "heartbeat"):
+                setattr(store, name, writes.timed(f"db {name}", getattr(store, name)))
+            inner = self.writer(store)
+            close = inner.close
+        return TimedSink(inner, watch, writes), close
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.marks: list[float] = []
-            self.cpu: list[float] = []
+    def fit(self, kind: str) -> dict[str, Any]:
+        import keras
 
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.marks.append(time.perf_counter())
-            self.cpu.append(time.process_time())
-
-        def on_train_end(self, logs: Any = None) -> None:
-            self.on_epoch_begin(-1)
-
-        def epochs(self) -> list[float]:
-            return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
-
-        def cpu_epochs(self) -> list[float]:
-            """CPU seconds of the whole process (every thread) per epoch."""
-            return [b - a for a, b in zip(self.cpu, self.cpu[1:], strict=False)]
-
-    def fit(kind: str) -> dict[str, Any]:
         keras.backend.clear_session()
         seed(SEED)
         model = digits_model()
-        timer = EpochTimer()
+        timer = epoch_timer()
         callbacks: list[Any] = [timer]
         watch, writes = Stopwatch(), Stopwatch()
         close: Callable[[], None] = lambda: None  # noqa: E731
-        job_dir = work / f"job-{kind}"
         if kind != "plain":
-            inner: Any = NullSink()
-            if kind == "reporting":
-                store = claimed_store()
-                for name in ("progress", "record_epoch", "record_checkpoint", "heartbeat"):
-                    setattr(store, name, writes.timed(f"db {name}", getattr(store, name)))
-                inner = writer(store)
-                close = inner.close
-            callbacks.append(reporting(TimedSink(inner, watch, writes), job_dir))
+            sink, close = self.sink(kind, watch, writes)
+            callbacks.append(self.reporting(sink, self.work / f"job-{kind}"))
         t = time.perf_counter()
-        with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            history = fit_digits(model, data, callbacks)
+        with open(self.work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
+            history = fit_digits(model, self.data, callbacks)
         total = time.perf_counter() - t
         t = time.perf_counter()
         close()
@@ -636,28 +665,69 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
             "last_loss": float(history.history["loss"][-1]),
         }
 
-    log(
-        f"reporting callback (progress interval {settings.progress_interval} s): one "
-        "discarded warm-up fit"
-    )
-    fit("plain")
-    kinds = ("plain", "reporting", "null_sink")
-    runs: dict[str, Any] = {k: [] for k in kinds}
-    for i in range(rounds):
-        for kind in kinds if i % 2 == 0 else kinds[::-1]:
-            t0 = time.time()
-            r = fit(kind)
-            r.update(t0=t0, t1=time.time())
-            runs[kind].append(r)
-            log(
-                f"  round {i + 1}/{rounds} {kind:9s}: steady epoch {r['steady'] * 1000:.1f} ms, "
-                f"fit {r['fit_s']:.2f} s"
-            )
+    def interleaved(self) -> dict[str, Any]:
+        """One fit of ``INTERLEAVED_EPOCHS`` epochs: each second epoch of an 'on' pair
+        (which carries the first one's background writes and its own hooks) against the
+        mean of the second epochs of the 'off' pairs just before and after it."""
+        import keras
+
+        keras.backend.clear_session()
+        seed(SEED)
+        model = digits_model()
+        timer = epoch_timer()
+        sink = self.writer(self.claimed_store())
+        reporter = self.reporting(sink, self.work / "job-interleaved")
+        t0 = time.time()
+        with open(self.work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
+            fit_digits(model, self.data, [timer, pair_gate(reporter)], INTERLEAVED_EPOCHS)
+        sink.close()
+        e = timer.epochs()
+        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2) for k in range(3, len(e) - 2, 4)]
+        return {
+            "ratios": ratios,
+            "on": [e[k] for k in range(3, len(e) - 2, 4)],
+            "off": [e[k] for k in range(1, len(e), 4)],
+            "t0": t0,
+            "t1": time.time(),
+        }
+
+
+def epoch_timer() -> Any:
+    """A Keras callback, first in the list: from one epoch's begin to the next (or to train
+    end), so each interval holds every callback's work for that epoch."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.marks: list[float] = []
+            self.cpu: list[float] = []
+
+        @override
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.marks.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+        @override
+        def on_train_end(self, logs: Any = None) -> None:
+            self.on_epoch_begin(-1)
+
+        def epochs(self) -> list[float]:
+            return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+        def cpu_epochs(self) -> list[float]:
+            """CPU seconds of the whole process (every thread) per epoch."""
+            return [b - a for a, b in zip(self.cpu, self.cpu[1:], strict=False)]
+
+    return EpochTimer()
+
+
+def pair_gate(inner: Any) -> Any:
+    """A Keras callback that hands ``inner`` the hooks of alternate pairs of epochs only
+    (0-based epochs 2-3, 6-7, 10-11, ...); the others train without it."""
+    import keras
 
     class Gate(keras.callbacks.Callback):  # type: ignore[misc]
-        """Hands the reporting callback the hooks of alternate pairs of epochs only
-        (0-based epochs 2-3, 6-7, 10-11, ...); the others train without it."""
-
         async_safe = True  # as ReportingCallback: Keras dispatches batch ends the same way
 
         def __init__(self, inner: Any) -> None:
@@ -676,6 +746,7 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
         def on_train_begin(self, logs: Any = None) -> None:
             self.inner.on_train_begin(logs)
 
+        @override
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.on = (epoch // 2) % 2 == 1
             if self.on:
@@ -689,44 +760,7 @@ def measure_callback(work: Path, rounds: int, interleaved_fits: int) -> dict[str
             if self.on:
                 self.inner.on_epoch_end(epoch, logs)
 
-    def interleaved() -> dict[str, Any]:
-        """One fit of ``INTERLEAVED_EPOCHS`` epochs: each second epoch of an 'on' pair
-        (which carries the first one's background writes and its own hooks) against the
-        mean of the second epochs of the 'off' pairs just before and after it."""
-        keras.backend.clear_session()
-        seed(SEED)
-        model = digits_model()
-        timer = EpochTimer()
-        sink = writer(claimed_store())
-        reporter = reporting(sink, work / "job-interleaved")
-        t0 = time.time()
-        with open(work / "callback-fit.log", "a") as logf, contextlib.redirect_stdout(logf):
-            fit_digits(model, data, [timer, Gate(reporter)], INTERLEAVED_EPOCHS)
-        sink.close()
-        e = timer.epochs()
-        ratios = [e[k] / ((e[k - 2] + e[k + 2]) / 2) for k in range(3, len(e) - 2, 4)]
-        return {
-            "ratios": ratios,
-            "on": [e[k] for k in range(3, len(e) - 2, 4)],
-            "off": [e[k] for k in range(1, len(e), 4)],
-            "t0": t0,
-            "t1": time.time(),
-        }
-
-    log(
-        f"interleaved: {interleaved_fits} fits of {INTERLEAVED_EPOCHS} epochs, the reporting "
-        "callback on in alternate pairs of epochs"
-    )
-    runs["interleaved"] = []
-    for i in range(interleaved_fits):
-        r = interleaved()
-        runs["interleaved"].append(r)
-        log(
-            f"  fit {i + 1}/{interleaved_fits}: mean ratio "
-            f"{statistics.fmean(r['ratios']):.4f} over {len(r['ratios'])} pairs"
-        )
-    runs["interval"] = settings.progress_interval
-    return runs
+    return Gate(inner)
 
 
 # --------------------------------------------------------------------------- report
@@ -746,6 +780,7 @@ def verdict(ok: bool, busy: float | None = None) -> str:
     return text
 
 
+# long: renders one report section; its lines read in order
 def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], list[str], float]:
     """Part 3's table row, detail lines and added fraction.
 
@@ -893,6 +928,7 @@ def callback_summary(cb: dict[str, Any], load: LoadWatch) -> tuple[list[str], li
     return row, details, added
 
 
+# long: renders the whole benchmark report; its lines read in order
 def summarize(
     m: dict[str, str],
     svc: dict[str, Any],
@@ -1067,6 +1103,7 @@ def summarize(
     return "\n".join(lines), figures
 
 
+# long: command-line options and the benchmark steps in order
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from typing_extensions import override
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -128,6 +129,7 @@ def tree_cpu_s() -> float:
 # --------------------------------------------------------------------------- child
 
 
+# long: one measured training process, its steps timed in order
 def child(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import keras
@@ -191,9 +193,11 @@ def child(args: argparse.Namespace) -> int:
     marks: list[tuple[float, float, float]] = []  # (wall, system busy, own tree CPU)
 
     class Timer(keras.callbacks.Callback):  # type: ignore[misc]
+        @override
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
 
+        @override
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             marks.append((time.perf_counter(), system_busy_s(), tree_cpu_s()))
 
@@ -364,6 +368,7 @@ def summarize(results: list[dict[str, Any]], configs: list[str]) -> dict[str, di
     return out
 
 
+# long: renders the throughput report; its lines read in order
 def render(
     info: dict[str, str],
     args: argparse.Namespace,
@@ -542,6 +547,7 @@ def interpret(summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:
     return text
 
 
+# long: command-line options and the measurement steps in order
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--samples", type=int, default=100_000)

@@ -26,7 +26,10 @@ def advise(spec: JobSpec, data: SpecData) -> list[str]:
     return [warning for advice in ADVICE for warning in advice(spec, data)]
 
 
-def _validation_options_unused(spec: JobSpec, data: SpecData) -> Iterator[str]:
+# Every advice takes (spec, data), as ADVICE calls them; some read only the spec (``_data``).
+
+
+def _validation_options_unused(spec: JobSpec, _data: SpecData) -> Iterator[str]:
     if spec.has_validation:
         return
     for field in ("validation_steps", "validation_batch_size"):
@@ -46,7 +49,7 @@ def _imbalanced_classes(spec: JobSpec, data: SpecData) -> Iterator[str]:
         )
 
 
-def _validation_overlaps_training(spec: JobSpec, data: SpecData) -> Iterator[str]:
+def _validation_overlaps_training(spec: JobSpec, _data: SpecData) -> Iterator[str]:
     train, val = spec.data.train, spec.data.validation
     if val is None:
         return
@@ -75,7 +78,7 @@ def _epochs_skip_data(spec: JobSpec, data: SpecData) -> Iterator[str]:
         )
 
 
-def _small_batch(spec: JobSpec, data: SpecData) -> Iterator[str]:
+def _small_batch(spec: JobSpec, _data: SpecData) -> Iterator[str]:
     batch = spec.fit.batch_size
     if batch is not None and batch < SMALL_BATCH:
         yield (
@@ -84,7 +87,7 @@ def _small_batch(spec: JobSpec, data: SpecData) -> Iterator[str]:
         )
 
 
-def _callbacks_that_do_little(spec: JobSpec, data: SpecData) -> Iterator[str]:
+def _callbacks_that_do_little(spec: JobSpec, _data: SpecData) -> Iterator[str]:
     for i, cb in enumerate(spec.callbacks):
         if (
             isinstance(cb, ModelCheckpointSpec)

@@ -137,7 +137,7 @@ def up(host: str, port: int, queues: str) -> int:
         {**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
     )
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)

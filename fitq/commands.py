@@ -91,7 +91,8 @@ class Forbid:
     def text(self) -> str:
         return f"no {self.kind}"
 
-    def check(self, job: dict[str, Any], best_row: dict[str, Any] | None) -> tuple[bool, str]:
+    # The same call as Gate.check, for a list of both; findings need no best row.
+    def check(self, job: dict[str, Any], _best_row: dict[str, Any] | None) -> tuple[bool, str]:
         found = [
             f for f in (job.get("insight") or {}).get("findings", []) if f["kind"] == self.kind
         ]
@@ -242,19 +243,7 @@ def submit(
     dry_run: bool,
     as_json: bool,
 ) -> int:
-    out = sys.stdout
-    try:
-        gates: list[Gate | Forbid] = [Gate.parse(g) for g in require]
-        gates += [Forbid(kind) for kind in forbid]
-        job_spec = _load_spec(spec)
-        for assignment in assignments:
-            set_path(job_spec, assignment)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    if name:
-        job_spec["name"] = name
-    if queue:
-        job_spec["queue"] = queue
+    gates, job_spec = _submitted_spec(spec, assignments, name, queue, require, forbid)
     client = Client()
     try:
         if dry_run:
@@ -272,43 +261,9 @@ def submit(
             _emit(as_json, job, f"submitted job {job['id']} ({job['status']})")
             return OK
         print(f"fitq: job {job['id']} on queue {job['queue']!r}", file=sys.stderr)
-        epochs = int(job["spec"]["fit"]["epochs"])
-        try:
-            for row in client.follow(job["id"], timeout=timeout):
-                if follow and not as_json:
-                    print(_progress(row, epochs, out.isatty()), file=out, flush=True)
-        except TimedOut as exc:
-            print(f"fitq: {exc}", file=sys.stderr)
-            if cancel_on_timeout:
-                client.cancel(job["id"])
-                print(f"fitq: cancelled job {job['id']}", file=sys.stderr)
+        if not _waited(client, job, follow and not as_json, timeout, cancel_on_timeout):
             return TIMED_OUT
-        job = client.job(job["id"])
-        best_row = None
-        if job.get("best"):
-            rows = client.metrics(job["id"], after_epoch=int(job["best"]["epoch"]) - 1)
-            best_row = rows[0] if rows else None
-        results = [(g, *g.check(job, best_row)) for g in gates]
-        if junit:
-            write_junit(Path(junit), job, results)
-        if download_best:
-            best = [c for c in client.checkpoints(job["id"]) if c["is_best"]]
-            for c in best:
-                path = client.download_checkpoint(job["id"], c, Path(download_best))
-                print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
-        summary = {
-            **job,
-            "gates": [{"gate": g.text, "passed": ok, "detail": m} for g, ok, m in results],
-        }
-        lines = [f"job {job['id']}: {job['status']} ({job['stop_reason']})"]
-        if job.get("error"):
-            lines.append(f"error: {job['error']['type']}: {job['error']['message']}")
-        lines += insight_lines(job)
-        lines += [f"gate {'PASS' if ok else 'FAIL'}: {m}" for _, ok, m in results]
-        _emit(as_json, summary, "\n".join(lines))
-        if job["status"] != "succeeded":
-            return JOB_FAILED
-        return GATE_FAILED if any(not ok for _, ok, _ in results) else OK
+        return _judged(client, job["id"], gates, junit, download_best, as_json)
     except ApiError as exc:
         print(
             f"fitq: the service refused the request ({exc.status}):\n{format_detail(exc.detail)}",
@@ -318,6 +273,90 @@ def submit(
     except Unreachable as exc:
         print(f"fitq: {exc}", file=sys.stderr)
         return UNREACHABLE
+
+
+def _submitted_spec(
+    spec: str,
+    assignments: tuple[str, ...],
+    name: str | None,
+    queue: str | None,
+    require: tuple[str, ...],
+    forbid: tuple[str, ...],
+) -> tuple[list[Gate | Forbid], dict[str, Any]]:
+    """The gates and the spec to submit, with the command line's changes to the file."""
+    try:
+        gates: list[Gate | Forbid] = [Gate.parse(g) for g in require]
+        gates += [Forbid(kind) for kind in forbid]
+        job_spec = _load_spec(spec)
+        for assignment in assignments:
+            set_path(job_spec, assignment)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if name:
+        job_spec["name"] = name
+    if queue:
+        job_spec["queue"] = queue
+    return gates, job_spec
+
+
+def _waited(
+    client: Client,
+    job: dict[str, Any],
+    show_epochs: bool,
+    timeout: float | None,
+    cancel_on_timeout: bool,
+) -> bool:
+    """Whether the job ended within ``timeout``; each epoch is shown if ``show_epochs``."""
+    out = sys.stdout
+    epochs = int(job["spec"]["fit"]["epochs"])
+    try:
+        for row in client.follow(job["id"], timeout=timeout):
+            if show_epochs:
+                print(_progress(row, epochs, out.isatty()), file=out, flush=True)
+    except TimedOut as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        if cancel_on_timeout:
+            client.cancel(job["id"])
+            print(f"fitq: cancelled job {job['id']}", file=sys.stderr)
+        return False
+    return True
+
+
+def _judged(
+    client: Client,
+    job_id: str,
+    gates: list[Gate | Forbid],
+    junit: str | None,
+    download_best: str | None,
+    as_json: bool,
+) -> int:
+    """The ended job's exit code, its gates checked, written and shown."""
+    job = client.job(job_id)
+    best_row = None
+    if job.get("best"):
+        rows = client.metrics(job["id"], after_epoch=int(job["best"]["epoch"]) - 1)
+        best_row = rows[0] if rows else None
+    results = [(g, *g.check(job, best_row)) for g in gates]
+    if junit:
+        write_junit(Path(junit), job, results)
+    if download_best:
+        best = [c for c in client.checkpoints(job["id"]) if c["is_best"]]
+        for c in best:
+            path = client.download_checkpoint(job["id"], c, Path(download_best))
+            print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
+    summary = {
+        **job,
+        "gates": [{"gate": g.text, "passed": ok, "detail": m} for g, ok, m in results],
+    }
+    lines = [f"job {job['id']}: {job['status']} ({job['stop_reason']})"]
+    if job.get("error"):
+        lines.append(f"error: {job['error']['type']}: {job['error']['message']}")
+    lines += insight_lines(job)
+    lines += [f"gate {'PASS' if ok else 'FAIL'}: {m}" for _, ok, m in results]
+    _emit(as_json, summary, "\n".join(lines))
+    if job["status"] != "succeeded":
+        return JOB_FAILED
+    return GATE_FAILED if any(not ok for _, ok, _ in results) else OK
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
@@ -403,9 +442,10 @@ def jobs_cancel(client: Client, job_id: str, as_json: bool) -> None:
 
 @jobs.command("logs")
 @job_id_argument
-@json_option
+# --json is accepted as by every jobs command; the log is plain text either way.
+@click.option("--json", "_as_json", is_flag=True, help="accepted; the log is plain text")
 @_answered
-def jobs_logs(client: Client, job_id: str, as_json: bool) -> None:
+def jobs_logs(client: Client, job_id: str, _as_json: bool) -> None:
     print(client.logs(job_id), end="")
 
 

@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import click
+from typing_extensions import override
 
 
 def verbatim(text: str) -> str:
@@ -51,5 +52,6 @@ class Declared(click.Group):
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    @override
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.order)

@@ -55,7 +55,7 @@ def supervise(groups: list[str], argv: list[str], restart_delay: float = RESTART
     """
     stop = threading.Event()
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

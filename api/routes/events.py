@@ -361,15 +361,6 @@ async def job_events(
     if last_event_id and last_event_id.isdigit():
         epoch = max(epoch, int(last_event_id))
     cur = _Cursor(epoch=epoch, checkpoint=after_checkpoint, log_offset=log_offset)
-
-    async def new_log() -> list[ServerSentEvent]:
-        if cur.log_offset < 0 or _log_size(settings, job_id) in (-1, cur.log_offset):
-            return []
-        text = await anyio.to_thread.run_sync(
-            _log_since, settings, job_id, cur, limiter=streams.log_reads
-        )
-        return [_event("log", {"text": text, "log_offset": cur.log_offset})] if text else []
-
     yield ServerSentEvent(retry=RETRY_MS)
     follower, finished = await feed.follow(
         job_id,
@@ -394,6 +385,18 @@ async def job_events(
             for change in await follower.changes(POLL_SECONDS):
                 events += _take(cur, change)
                 finished = finished or change.finished
-            events += await new_log()
+            events += await _new_log(settings, job_id, cur, streams)
     finally:
         feed.leave(follower)
+
+
+async def _new_log(
+    settings: Settings, job_id: str, cur: _Cursor, streams: EventStreams
+) -> list[ServerSentEvent]:
+    """The job's log past ``cur.log_offset`` as an event, if it grew (and is followed)."""
+    if cur.log_offset < 0 or _log_size(settings, job_id) in (-1, cur.log_offset):
+        return []
+    text = await anyio.to_thread.run_sync(
+        _log_since, settings, job_id, cur, limiter=streams.log_reads
+    )
+    return [_event("log", {"text": text, "log_offset": cur.log_offset})] if text else []

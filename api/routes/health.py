@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.deps import CeleryDep, SessionDep
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "The database or broker is unreachable."}})
-def readyz(session: SessionDep, celery: CeleryDep, settings: SettingsDep) -> JSONResponse:
+def readyz(session: SessionDep, celery: CeleryDep) -> JSONResponse:
     """The database and the broker answer."""
     checks: dict[str, Any] = {}
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 from models.spec import AugmentationSpec, RandomCropSpec
 
@@ -30,6 +31,7 @@ class _BatchSeed(keras.random.SeedGenerator):  # type: ignore[misc]
         self._base = tf.stack([tf.cast(batch_number, tf.int64), tf.constant(layer_seed, tf.int64)])
         self._draws = 0
 
+    @override
     def next(self, ordered: bool = True) -> Any:
         self._draws += 1
         return self._base + tf.constant([0, 1_000_003 * self._draws], tf.int64)

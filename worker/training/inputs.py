@@ -193,7 +193,7 @@ class DiskArrays:
         if specs and training:
             augment = Augmenter(specs, job_seed(spec)).numpy
         elif specs:
-            augment = lambda x, n: crop_for_eval(specs, x)  # noqa: E731
+            augment = lambda x, _n: crop_for_eval(specs, x)  # noqa: E731
         return RowsDataset(
             self.x,
             self.y,

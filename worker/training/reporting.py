@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import keras
 import numpy as np
+from typing_extensions import override
 
 from checks.monitor import Direction, direction, improves
 from worker.training.resume import callback_state, snapshot, write_backup
@@ -156,14 +157,17 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.stopped_by: JobCancelled | MaxRuntimeExceeded | None = None
         self.backup_callbacks = backup_callbacks
 
+    @override
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.steps = self.params.get("steps") if self.params else None
 
+    @override
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch + 1
         self._report_progress(0)
         self._epoch_start = time.perf_counter()
 
+    @override
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if PREEMPT.is_set():
             raise Preempted()

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 log = logging.getLogger("fitq.worker")
 BACKUP_DIR = "backup"
@@ -261,6 +262,7 @@ class StateRestorer(keras.callbacks.Callback):  # type: ignore[misc]
         self.state = state
         self.snap = snap
 
+    @override
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         for i, cb in enumerate(self.targets):
             saved = self.state.get(str(i))

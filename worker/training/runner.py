@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from typing_extensions import override
 
 from checks.catalog import output_head
 from checks.monitor import metric_directions
@@ -323,6 +324,7 @@ class _FirstBatch(keras.callbacks.Callback):  # type: ignore[misc]
         super().__init__()
         self.then: Callable[[], None] | None = then
 
+    @override
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         then, self.then = self.then, None
         if then is not None:
