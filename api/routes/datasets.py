@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
-from api.schemas import ERRORS, FROM_ROWS
+from api.schemas import ERRORS, FROM_ROWS, ErrorOut
 from api.tokens import Principal
 from core.errors import NotFound
 from models.states import JobStatus
@@ -50,6 +50,7 @@ class DatasetList(BaseModel):
     status_code=201,
     response_model=DatasetOut,
     responses={
+        400: {"model": ErrorOut, "description": "The multipart body cannot be parsed."},
         413: {"description": "The file is over FITQ_MAX_UPLOAD_BYTES or decompresses too large."},
         422: {"description": "The file is not a valid dataset; `detail` says why."},
     },
