@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.factories import digits_spec
-from tests.fitq.test_workers import NO_DRIVER, start_workers, wait_for_rows
+from tests.fitq.test_workers import NO_DRIVER, children, start_workers, wait_for_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +32,6 @@ pytestmark = pytest.mark.e2e
 # 30 s with other test runs beside it.
 GONE_WITHIN_S = 60.0
 QUEUE = "up-children"
-
-
-def children(pid: int) -> list[int]:
-    pids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return pids
 
 
 def descendants(pid: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
 from models.states import IllegalMove, JobStatus, StopReason
@@ -12,12 +13,18 @@ from tests.dispatcher.test_dispatch import add_job
 from worker.jobstore import JobStore
 
 
-def test_a_finish_with_a_reason_that_does_not_fit_its_status_changes_nothing(
-    migrated_backend: Backend,
-) -> None:
+@pytest.fixture
+def queued(migrated_backend: Backend) -> tuple[sessionmaker[Session], str, JobStore]:
+    """A queued job on each backend, and its worker-side store."""
     factory = make_session_factory(make_engine(migrated_backend.database_url))
     job_id = add_job(factory, "queued", attempts=0)
-    store = JobStore(factory, job_id)
+    return factory, job_id, JobStore(factory, job_id)
+
+
+def test_a_finish_with_a_reason_that_does_not_fit_its_status_changes_nothing(
+    queued: tuple[sessionmaker[Session], str, JobStore],
+) -> None:
+    factory, job_id, store = queued
     assert store.claim("w1") is not None
 
     with pytest.raises(IllegalMove, match="succeeded job stops for one of"):
@@ -36,11 +43,9 @@ def test_a_finish_with_a_reason_that_does_not_fit_its_status_changes_nothing(
 
 
 def test_claim_and_requeue_move_the_job_between_queued_and_running(
-    migrated_backend: Backend,
+    queued: tuple[sessionmaker[Session], str, JobStore],
 ) -> None:
-    factory = make_session_factory(make_engine(migrated_backend.database_url))
-    job_id = add_job(factory, "queued", attempts=0)
-    store = JobStore(factory, job_id)
+    factory, job_id, store = queued
 
     assert store.claim("w1") is not None
     with factory() as s:
