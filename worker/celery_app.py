@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from core.settings import get_settings
 from queueing.broker import make_celery
@@ -27,12 +33,17 @@ app = make_celery(get_settings(), name="fitq-worker")
 app.conf.include = ["worker.tasks"]
 log = logging.getLogger("fitq.worker")
 
+# Set in the parent once it is told to stop. A pool process that exits meanwhile (the
+# one that put its job back) is replaced by the pool all the same; the replacement is
+# forked from the parent, inherits this, and skips the warm-up: it will get no job, and
+# the parent's shutdown waits for it to exit.
+_stopping = False
+
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up(**_: Any) -> None:
-    from worker.training.reporting import PREEMPT
-
-    signal.signal(signal.SIGUSR2, lambda *_: PREEMPT.set())
+    if _stopping:
+        return
     # Pay tensorflow's import before a job arrives, so training starts at once.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from worker.devices import configure
@@ -57,6 +68,17 @@ def _warm_up(**_: Any) -> None:
         log.info("pool process %d warmed up in %.2f s", os.getpid(), time.monotonic() - started)
 
 
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _listen_for_preemption(**_: Any) -> None:
+    # In the pool process, as each job starts. Not at the process's start: billiard
+    # sets every terminating signal, SIGUSR2 among them, to its own exit handler
+    # after ``worker_process_init`` has run, and the process would exit (status 70)
+    # instead of putting its job back.
+    from worker.training.reporting import PREEMPT
+
+    signal.signal(signal.SIGUSR2, lambda *_: PREEMPT.set())
+
+
 def _children() -> list[int]:
     pids: list[int] = []
     for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
@@ -71,8 +93,14 @@ def _children() -> list[int]:
 def _preempt_children(**_: Any) -> None:
     # Only pool processes holding a job: an idle one has nothing to put back, and a
     # signal that interrupts its wait for work makes it exit with an error.
+    global _stopping
     from celery.worker import state
 
+    if _stopping:
+        # Linux may deliver the parent-death SIGTERM more than once (once for each
+        # thread of the dead parent that the process is handed to); ask once.
+        return
+    _stopping = True
     busy = {req.worker_pid for req in list(state.active_requests) if req.worker_pid}
     for pid in _children():
         if pid not in busy:

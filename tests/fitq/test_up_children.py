@@ -111,9 +111,10 @@ class Up(Family):
     """A real ``fitq up`` on a temporary data folder and a free port."""
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        log = data_dir / "up.log"
+        log = data_dir / f"up-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FITQ_")}
         env.update(
             FITQ_DATA_DIR=str(data_dir),
@@ -179,6 +180,27 @@ def test_sigkill_of_fitq_up_while_a_job_trains_stops_the_training_process(up: Up
 
     up.wait_for(training, f"job {job_id} to train")
     up.kill(at_least=2)
+    # The worker stopped as on any SIGTERM: its job went back to the queue at the next
+    # batch (not lost with a pool process that exited), and the next ``fitq up`` on the
+    # same data folder resumes it.
+    again = Up(up.data_dir)
+    try:
+        again.wait_until_ready()
+        events = again.get(f"/v1/jobs/{job_id}/history")
+        assert events is not None and events.status_code == 200, events
+        requeued = [e for e in events.json()["items"] if e["kind"] == "requeued"]
+        assert [e["message"] for e in requeued] == [
+            "the worker stopped (SIGTERM); resumes elsewhere"
+        ], again.log_text()[-3000:]
+
+        def resumed() -> bool:
+            r = again.get(f"/v1/jobs/{job_id}")
+            return r is not None and r.json()["attempts"] == 2 and r.json()["status"] == "running"
+
+        again.wait_for(resumed, f"job {job_id} to resume")
+        assert "exited prematurely" not in up.log_text() + again.log_text()
+    finally:
+        again.close()
 
 
 def test_sigkill_of_fitq_worker_gpus_stops_the_workers_it_started(tmp_path: Path) -> None:
