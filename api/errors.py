@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 
-from core.errors import Conflict, NotFound, SpecError, TooManyJobs
+from core.errors import Conflict, Gone, NotFound, SpecError, TooManyJobs
 
 EXCERPT_CHARS = 200
 MESSAGE_CHARS = 2000
@@ -119,6 +119,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> Response:
         return answer(request, 404, str(exc))
+
+    @app.exception_handler(Gone)
+    async def _gone(request: Request, exc: Gone) -> Response:
+        return answer(request, 410, str(exc))
 
     @app.exception_handler(TooManyJobs)
     async def _too_many(request: Request, exc: TooManyJobs) -> Response:

@@ -12,11 +12,13 @@ that addresses it.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from checks.compile_args import output_names
 from checks.monitor import Direction, direction, improves, metric_directions
 from models.spec import CompileSpec
 from models.states import FINISHED, JobStatus, StopReason
@@ -51,6 +53,69 @@ class Epoch:
     metrics: dict[str, float | None]
 
 
+class History:
+    """A job's epochs as ``analyse`` reads them, kept as they arrive (``add``).
+
+    It keeps the epochs' numbers and each metric's value per epoch (None where the
+    epoch has none), the finite training and validation losses in order, the index of
+    each one's first minimum and the first epoch whose loss was not finite, so that
+    adding an epoch, and the findings of a job still training, cost the same however
+    many epochs came before. It holds numbers and tuples of numbers only, which
+    Python's garbage collector does not walk: a history of 200,000 epochs does not
+    lengthen the API's collections.
+    """
+
+    def __init__(self, epochs: Iterable[Epoch] = ()) -> None:
+        self.numbers: list[int] = []
+        self.columns: dict[str, list[float | None]] = {}
+        self.loss: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+        self.loss_low = 0
+        self.val_low = 0
+        self.not_finite: tuple[int, float | None] | None = None
+        self.has_val = False
+        for epoch in epochs:
+            self.add(epoch)
+
+    def add(self, epoch: Epoch) -> None:
+        """Appends ``epoch``, which comes after every epoch added before."""
+        for key in epoch.metrics.keys() - self.columns.keys():
+            self.columns[key] = [None] * len(self.numbers)
+        self.numbers.append(epoch.epoch)
+        for key, column in self.columns.items():
+            column.append(_value(epoch, key))
+        loss = _value(epoch, "loss")
+        if "loss" in epoch.metrics and (loss is None or not math.isfinite(loss)):
+            # Stored rows hold null for a value that was NaN or infinite.
+            self.not_finite = self.not_finite or (epoch.epoch, loss)
+        elif loss is not None:
+            self.loss.append((epoch.epoch, loss))
+            if loss < self.loss[self.loss_low][1]:
+                self.loss_low = len(self.loss) - 1
+        val = _value(epoch, "val_loss")
+        self.has_val = self.has_val or val is not None
+        if val is not None and math.isfinite(val):
+            self.val.append((epoch.epoch, val))
+            if val < self.val[self.val_low][1]:
+                self.val_low = len(self.val) - 1
+
+    @property
+    def last_epoch(self) -> int | None:
+        return self.numbers[-1] if self.numbers else None
+
+    def series(self, key: str) -> Iterable[tuple[int, float | None]]:
+        """(epoch, value of ``key`` or None) for every epoch, in order."""
+        column = self.columns.get(key)
+        return zip(
+            self.numbers, column if column is not None else [None] * len(self.numbers), strict=True
+        )
+
+    def loss_at(self, epoch: int) -> float | None:
+        """The finite training loss of ``epoch``, if it recorded one."""
+        i = bisect.bisect_left(self.loss, (epoch, -math.inf))
+        return self.loss[i][1] if i < len(self.loss) and self.loss[i][0] == epoch else None
+
+
 @dataclass
 class Finding:
     kind: str
@@ -76,54 +141,72 @@ class Insight:
 
 def analyse(
     spec: dict[str, Any],
-    epochs: Sequence[Epoch],
+    epochs: Sequence[Epoch] | History,
     status: str,
     stop_reason: str | None,
     best: Mapping[str, Any] | None = None,
 ) -> Insight:
-    """The insight into a job from its stored ``spec``, its epochs in order and the
-    ``best`` epoch the worker recorded (``{epoch, monitor, value}``; never recomputed).
+    """The insight into a job from its stored ``spec``, its epochs in order (or their
+    ``History``) and the ``best`` epoch the worker recorded (``{epoch, monitor, value}``;
+    never recomputed).
 
     Findings that need the whole run (underfitting) are made only once the job
     has finished; the others appear while it trains, at the epoch they start.
     """
-    monitor, mode = _monitored(spec, epochs)
+    history = epochs if isinstance(epochs, History) else History(epochs)
+    monitor, mode = _monitored(spec, history)
     insight = Insight(monitor=monitor, mode=mode)
     if best and best.get("monitor") == monitor:
         insight.best_epoch, insight.best_value = best.get("epoch"), best.get("value")
     early = _early_stopping(spec)
-    if early is not None and epochs:
+    if early is not None and history.numbers:
         if stop_reason == StopReason.EARLY_STOPPING:
-            insight.early_stopping_epoch = epochs[-1].epoch
+            insight.early_stopping_epoch = history.last_epoch
         if early.get("restore_best_weights") and status in FINISHED:
-            insight.final_weights_epoch = _restored_epoch(spec, early, epochs)
-    divergence = _divergence(epochs)
+            insight.final_weights_epoch = _restored_epoch(spec, early, history)
+    remedies = Remedies(spec)
+    divergence = _divergence(history, remedies)
     if divergence is not None:
         insight.findings.append(divergence)
     else:
-        overfitting = _overfitting(epochs)
+        overfitting = _overfitting(history, remedies)
         if overfitting is not None:
             insight.overfitting_epoch = overfitting.epoch
             insight.findings.append(overfitting)
         if status == JobStatus.SUCCEEDED and overfitting is None:
-            underfitting = _underfitting(epochs, stop_reason)
+            underfitting = _underfitting(history, stop_reason, remedies)
             if underfitting is not None:
                 insight.findings.append(underfitting)
     return insight
 
 
+def insight_keys(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The metrics ``analyse`` reads from an epoch of a job with this ``spec``: the
+    losses, and the monitor of each callback that has one."""
+    return frozenset({"loss", "val_loss", *(monitor for _, monitor in _monitors(spec))})
+
+
+def _monitors(spec: Mapping[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """The spec's callbacks that monitor a metric, each with the metric's name."""
+    return [
+        (cb, str(cb.get("monitor", "val_loss")))
+        for cb in spec.get("callbacks") or []
+        if cb.get("type") in ("EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau")
+    ]
+
+
 def _directions(spec: dict[str, Any]) -> dict[str, Direction]:
-    return metric_directions(CompileSpec.model_validate(spec["compile"]))
+    outputs = output_names((spec.get("model") or {}).get("keras_config"))
+    return metric_directions(CompileSpec.model_validate(spec["compile"]), outputs)
 
 
-def _monitored(spec: dict[str, Any], epochs: Sequence[Epoch]) -> tuple[str, Direction]:
+def _monitored(spec: dict[str, Any], history: History) -> tuple[str, Direction]:
     """The monitor the job's best follows, as the worker chose it (checks.monitor's rule)."""
-    for cb in spec.get("callbacks") or []:
-        if cb.get("type") in ("EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"):
-            monitor = str(cb.get("monitor", "val_loss"))
-            return monitor, direction(monitor, str(cb.get("mode", "auto")), _directions(spec))
-    has_val = any(_value(e, "val_loss") is not None for e in epochs)
-    return ("val_loss" if has_val else "loss"), "min"
+    monitors = _monitors(spec)
+    if monitors:
+        cb, monitor = monitors[0]
+        return monitor, direction(monitor, str(cb.get("mode", "auto")), _directions(spec))
+    return ("val_loss" if history.has_val else "loss"), "min"
 
 
 def _early_stopping(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -140,19 +223,7 @@ def _value(epoch: Epoch, key: str) -> float | None:
     return float(value)
 
 
-def _series(epochs: Sequence[Epoch], key: str) -> list[tuple[int, float]]:
-    """(epoch, value) for the epochs that recorded a finite ``key``."""
-    out = []
-    for e in epochs:
-        value = _value(e, key)
-        if value is not None and math.isfinite(value):
-            out.append((e.epoch, value))
-    return out
-
-
-def _restored_epoch(
-    spec: dict[str, Any], early: dict[str, Any], epochs: Sequence[Epoch]
-) -> int | None:
+def _restored_epoch(spec: dict[str, Any], early: dict[str, Any], history: History) -> int | None:
     """The epoch whose weights EarlyStopping(restore_best_weights=True) leaves in the model.
 
     Replays Keras' bookkeeping: from ``start_from_epoch`` on, the first epoch that
@@ -165,82 +236,73 @@ def _restored_epoch(
     start = int(early.get("start_from_epoch") or 0)
     best_value: float | None = None
     kept: int | None = None
-    for e in epochs:
-        value = _value(e, monitor)
-        if value is None or e.epoch - 1 < start:
+    for epoch, value in history.series(monitor):
+        if value is None or epoch - 1 < start:
             continue
         if kept is None:
-            kept = e.epoch
+            kept = epoch
         if improves(value, best_value, way, min_delta):
             best_value = value
-            kept = e.epoch
+            kept = epoch
     return kept
 
 
-def _divergence(epochs: Sequence[Epoch]) -> Finding | None:
-    for e in epochs:
-        value = _value(e, "loss")
-        # Stored rows hold null for a value that was NaN or infinite.
-        if "loss" in e.metrics and (value is None or not math.isfinite(value)):
-            shown = "NaN or infinite" if value is None else str(value)
-            return Finding(
-                "divergence",
-                e.epoch,
-                f"the training loss became {shown} at epoch {e.epoch}: training diverged",
-                "lower compile.optimizer.learning_rate, clip gradients (clipnorm), "
-                "or add TerminateOnNaN to stop at once",
-            )
-    losses = _series(epochs, "loss")
+def _divergence(history: History, remedies: Remedies) -> Finding | None:
+    if history.not_finite is not None:
+        at, value = history.not_finite
+        shown = "NaN or infinite" if value is None else str(value)
+        return Finding(
+            "divergence",
+            at,
+            f"the training loss became {shown} at epoch {at}: training diverged",
+            remedies.not_a_number(),
+        )
+    losses = history.loss
     if len(losses) < 3:
         return None
-    low_at, low = min(losses, key=lambda p: p[1])
+    low_at, low = losses[history.loss_low]
     last_at, last = losses[-1]
     rising = losses[-1][1] > losses[-2][1] > losses[-3][1]
     if last_at > low_at and rising and last > DIVERGENCE_FACTOR * max(low, 1e-12):
-        onset = next(epoch for epoch, _ in losses if epoch > low_at)
+        onset = losses[history.loss_low + 1][0]
         return Finding(
             "divergence",
             onset,
             f"the training loss rose from {low:.4g} at epoch {low_at} to {last:.4g} at "
             f"epoch {last_at}: training is diverging",
-            "lower compile.optimizer.learning_rate, or add ReduceLROnPlateau to lower it "
-            "when the loss stops improving",
+            remedies.rising_loss(),
         )
     return None
 
 
-def _overfitting(epochs: Sequence[Epoch]) -> Finding | None:
+def _overfitting(history: History, remedies: Remedies) -> Finding | None:
     """Validation loss rising while training loss falls, or their gap widening."""
-    val = _series(epochs, "val_loss")
-    train = dict(_series(epochs, "loss"))
+    val = history.val
     if len(val) < RISE_VALIDATIONS + 1:
         return None
-    best_i = min(range(len(val)), key=lambda i: val[i][1])
+    best_i = history.val_low
     best_at, best = val[best_i]
-    after = val[best_i + 1 :]
-    if len(after) < RISE_VALIDATIONS or best_at not in train:
+    train_best = history.loss_at(best_at)
+    if len(val) - best_i - 1 < RISE_VALIDATIONS or train_best is None:
         return None
-    last_at = after[-1][0]
-    if last_at not in train or train[last_at] > TRAIN_STILL_FALLING * train[best_at]:
+    onset, (last_at, last_val) = val[best_i + 1][0], val[-1]
+    train_last = history.loss_at(last_at)
+    if train_last is None or train_last > TRAIN_STILL_FALLING * train_best:
         return None  # training loss is not falling: not overfitting
-    recent = [v for _, v in after[-RISE_VALIDATIONS:]]
+    recent = [v for _, v in val[-RISE_VALIDATIONS:]]
     rise = sum(recent) / len(recent) - best
-    onset = after[0][0]
     if min(recent) > best and rise > RISE_FRACTION * abs(best):
         return Finding(
             "overfitting",
             onset,
             f"val_loss was lowest at epoch {best_at} ({best:.4g}) and has risen since "
-            f"(to {after[-1][1]:.4g} at epoch {last_at}) while the training loss kept "
-            f"falling ({train[best_at]:.4g} to {train[last_at]:.4g}): the model is "
+            f"(to {last_val:.4g} at epoch {last_at}) while the training loss kept "
+            f"falling ({train_best:.4g} to {train_last:.4g}): the model is "
             "memorising the training data",
-            f"EarlyStopping(monitor='val_loss', restore_best_weights=True) with a patience "
-            f"of a few epochs would stop near epoch {onset} and keep epoch {best_at}'s "
-            "weights; more data or augmentation, regularisation or a smaller model "
-            "delay the turn",
+            remedies.overfitting(onset, best_at),
         )
-    gap_best = best - train[best_at]
-    gap_last = after[-1][1] - train[last_at]
+    gap_best = best - train_best
+    gap_last = last_val - train_last
     if gap_best > 0 and gap_last > GAP_GROWTH * gap_best and gap_last > RISE_FRACTION * best:
         return Finding(
             "overfitting",
@@ -248,14 +310,13 @@ def _overfitting(epochs: Sequence[Epoch]) -> Finding | None:
             f"val_loss has not improved since epoch {best_at} ({best:.4g}) while the gap "
             f"between validation and training loss grew from {gap_best:.4g} to "
             f"{gap_last:.4g}: the model is fitting the training data more than the task",
-            "fewer epochs or EarlyStopping(monitor='val_loss', restore_best_weights=True); "
-            "more data or augmentation, regularisation or a smaller model",
+            remedies.overfitting(onset, best_at),
         )
     return None
 
 
-def _underfitting(epochs: Sequence[Epoch], stop_reason: str | None) -> Finding | None:
-    losses = _series(epochs, "loss")
+def _underfitting(history: History, stop_reason: str | None, remedies: Remedies) -> Finding | None:
+    losses = history.loss
     if len(losses) < 2 * WINDOW:
         return None
     first = losses[0][1]
@@ -264,8 +325,8 @@ def _underfitting(epochs: Sequence[Epoch], stop_reason: str | None) -> Finding |
     before = sum(v for _, v in losses[-2 * WINDOW : -WINDOW]) / WINDOW
     change = (before - recent) / max(abs(before), 1e-12)
     rate = change / WINDOW
-    val = _series(epochs, "val_loss")
-    val_improving = not val or min(val, key=lambda p: p[1])[0] in {e for e, _ in val[-2:]}
+    val = history.val
+    val_improving = not val or val[history.val_low][0] in {e for e, _ in val[-2:]}
     if stop_reason == StopReason.COMPLETED and rate > STILL_LEARNING_RATE and val_improving:
         return Finding(
             "underfitting",
@@ -273,8 +334,7 @@ def _underfitting(epochs: Sequence[Epoch], stop_reason: str | None) -> Finding |
             f"the training loss was still falling about {rate:.1%} per epoch at the last "
             f"epoch ({last_at}) and validation had not stopped improving: training ended "
             "before the model had learned what it can",
-            "raise fit.epochs (with EarlyStopping to stop at the right point), or a "
-            "higher learning rate",
+            remedies.still_learning(),
         )
     if abs(change) < FLAT_FRACTION and recent > HIGH_FRACTION * first:
         flat_from = losses[-1][0]
@@ -292,3 +352,95 @@ def _underfitting(epochs: Sequence[Epoch], stop_reason: str | None) -> Finding |
             "check that the labels match the inputs",
         )
     return None
+
+
+class Remedies:
+    """What a finding recommends, from what the job's spec already has: never a
+    callback or setting the job holds as recommended, and its own values named."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.callbacks: dict[str, tuple[int, dict[str, Any]]] = {}
+        for i, cb in enumerate(spec.get("callbacks") or []):
+            self.callbacks.setdefault(str(cb.get("type")), (i, dict(cb)))
+        optimizer = (spec.get("compile") or {}).get("optimizer")
+        config = optimizer.get("config") if isinstance(optimizer, Mapping) else None
+        self.optimizer: dict[str, Any] = dict(config or {})
+        self.fit: dict[str, Any] = dict(spec.get("fit") or {})
+        self.augmented = bool((spec.get("data") or {}).get("augmentation"))
+
+    def _callback(self, kind: str) -> tuple[int, dict[str, Any]] | None:
+        return self.callbacks.get(kind)
+
+    def not_a_number(self) -> str:
+        steps = ["lower compile.optimizer.learning_rate"]
+        clip = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if self.optimizer.get(k)]
+        if clip:
+            steps.append(f"clip gradients harder ({clip[0]} is {self.optimizer[clip[0]]})")
+        else:
+            steps.append("clip gradients (compile.optimizer.config.clipnorm)")
+        if self._callback("TerminateOnNaN") is None:
+            steps.append("add TerminateOnNaN to stop at once")
+        return ", ".join(steps[:-1]) + ", or " + steps[-1]
+
+    def rising_loss(self) -> str:
+        found = self._callback("ReduceLROnPlateau")
+        rate = self.optimizer.get("learning_rate")
+        if isinstance(rate, Mapping):
+            # A schedule: Keras cannot set its rate, so no ReduceLROnPlateau beside it.
+            return (
+                "lower the schedule's rates (compile.optimizer.config.learning_rate: "
+                f"{str(rate.get('class_name'))[:40]}), or make it decay sooner"
+            )
+        if found is None:
+            return (
+                "lower compile.optimizer.learning_rate, or add ReduceLROnPlateau to lower "
+                "it when the loss stops improving"
+            )
+        i, cb = found
+        return (
+            "lower compile.optimizer.learning_rate, or let the job's ReduceLROnPlateau "
+            f"(callbacks[{i}]) act sooner: a patience below {cb.get('patience', 10)} or a "
+            f"factor below {cb.get('factor', 0.1)}"
+        )
+
+    def overfitting(self, onset: int, best_at: int) -> str:
+        more = (
+            "more data or stronger augmentation"
+            if self.augmented
+            else "more data or augmentation (data.augmentation)"
+        )
+        general = f"{more}, regularisation or a smaller model delay the turn"
+        found = self._callback("EarlyStopping")
+        if found is None:
+            return (
+                "EarlyStopping(monitor='val_loss', restore_best_weights=True) with a "
+                f"patience of a few epochs would stop near epoch {onset} and keep epoch "
+                f"{best_at}'s weights; {general}"
+            )
+        i, cb = found
+        here = f"the job's EarlyStopping (callbacks[{i}])"
+        monitor, patience = cb.get("monitor", "val_loss"), cb.get("patience") or 0
+        if monitor != "val_loss":
+            first = f"{here} monitors {monitor!r}; on 'val_loss' it would stop near epoch {onset}"
+        elif not cb.get("restore_best_weights"):
+            first = f"restore_best_weights=True on {here} would keep epoch {best_at}'s weights"
+        elif patience > 0:
+            first = (
+                f"{here} keeps the best epoch's weights; a patience below {patience} "
+                f"would stop sooner, nearer epoch {onset}"
+            )
+        else:
+            first = f"{here} keeps the best epoch's weights"
+        return f"{first}; {general}"
+
+    def still_learning(self) -> str:
+        epochs = self.fit.get("epochs", 1)
+        if self._callback("EarlyStopping") is None:
+            return (
+                f"raise fit.epochs (now {epochs}), with EarlyStopping to stop at the right "
+                "point, or a higher learning rate"
+            )
+        return (
+            f"raise fit.epochs (now {epochs}): the job's EarlyStopping stops it at the right "
+            "point; or a higher learning rate"
+        )

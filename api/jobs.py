@@ -6,23 +6,30 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.model_sources import ModelSources
 from api.tokens import Principal
 from checks.advice import advise
 from checks.datasets import BUILTIN_PREFIX
+from checks.model_source import StoredArchitecture
 from checks.validation import check_spec
 from core.errors import Conflict, NotFound, TooManyJobs
 from core.settings import Settings
-from models.spec import JobSpec
+from models.spec import JobSpec, RetentionSpec
 from models.states import FINISHED, JobStatus, StopReason, move
 from models.tables import Dataset, Job, JobDataset, JobEvent, utcnow
+from storage.retention import after_end, default_retention
+
+log = logging.getLogger("fitq.api")
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -47,13 +54,24 @@ def create_job(
     digest = spec_hash(spec)
     key_owner = principal.owner or ""
     if idempotency_key is not None:
-        existing = _keyed_job(session, key_owner, idempotency_key)
+        existing = keyed_job(session, key_owner, idempotency_key)
         if existing is not None:
-            return _same_spec(existing, digest, idempotency_key), False
-    data = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+            return same_spec(existing, digest, idempotency_key), False
+    sources = ModelSources(session, settings, principal)
+    data = check_spec(
+        spec, settings, lambda ds_id: dataset_info(session, ds_id, principal), sources
+    )
     warnings = advise(spec, data)
-    _check_in_flight(session, settings, principal)
-    job = _new_job(spec, principal, warnings, idempotency_key, digest)
+    check_in_flight(session, settings, principal)
+    job = _new_job(
+        spec,
+        principal,
+        warnings,
+        idempotency_key,
+        digest,
+        sources.found,
+        default_retention(settings),
+    )
     used = {
         ref.dataset
         for ref in (spec.data.train, spec.data.validation, spec.data.test)
@@ -73,14 +91,14 @@ def create_job(
         session.rollback()
         if idempotency_key is None:
             raise
-        existing = _keyed_job(session, key_owner, idempotency_key)
+        existing = keyed_job(session, key_owner, idempotency_key)
         if existing is None:
             raise
-        return _same_spec(existing, digest, idempotency_key), False
+        return same_spec(existing, digest, idempotency_key), False
     return job, True
 
 
-def _check_in_flight(session: Session, settings: Settings, principal: Principal) -> None:
+def check_in_flight(session: Session, settings: Settings, principal: Principal) -> None:
     """Raises ``TooManyJobs`` when the owner has ``max_jobs_in_flight`` queued and running."""
     in_flight = (
         session.scalar(
@@ -107,20 +125,48 @@ def _new_job(
     warnings: list[str],
     idempotency_key: str | None,
     digest: str,
+    source: StoredArchitecture | None = None,
+    retention: RetentionSpec | None = None,
 ) -> Job:
-    """The queued job row for ``spec``, its seed drawn if the spec has none."""
+    """The queued job row for ``spec``, its seed drawn if the spec has none, a warm
+    start's checkpoint (``best``, ``last``) resolved to the one it names now, and the
+    server's ``retention`` recorded if the spec gives none."""
+    model = spec.model
+    if source is not None and source.checkpoint is not None:
+        model = model.model_copy(update={"checkpoint": source.checkpoint})
+    output = spec.output
+    if output.retention is None and retention is not None:
+        output = output.model_copy(update={"retention": retention})
     stored = spec.model_copy(
-        update={"seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31)}
+        update={
+            "seed": spec.seed if spec.seed is not None else secrets.randbelow(2**31),
+            "model": model,
+            "output": output,
+        }
     )
+    return queued_row(
+        principal,
+        idempotency_key,
+        digest,
+        parent_job_id=model.from_job,
+        model_id=model.uploaded,
+        name=spec.name,
+        queue=spec.queue,
+        spec=stored.model_dump(mode="json"),
+        warnings=warnings,
+    )
+
+
+def queued_row(
+    principal: Principal, idempotency_key: str | None, digest: str, **columns: Any
+) -> Job:
+    """A new queued job's row for ``principal``: a training job's or a run's ``columns``
+    (name, queue, spec, ...) with what every new job has."""
     now = utcnow()
     return Job(
         id=uuid.uuid4().hex,
         owner=principal.owner,
-        name=spec.name,
-        queue=spec.queue,
         status=JobStatus.QUEUED,
-        spec=stored.model_dump(mode="json"),
-        warnings=warnings,
         idempotency_key=idempotency_key,
         idempotency_owner=(principal.owner or "") if idempotency_key is not None else None,
         spec_hash=digest,
@@ -129,10 +175,11 @@ def _new_job(
         dispatched_at=now,
         attempts=0,
         cancel_requested=False,
+        **columns,
     )
 
 
-def _keyed_job(session: Session, key_owner: str, key: str) -> Job | None:
+def keyed_job(session: Session, key_owner: str, key: str) -> Job | None:
     """The job an owner ("" while auth is off) submitted with Idempotency-Key ``key``."""
     return session.scalar(
         select(Job).where(Job.idempotency_owner == key_owner, Job.idempotency_key == key)
@@ -143,16 +190,21 @@ def validate_spec(
     session: Session, spec: JobSpec, settings: Settings, principal: Principal
 ) -> list[str]:
     """The warnings a submission of ``spec`` would get; raises ``SpecError`` as it would."""
-    data = check_spec(spec, settings, lambda ds_id: _dataset_info(session, ds_id, principal))
+    data = check_spec(
+        spec,
+        settings,
+        lambda ds_id: dataset_info(session, ds_id, principal),
+        ModelSources(session, settings, principal),
+    )
     return advise(spec, data)
 
 
-def _dataset_info(session: Session, dataset_id: str, principal: Principal) -> dict[str, Any] | None:
+def dataset_info(session: Session, dataset_id: str, principal: Principal) -> dict[str, Any] | None:
     row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
     return dict(row.info) if row is not None and principal.sees(row.owner) else None
 
 
-def _same_spec(job: Job, digest: str, key: str) -> Job:
+def same_spec(job: Job, digest: str, key: str) -> Job:
     if job.spec_hash != digest:
         raise Conflict(
             f"Idempotency-Key {key!r} was used for job {job.id} with a different "
@@ -188,14 +240,20 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 def list_jobs(
     session: Session,
     *,
-    status: str | None,
-    queue: str | None,
-    name: str | None,
     cursor: str | None,
     limit: int,
     principal: Principal,
+    status: str | None = None,
+    queue: str | None = None,
+    name: str | None = None,
+    kinds: Sequence[str] = (),
+    parent: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Newest first; ``cursor`` continues after the last job of the previous page."""
+    """Newest first; ``cursor`` continues after the last job of the previous page.
+
+    ``kinds`` keeps the jobs of those kinds (all when empty); ``parent`` the jobs whose
+    ``parent_job_id`` is ``parent`` (the runs that used its model).
+    """
     query = select(Job)
     if not principal.admin:
         query = query.where(Job.owner == principal.owner)
@@ -205,10 +263,18 @@ def list_jobs(
         query = query.where(Job.queue == queue)
     if name:
         query = query.where(Job.name == name)
+    if kinds:
+        query = query.where(Job.kind.in_(list(kinds)))
+    if parent:
+        query = query.where(Job.parent_job_id == parent)
     if cursor:
         created, job_id = decode_cursor(cursor)
+        # The range on created_at alone lets both databases seek the index
+        # (created_at, id) or (status | owner, created_at, id) to the cursor; the OR
+        # only sorts out the jobs created in the cursor's own instant.
         query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+            Job.created_at <= created,
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)),
         )
     rows = list(
         session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
@@ -217,8 +283,11 @@ def list_jobs(
     return rows[:limit], next_cursor
 
 
-def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
-    """Cancels a queued job at once; asks a running one to stop. Idempotent."""
+def cancel_job(session: Session, job_id: str, principal: Principal, settings: Settings) -> Job:
+    """Cancels a queued job at once; asks a running one to stop. Idempotent.
+
+    A queued job that an earlier attempt had started (a worker stopped or was lost)
+    has its backups and its retention applied (``storage.retention.after_end``)."""
     job = get_job(session, job_id, principal)
     now = utcnow()
     done = session.execute(
@@ -256,11 +325,24 @@ def cancel_job(session: Session, job_id: str, principal: Principal) -> Job:
             )
     session.commit()
     session.refresh(job)
+    if done and job.attempts:
+        _retire(session, settings, job)
     if job.status in FINISHED and job.status != JobStatus.CANCELLED:
         raise Conflict(
             f"job {job_id} already {job.status}; only queued or running jobs can be cancelled"
         )
     return job
+
+
+def _retire(session: Session, settings: Settings, job: Job) -> None:
+    """Applies retention to a job the cancel ended; a failure is logged, never the
+    answer: the cancel stands, and the files stay listed."""
+    try:
+        after_end(session, settings, job.id)
+    except Exception:  # noqa: BLE001 - the job is cancelled whatever its files
+        session.rollback()
+        log.exception("job %s: could not apply retention", job.id)
+    session.refresh(job)
 
 
 def etag_of(payload: Any) -> str:

@@ -15,7 +15,19 @@ from api import changefeed, errors
 from api.auth import AuthMiddleware
 from api.body import BodyMiddleware
 from api.metrics import RequestLatencyMiddleware
-from api.routes import dashboard, datasets, events, health, jobs, metrics, workers
+from api.routes import (
+    artifacts,
+    dashboard,
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    runs,
+    trained_model,
+    workers,
+)
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from migrations.migrate import check_migrated
@@ -43,7 +55,20 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     )
     _add_middleware(app, settings, auth_enabled)
     errors.install(app)
-    for routes in (health, jobs, events, datasets, dashboard, metrics, workers):
+    routers = (
+        health,
+        jobs,
+        trained_model,
+        runs,
+        events,
+        datasets,
+        models,
+        dashboard,
+        metrics,
+        workers,
+        artifacts,
+    )
+    for routes in routers:
         app.include_router(routes.router)
     return app
 

@@ -2,15 +2,19 @@
 
 Job and epoch figures are read from the database at each scrape (``JobsCollector``),
 so every API process reports the same numbers, however many there are and whichever
-of them trained nothing. Request latency is measured in this process by
+of them trained nothing. A scrape reads no history: the counts and the two duration
+histograms come from ``metric_rollups``, which triggers keep on every write (migration
+0011); the rest are bounded queries (queued and running jobs, the last minute's
+epochs, live workers). Request latency is measured in this process by
 ``RequestLatencyMiddleware``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import Histogram
@@ -21,13 +25,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, case, extract, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
-from models.states import FINISHED, STATUSES, JobStatus
-from models.tables import EpochMetric, Job, Worker, utcnow
+from models.states import STATUSES, JobStatus
+from models.tables import EpochMetric, Job, MetricRollup, Worker, utcnow
 
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 EPOCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -82,36 +86,30 @@ class RequestLatencyMiddleware:
             observe(500)
 
 
-def _seconds(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
-    """``end - start`` in seconds, in the database's own arithmetic."""
-    if session.get_bind().dialect.name == "postgresql":
-        return extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
-
-
-def _histogram(
+def _histograms(
     family: HistogramMetricFamily,
-    rows: Sequence[Any],
-    n_labels: int,
+    rows: Iterable[Any],
     buckets: Sequence[float],
 ) -> HistogramMetricFamily:
-    """Adds rows of ``(*labels, count, sum, count <= bucket...)`` to ``family``."""
-    for row in rows:
-        labels = [str(v) for v in row[:n_labels]]
-        count, total = int(row[n_labels]), float(row[n_labels + 1] or 0.0)
-        cumulative = [
-            (str(float(b)), int(c or 0)) for b, c in zip(buckets, row[n_labels + 2 :], strict=True)
-        ]
-        family.add_metric(labels, [*cumulative, ("+Inf", count)], total)
+    """Adds rollup rows ``(labels, bucket index, count, sum)`` to ``family``.
+
+    A bucket index is that of the first bucket the value fits in, ``len(buckets)`` for
+    none; the family's buckets are cumulative, as Prometheus wants them.
+    """
+    by_labels: dict[tuple[str, ...], tuple[list[int], float]] = {}
+    for labels, bucket, n, total in rows:
+        counts, sum_ = by_labels.get(labels, ([0] * (len(buckets) + 1), 0.0))
+        counts[min(int(bucket), len(buckets))] += int(n)
+        by_labels[labels] = (counts, sum_ + float(total))
+    for labels, (counts, total) in sorted(by_labels.items()):
+        cumulative = list(itertools.accumulate(counts))
+        family.add_metric(
+            list(labels),
+            [(str(float(b)), c) for b, c in zip(buckets, cumulative, strict=False)]
+            + [("+Inf", cumulative[-1])],
+            total,
+        )
     return family
-
-
-def _bucket_columns(value: Any, buckets: Sequence[float]) -> list[Any]:
-    return [
-        func.count(),
-        func.sum(value),
-        *[func.sum(case((value <= b, 1), else_=0)) for b in buckets],
-    ]
 
 
 class JobsCollector(Collector):
@@ -137,7 +135,9 @@ class JobsCollector(Collector):
         s = self.session
         counts: dict[str, dict[str, int]] = {}
         for queue, status, n in s.execute(
-            select(Job.queue, Job.status, func.count()).group_by(Job.queue, Job.status)
+            select(MetricRollup.queue, MetricRollup.status, MetricRollup.n).where(
+                MetricRollup.metric == "jobs"
+            )
         ):
             counts.setdefault(queue, {})[status] = int(n)
         jobs = GaugeMetricFamily(
@@ -159,43 +159,49 @@ class JobsCollector(Collector):
             "Seconds the longest-waiting queued job has waited, by queue.",
             labels=["queue"],
         )
-        for queue, created_at in s.execute(
-            select(Job.queue, func.min(Job.created_at))
-            .where(Job.status == JobStatus.QUEUED)
-            .group_by(Job.queue)
-        ):
+        for queue, by_status in sorted(counts.items()):
+            if not by_status.get(JobStatus.QUEUED):
+                continue
+            # One index seek per queue (ix_jobs_status_queue_created_at), however long
+            # the backlog.
+            created_at = s.scalar(
+                select(func.min(Job.created_at)).where(
+                    Job.status == JobStatus.QUEUED, Job.queue == queue
+                )
+            )
             if created_at is not None:
                 oldest.add_metric([queue], (now - _utc(created_at)).total_seconds())
         yield from (jobs, created, depth, oldest)
 
+    def _rollup(self, metric: str) -> Iterator[tuple[tuple[str, ...], int, int, float]]:
+        for queue, status, bucket, n, total in self.session.execute(
+            select(
+                MetricRollup.queue,
+                MetricRollup.status,
+                MetricRollup.bucket,
+                MetricRollup.n,
+                MetricRollup.total,
+            ).where(MetricRollup.metric == metric)
+        ):
+            labels = (queue, status) if status else (queue,)
+            yield labels, bucket, n, total
+
     def _job_durations(self) -> Metric:
-        duration = _seconds(self.session, Job.started_at, Job.finished_at)
-        rows = self.session.execute(
-            select(Job.queue, Job.status, *_bucket_columns(duration, JOB_BUCKETS))
-            .where(Job.status.in_(FINISHED), Job.started_at.is_not(None))
-            .group_by(Job.queue, Job.status)
-        ).all()
         family = HistogramMetricFamily(
             "fitq_job_duration_seconds",
             "Seconds from a job's first start to its end, by queue and final status.",
             labels=["queue", "status"],
         )
-        return _histogram(family, rows, 2, JOB_BUCKETS)
+        return _histograms(family, self._rollup("job_duration"), JOB_BUCKETS)
 
     def _epochs(self, now: dt.datetime) -> Iterator[Metric]:
         s = self.session
-        rows = s.execute(
-            select(Job.queue, *_bucket_columns(EpochMetric.duration_s, EPOCH_BUCKETS))
-            .select_from(EpochMetric)
-            .join(Job, Job.id == EpochMetric.job_id)
-            .group_by(Job.queue)
-        ).all()
         family = HistogramMetricFamily(
             "fitq_epoch_duration_seconds",
             "Wall-clock seconds of each recorded epoch, by queue.",
             labels=["queue"],
         )
-        yield _histogram(family, rows, 1, EPOCH_BUCKETS)
+        yield _histograms(family, self._rollup("epoch_duration"), EPOCH_BUCKETS)
         rate = GaugeMetricFamily(
             "fitq_epochs_per_second",
             f"Epochs recorded per second over the last {RATE_WINDOW_S} s, by queue.",

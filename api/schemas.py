@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasPath,
@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from models.runs import JobKind
 from models.states import JobStatus, StopReason
 from models.tables import Job
 
@@ -59,9 +60,11 @@ class Progress(BaseModel):
     epoch: int | None = Field(
         validation_alias="progress_epoch", description="The epoch being trained (1-based)."
     )
-    epochs: int = Field(
+    epochs: int | None = Field(
+        default=None,
         validation_alias=AliasPath("spec", "fit", "epochs"),
-        description="fit.epochs: the index of the last epoch.",
+        description="fit.epochs: the index of the last epoch (null for an evaluate or "
+        "predict run, which has no epochs).",
     )
     step: int | None = Field(
         validation_alias="progress_step", description="Batches done in the current epoch."
@@ -123,6 +126,25 @@ class InsightOut(BaseModel):
     findings: list[FindingOut]
 
 
+class FinalModelOut(BaseModel):
+    """The trained model a succeeded job saved; download it from ``/v1/jobs/{id}/model``."""
+
+    model_config = FROM_ROWS  # read from a job row's model_* columns and its spec
+    size_bytes: int = Field(
+        validation_alias="model_size_bytes", description="The size of model.keras in bytes."
+    )
+    sha256: str = Field(
+        validation_alias="model_sha256",
+        description="The SHA-256 of model.keras (hex); its download's ETag.",
+    )
+    savedmodel: bool = Field(
+        default=False,
+        validation_alias=AliasPath("spec", "output", "export"),
+        description="Whether a SavedModel was exported too (output.export), for "
+        "?format=savedmodel.",
+    )
+
+
 class JobOut(BaseModel):
     # Read from a job row: JobOut.model_validate(job, context={"insight": ...}), the
     # insight being computed from the job's epochs (api.job_view). progress and error
@@ -131,11 +153,22 @@ class JobOut(BaseModel):
     id: str
     name: str | None
     queue: str
+    kind: JobKind = Field(
+        description="fit (a training job), or evaluate or predict (a run that uses the "
+        "trained model of the job parent_job_id)."
+    )
+    parent_job_id: str | None = Field(
+        description="For a run: the training job whose model it uses; for a warm start "
+        "(model.from_job): the job whose checkpoint it started from."
+    )
     status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled.")
     stop_reason: StopReason | None = Field(
         description="completed, early_stopping, cancelled, max_runtime, nan_loss or error."
     )
-    spec: dict[str, Any] = Field(description="The stored spec, with the seed filled in.")
+    spec: dict[str, Any] = Field(
+        description="The stored spec, with the seed filled in; for a run, its run spec "
+        "(kind, data, batch_size, queue)."
+    )
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -144,14 +177,30 @@ class JobOut(BaseModel):
     progress: Progress
     latest_metrics: dict[str, float | None] | None
     best: Annotated[Best | None, BeforeValidator(_or_none)]
-    test_metrics: dict[str, float | None] | None
+    test_metrics: dict[str, float | None] | None = Field(
+        description="evaluate()'s results: on data.test after training, or an evaluate run's."
+    )
     class_weight: dict[str, float] | None = Field(
         description="The class weights fit() used; for 'balanced', the computed weights."
     )
     warnings: Annotated[list[str], BeforeValidator(_or_no_items)]
     error: JobError | None
+    final_model: FinalModelOut | None = Field(
+        description="model.keras, once the job has succeeded: the weights fit() finished "
+        "with (after EarlyStopping's restore_best_weights), on which test_metrics were "
+        "computed."
+    )
     insight: InsightOut | None = Field(
         description="Best epoch, overfitting onset, underfitting and divergence findings."
+    )
+    model_id: str | None = Field(
+        default=None, description="The uploaded model (model.uploaded) the job trains."
+    )
+    artifacts_removed_at: dt.datetime | None = Field(
+        default=None,
+        description="When DELETE /v1/jobs/{id}/artifacts removed the job's files "
+        "(checkpoints, model, TensorBoard and CSV logs, predictions; the training log "
+        "stays); their downloads answer 410 since. Null while they are there.",
     )
 
     @model_validator(mode="before")
@@ -163,6 +212,7 @@ class JobOut(BaseModel):
             data,
             progress=data,
             error=data if data.error_type else None,
+            final_model=data if data.model_sha256 else None,
             insight=(info.context or {}).get("insight"),
         )
 
@@ -201,6 +251,16 @@ class CheckpointOut(BaseModel):
     is_best: bool
     size_bytes: int
     created_at: dt.datetime
+    removed_at: dt.datetime | None = Field(
+        default=None,
+        description="When fitq removed the file; null while it is there. Its download "
+        "answers 410 since.",
+    )
+    removed_reason: Literal["retention", "deleted"] | None = Field(
+        default=None,
+        description="retention: the job's output.retention (or the server's default) did "
+        "not keep it once the job ended; deleted: DELETE /v1/jobs/{id}/artifacts.",
+    )
 
 
 class CheckpointList(BaseModel):

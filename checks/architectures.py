@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 Activation = Literal[
     "relu", "sigmoid", "tanh", "elu", "selu", "gelu", "swish", "silu", "linear", "leaky_relu"
 ]
-Units = Annotated[int, Field(gt=0, le=8192)]
+# Strict: a count is never a boolean (``true`` is not 1 unit) nor a float.
+Units = Annotated[int, Strict(), Field(gt=0, le=8192)]
 
 
 class MLPParams(BaseModel):
@@ -46,7 +47,7 @@ class CNNParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     filters: list[Units] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=8)
-    kernel_size: int = Field(default=3, gt=0, le=11)
+    kernel_size: Annotated[int, Strict(), Field(gt=0, le=11)] = 3
     dense_units: Units = 64
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

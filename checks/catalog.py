@@ -24,9 +24,10 @@ OPTIMIZERS = {
 }
 # What each argument of an optimizer, loss or metric config holds: "number" (an int or
 # a float), "int", "bool", "name" (a string that names no Keras object), or
-# "numbers" (a number or a list of numbers); "?" allows null.
+# "numbers" (a number or a list of numbers); "?" allows null. An optimizer's
+# "learning_rate" is a number or a schedule (``LR_SCHEDULES``, below).
 OPTIMIZER_CONFIG_KEYS = {
-    "learning_rate": "number",
+    "learning_rate": "learning_rate",
     "beta_1": "number",
     "beta_2": "number",
     "epsilon": "number",
@@ -46,6 +47,70 @@ OPTIMIZER_CONFIG_KEYS = {
     "use_ema": "bool",
     "ema_momentum": "number",
     "name": "name",
+}
+
+# Learning-rate schedules (``keras.optimizers.schedules``): an optimizer's
+# ``learning_rate`` may be one, and so may LearningRateScheduler's ``schedule``. Each
+# argument of Keras' own signature, with what it holds: "rate" (a finite number, read
+# as a float), "steps" (a number > 0, as Keras requires of its decay steps), "positive"
+# (a number > 0: CosineDecayRestarts takes the logarithm of its ``t_mul``), "count"
+# (an integer >= 0), "bool", "scope" (a name TensorFlow takes for a name scope),
+# "boundaries" (strictly increasing integers >= 0), "rates" (a list of rates); "?"
+# allows null. Required arguments are those Keras' signature has no default for.
+LR_SCHEDULE_MODULE = "keras.optimizers.schedules"
+LR_SCHEDULES: dict[str, dict[str, str]] = {
+    "ExponentialDecay": {
+        "initial_learning_rate": "rate",
+        "decay_steps": "steps",
+        "decay_rate": "rate",
+        "staircase": "bool",
+        "name": "scope",
+    },
+    "PiecewiseConstantDecay": {"boundaries": "boundaries", "values": "rates", "name": "scope"},
+    "PolynomialDecay": {
+        "initial_learning_rate": "rate",
+        "decay_steps": "steps",
+        "end_learning_rate": "rate",
+        "power": "rate",
+        "cycle": "bool",
+        "name": "scope",
+    },
+    "InverseTimeDecay": {
+        "initial_learning_rate": "rate",
+        "decay_steps": "steps",
+        "decay_rate": "rate",
+        "staircase": "bool",
+        "name": "scope",
+    },
+    "CosineDecay": {
+        "initial_learning_rate": "rate",
+        "decay_steps": "steps",
+        "alpha": "rate",
+        "name": "scope",
+        "warmup_target": "rate?",
+        "warmup_steps": "count",
+    },
+    "CosineDecayRestarts": {
+        "initial_learning_rate": "rate",
+        "first_decay_steps": "steps",
+        "t_mul": "positive",
+        "m_mul": "rate",
+        "alpha": "rate",
+        "name": "scope",
+    },
+}
+LR_SCHEDULE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "ExponentialDecay": ("initial_learning_rate", "decay_steps", "decay_rate"),
+    "PiecewiseConstantDecay": ("boundaries", "values"),
+    "PolynomialDecay": ("initial_learning_rate", "decay_steps"),
+    "InverseTimeDecay": ("initial_learning_rate", "decay_steps", "decay_rate"),
+    "CosineDecay": ("initial_learning_rate", "decay_steps"),
+    "CosineDecayRestarts": ("initial_learning_rate", "first_decay_steps"),
+}
+# The arguments of each schedule that hold rates: JSON's ``1`` is Keras' ``1.0``.
+LR_SCHEDULE_RATES = {
+    name: {key for key, kind in keys.items() if kind.rstrip("?") in ("rate", "rates")}
+    for name, keys in LR_SCHEDULES.items()
 }
 
 LOSSES = {
@@ -196,6 +261,7 @@ LAYERS = {
     "Maximum",
     "Minimum",
     "Subtract",
+    "Dot",
     "ReLU",
     "LeakyReLU",
     "ELU",

@@ -7,6 +7,12 @@ functions are refused because they are not on the list. A string that names a Ke
 object (an activation, initializer, regularizer, constraint or dtype) must be one of
 the names Keras resolves to an allowed class. Shapes and sizes are checked in
 ``checks.model_size``.
+
+A config comes in the forms Keras gives: ``model.to_json()`` (parsed) and
+``keras.saving.serialize_keras_object(model)`` write the model as an object
+(``{module, class_name, config, ...}``); ``model.get_config()`` writes only that
+object's ``config``, which is read as a Functional model's when it holds
+``input_layers`` or ``output_layers``, as a Sequential model's otherwise.
 """
 
 from __future__ import annotations
@@ -44,7 +50,69 @@ OBJECT_KEYS = {
     "compile_config",
     "name",
     "inbound_nodes",
+    # model.save() marks an object used in several places (a dtype policy) with an
+    # id, so that load_model() builds it once; an integer, nothing more.
+    "shared_object_id",
 }
+
+
+# What model.get_config() holds: a Sequential model's keys, a Functional model's.
+BARE_KEYS = {"name", "trainable", "dtype", "layers", "build_input_shape"} | {
+    "input_layers",
+    "output_layers",
+}
+# The module Keras writes for each model class (``serialize_keras_object``).
+MODEL_MODULES = {"Sequential": "keras", "Functional": "keras.src.models.functional"}
+
+
+@dataclass(frozen=True)
+class ModelForm:
+    """Which model a config is, and whether it is a bare ``model.get_config()``."""
+
+    cls: str
+    bare: bool
+
+
+def model_form(config: Any) -> ModelForm | None:
+    """The model ``config`` is, or None when it is neither form of a model config."""
+    if not isinstance(config, dict):
+        return None
+    if "class_name" in config:
+        cls = config["class_name"]
+        return (
+            ModelForm(cls, False) if isinstance(cls, str) and cls in catalog.MODEL_CLASSES else None
+        )
+    if not isinstance(config.get("layers"), list):
+        return None
+    functional = "input_layers" in config or "output_layers" in config
+    return ModelForm("Functional" if functional else "Sequential", True)
+
+
+def keras_object(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as ``serialize_keras_object`` writes it, for
+    ``keras.saving.deserialize_keras_object``; without a ``compile_config``, its own
+    or a model's inside it (fitq compiles the model from the job's ``compile``)."""
+    form = model_form(config)
+    if form is not None and form.bare:
+        config = {
+            "module": MODEL_MODULES[form.cls],
+            "class_name": form.cls,
+            "config": config,
+            "registered_name": None,
+        }
+    return _uncompiled(config)
+
+
+def _uncompiled(model: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in model.items() if k != "compile_config"}
+    body = model.get("config")
+    if isinstance(body, dict) and isinstance(body.get("layers"), list):
+        layers = [
+            _uncompiled(layer) if model_form(layer) is not None else layer
+            for layer in body["layers"]
+        ]
+        out["config"] = {**body, "layers": layers}
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,30 +179,33 @@ class _ConfigCheck:
 
     def model_keys(self, config: dict[str, Any], loc: Loc) -> bool:
         """The config is a model's with its layers; False when nothing more can be read."""
-        unknown = sorted(set(config) - OBJECT_KEYS)
+        form = model_form(config)
+        keys = BARE_KEYS if form is not None and form.bare else OBJECT_KEYS
+        unknown = sorted(set(config) - keys)
         if unknown:
             self.fail(
                 loc,
-                f"received keys {unknown}; expected only what model.to_json() writes: "
-                f"{sorted(OBJECT_KEYS)}",
+                f"received keys {[str(k)[:40] for k in unknown[:10]]}; expected only what "
+                f"model.to_json() writes: {sorted(OBJECT_KEYS)}, or model.get_config(): "
+                f"{sorted(BARE_KEYS)}",
             )
             return False
-        top = config.get("class_name")
-        if not isinstance(top, str) or top not in catalog.MODEL_CLASSES:
+        if form is None:
+            top = config.get("class_name")
             self.fail(
-                loc + ("class_name",),
-                f"expected a Sequential or Functional model config, received class_name="
-                f"{str(top)[:60]!r}",
+                loc + (("class_name",) if "class_name" in config else ()),
+                f"expected a Sequential or Functional model config (model.to_json(), "
+                f"model.get_config()), received class_name={str(top)[:60]!r}",
             )
             return False
-        body = config.get("config")
+        body, body_loc = (config, loc) if form.bare else (config.get("config"), loc + ("config",))
         layers = body.get("layers") if isinstance(body, dict) else None
         if not isinstance(layers, list) or not layers:
-            self.fail(loc + ("config", "layers"), "expected a non-empty list of layers")
+            self.fail(body_loc + ("layers",), "expected a non-empty list of layers")
             return False
         if len(layers) > MAX_LAYERS:
             self.fail(
-                loc + ("config", "layers"),
+                body_loc + ("layers",),
                 f"received {len(layers)} layers, expected at most {MAX_LAYERS}",
             )
         return True
@@ -158,7 +229,7 @@ class _ConfigCheck:
                     f"received keys {extra} beside class_name; expected only {sorted(OBJECT_KEYS)}",
                 )
         for key, value in node.items():
-            if (key in IGNORED_KEYS and depth == 0) or key in GRAPH_KEYS:
+            if (key in IGNORED_KEYS and (depth == 0 or model_form(node))) or key in GRAPH_KEYS:
                 continue
             self.argument(key, value, where + (key,))
             self.walk(value, where + (key,), depth + 1)
@@ -219,6 +290,12 @@ class _ConfigCheck:
                 "own layers, initializers, regularizers or constraints that fitq allows "
                 "(Lambda and custom objects are refused)",
             )
+        elif "shared_object_id" in node and not _is_int(node["shared_object_id"]):
+            self.fail(
+                where + ("shared_object_id",),
+                f"received shared_object_id={str(node['shared_object_id'])[:40]!r}, "
+                "expected an integer",
+            )
         elif registered not in (None, cls):
             self.fail(
                 where + ("registered_name",),
@@ -235,3 +312,7 @@ class _ConfigCheck:
                 f"received dtype policy {str(name)[:60]!r}, expected one of "
                 f"{sorted(catalog.DTYPES)}",
             )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -82,7 +82,7 @@ def size_layer(layer: Any, inputs: Inputs, loc: Loc) -> LayerSize:
         raise SizeError(
             loc + ("class_name",),
             f"received {show(cls)} here; expected one of the layers fitq can size: "
-            f"{sorted(RULES)} (a model inside a model is not supported)",
+            f"{sorted(RULES)}, or a Sequential or Functional model",
         )
     check_build_config(layer.get("build_config"), inputs, loc + ("build_config",))
     size = rule(Args(cls, layer.get("config", {}), loc + ("config",)), inputs)
@@ -549,3 +549,38 @@ def _concatenate(a: Args, shapes: list[Shape]) -> LayerSize:
         )
     size = sum(s[axis] for s in shapes)
     return LayerSize((*first[:axis], size, *first[axis + 1 :]), 0)
+
+
+@merge("Dot")
+def _dot(a: Args, shapes: list[Shape]) -> LayerSize:
+    if len(shapes) != 2 or not all(1 <= len(s) <= 2 for s in shapes):
+        a.fail(
+            None,
+            f"received inputs of shapes {show([list(s) for s in shapes], 120)}; expected "
+            "2 inputs of 1 or 2 axes a sample",
+        )
+    a.flag("normalize", False)
+    axes = a.get("axes")
+    pair = [axes, axes] if is_int(axes) else axes
+    if not (isinstance(pair, list) and len(pair) == 2 and all(is_int(x) for x in pair)):
+        a.fail("axes", f"received axes={show(axes)}, expected an axis or a list of 2 axes")
+    picked = []
+    for axis, shape in zip(pair, shapes, strict=True):
+        rank = len(shape) + 1
+        if not -rank < axis < rank or axis % rank == 0:
+            a.fail(
+                "axes",
+                f"received axes={show(axes)} for inputs of shapes "
+                f"{show([list(s) for s in shapes], 120)}; expected axes from 1 (or negative, "
+                "from the end); axis 0 is the batch",
+            )
+        picked.append(axis % rank - 1)
+    (s1, i), (s2, j) = zip(shapes, picked, strict=True)
+    if s1[i] != s2[j]:
+        a.fail(
+            "axes",
+            f"the inputs have {s1[i]} and {s2[j]} numbers along the axes {show(axes)} "
+            f"(shapes {show([list(s) for s in shapes], 120)}); expected the same",
+        )
+    out = (*s1[:i], *s1[i + 1 :], *s2[:j], *s2[j + 1 :])
+    return LayerSize(out or (1,), 0)

@@ -12,11 +12,12 @@ insight reads what the worker stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from checks import catalog
-from models.spec import CompileSpec
+from checks.compile_args import logged, metric_objects
+from models.spec import CompileSpec, ObjectSpec
 
 Direction = Literal["min", "max"]
 
@@ -25,20 +26,40 @@ class UndecidedDirection(ValueError):
     """Keras cannot tell whether the monitored quantity should go up or down."""
 
 
-def metric_directions(compile_spec: CompileSpec) -> dict[str, Direction]:
+def metric_directions(
+    compile_spec: CompileSpec, outputs: Sequence[str] = ()
+) -> dict[str, Direction]:
     """The name each compiled metric logs under (without ``val_``), and its direction.
 
-    ``loss`` is always there. A metric whose class or identifier the allowlist does not
-    hold is left out (the checks refuse it before this is asked).
+    ``loss`` is always there; for a model with several ``outputs`` (their names, in the
+    model's order), each output's loss and metrics, under the names Keras logs them
+    (``checks.compile_args.logged``). A metric whose class or identifier the allowlist
+    does not hold is left out (the checks refuse it before this is asked).
     """
-    found: dict[str, Direction] = {"loss": "min"}
-    for metric in compile_spec.metrics:
-        name = catalog.logged_name(metric)
-        key = metric if isinstance(metric, str) else metric.class_name
-        way = catalog.METRIC_DIRECTIONS.get(key)
-        if name is not None and way is not None:
-            found[name] = way
+    found: dict[str, Direction] = {}
+    for key, metric in logged(compile_spec, list(outputs)):
+        way = "min" if metric is None else catalog.METRIC_DIRECTIONS.get(_identifier(metric))
+        if way is not None:
+            found[key] = way
     return found
+
+
+def keras_decides(monitor: str, compile_spec: CompileSpec) -> bool:
+    """Whether EarlyStopping and ModelCheckpoint in mode ``auto`` can tell which way
+    ``monitor`` improves, by Keras' rule: ``loss``, or the name of a compiled metric
+    object, with or without ``val_``.
+
+    A model with several outputs logs ``<output>_loss`` and ``<output>_<metric>``, and
+    a weighted metric may log as ``weighted_<metric>``: names no metric object has, so
+    Keras raises for them in mode ``auto`` and asks for ``min`` or ``max``.
+    """
+    name = monitor.removeprefix("val_")
+    objects = {catalog.logged_name(metric) for _, metric in metric_objects(compile_spec)}
+    return name == "loss" or name in objects
+
+
+def _identifier(metric: str | ObjectSpec) -> str:
+    return metric if isinstance(metric, str) else metric.class_name
 
 
 def direction(monitor: str, mode: str, directions: dict[str, Direction]) -> Direction:

@@ -16,39 +16,75 @@ from pydantic import BaseModel, ValidationError
 
 from checks import catalog
 from checks.architectures import ARCHITECTURES
-from checks.compile_args import check_compile, log_keys, loss_name
-from checks.data_info import DataInfo, DatasetLookup, SpecData, augmented, read_data
+from checks.compile_args import (
+    LEARNING_RATE_LOC,
+    check_compile,
+    check_schedule,
+    log_keys,
+    loss_name,
+    optimizer_schedule,
+)
+from checks.data_info import (
+    DataInfo,
+    DatasetLookup,
+    ModelIO,
+    ModelOutputs,
+    SpecData,
+    augmented,
+    check_names,
+    read_data,
+)
 from checks.data_info import uploaded_split as uploaded_split  # the worker reads it here
 from checks.keras_config import check_keras_config
-from checks.model_size import ModelSize, SizeError, model_size, stack_size
+from checks.model_size import ModelSize, SizeError, model_io, model_size, stack_size
+from checks.model_source import (
+    ArchitectureLookup,
+    SourceProblem,
+    check_freeze,
+    no_stored_models,
+    source_field,
+)
+from checks.monitor import keras_decides
 from checks.problems import Loc, Problems
 from core.settings import Settings
 from models.file_names import placeholders
 from models.spec import (
     KERAS_BATCH_SIZE,
+    DataRef,
     EarlyStoppingSpec,
     JobSpec,
+    LearningRateSchedulerSpec,
     ModelCheckpointSpec,
     ReduceLROnPlateauSpec,
 )
 
 
 def check_spec(
-    spec: JobSpec, settings: Settings, datasets: DatasetLookup | None = None
+    spec: JobSpec,
+    settings: Settings,
+    datasets: DatasetLookup | None = None,
+    architectures: ArchitectureLookup | None = None,
 ) -> SpecData:
     """Raises ``SpecError`` listing every problem; returns what a runnable spec's data is.
 
-    ``datasets`` looks up an uploaded dataset's per-split metadata by id.
+    ``datasets`` looks up an uploaded dataset's per-split metadata by id;
+    ``architectures`` what ``model.uploaded`` or ``model.from_job`` names.
     """
     problems = Problems()
     train, validation, test = read_data(spec, settings, problems, datasets or _no_uploads)
-    _check_model(spec, [augmented(spec, train, problems), validation, test], problems, settings)
+    model_data = [augmented(spec, train, problems), validation, test]
+    if spec.model.layer_source:
+        lookup = architectures or no_stored_models
+        outputs = _check_stored(spec, model_data, lookup, problems, settings)
+    else:
+        outputs = _check_model(spec, model_data, problems, settings)
     splits = {"training": train, "validation": validation, "test": test}
-    check_compile(spec, splits, settings.max_label_classes, problems)
+    check_compile(spec, splits, settings.max_label_classes, problems, outputs)
     _check_fit_limits(spec, settings, problems)
     _check_validation_split(spec, train, problems)
-    _check_class_weight(spec, train, problems)
-    _check_callbacks(spec, problems)
+    _check_class_weight(spec, train, outputs, problems)
+    _check_callbacks(spec, outputs.names if outputs else [], problems)
+    _check_rate_setters(spec, problems)
     _check_worker_limits(spec, settings, problems)
     problems.raise_any()
     assert train is not None  # data that cannot be read is a problem, raised above
@@ -92,25 +128,114 @@ def _n_classes(spec: JobSpec, infos: list[DataInfo | None]) -> int | None:
 
 def _check_model(
     spec: JobSpec, data: list[DataInfo | None], problems: Problems, settings: Settings
-) -> None:
-    """``data`` is the training data as the model sees it, then validation and test."""
+) -> ModelOutputs | None:
+    """``data`` is the training data as the model sees it, then validation and test.
+
+    Returns the model's outputs (names and, when it could be sized, shapes); None when
+    its config is refused before they are known.
+    """
+    refs = [spec.data.train, spec.data.validation, spec.data.test]
     if spec.model.builtin is not None:
+        fit = _names_fit(refs, data, None, problems)
         params = _builtin_params(spec.model.builtin, spec.model.params, problems)
-        if params is not None:
+        if params is not None and fit:
             _check_builtin(spec, params, data, problems, settings)
-        return
+        return ModelOutputs([])
     assert spec.model.keras_config is not None
-    found = check_keras_config(spec.model.keras_config, ("model", "keras_config"))
+    return _check_config(
+        spec, spec.model.keras_config, ("model", "keras_config"), data, problems, settings
+    )
+
+
+def _check_config(
+    spec: JobSpec,
+    config: dict[str, Any],
+    loc: Loc,
+    data: list[DataInfo | None],
+    problems: Problems,
+    settings: Settings,
+    data_problems: Problems | None = None,
+) -> ModelOutputs | None:
+    """A model config passes the allowlist, the data gives each of its inputs and
+    outputs, and it fits the training data and the size limits.
+
+    Returns the model's outputs (names and, when it could be sized, shapes); None when
+    the config is refused before they are known. Problems of the data go to
+    ``data_problems`` (``problems`` by default).
+    """
+    found = check_keras_config(config, loc)
     problems.items.extend(found)
-    train = data[0]
-    if found or train is None:
-        return
+    if found:
+        return None
     try:
-        size = model_size(spec.model.keras_config, train.feature_shape, ("model", "keras_config"))
+        io = model_io(config, loc)
     except SizeError as exc:
         problems.add(exc.loc, exc.msg, "keras_config")
-        return
+        return None
+    train = data[0]
+    refs = [spec.data.train, spec.data.validation, spec.data.test]
+    named = _names_fit(refs, data, io, data_problems or problems)
+    if train is None:
+        return ModelOutputs(io[1])
+    try:  # also where the names do not fit: the model's side of it, at its path
+        size = model_size(config, train.inputs or train.feature_shape, loc)
+    except SizeError as exc:
+        problems.add(exc.loc, exc.msg, "keras_config")
+        return ModelOutputs(io[1])
     _check_size(size, spec, settings, problems)
+    return ModelOutputs(io[1], size.outputs if named else None)
+
+
+def _check_stored(
+    spec: JobSpec,
+    data: list[DataInfo | None],
+    lookup: ArchitectureLookup,
+    problems: Problems,
+    settings: Settings,
+) -> ModelOutputs | None:
+    """An uploaded model or a parent job's: found, the owner's, and fit for the data.
+
+    Problems inside the stored config are reported at the source's field, with their
+    path inside the config in the message. Returns its outputs, as ``_check_config``.
+    """
+    field = source_field(spec.model)
+    found = lookup(spec.model)
+    if isinstance(found, SourceProblem):
+        problems.add(("model", found.field), found.msg)
+        return None
+    try:
+        in_names, out_names = model_io(found.config)
+    except SizeError:
+        in_names, out_names = [], []  # the checks below say what is wrong with the graph
+    if len(in_names) > 1 or len(out_names) > 1:
+        problems.add(
+            ("model", field),
+            f"the model has inputs {in_names} and outputs {out_names}; an uploaded model or a "
+            "parent job's trains here with one input and one output (a model of several "
+            "trains from its config, as model.keras_config)",
+        )
+        return None
+    inner = Problems()
+    outputs = _check_config(spec, found.config, ("config",), data, inner, settings, problems)
+    for item in inner.items:
+        where = ".".join(str(part) for part in item["loc"])
+        if item["loc"] == ["model"]:  # a size limit
+            problems.add(("model", field), item["msg"], item["type"])
+        else:
+            problems.add(("model", field), f"the model's {where}: {item['msg']}", item["type"])
+    check_freeze(spec.model, found.config, problems)
+    return outputs
+
+
+def _names_fit(
+    refs: list[DataRef | None], data: list[DataInfo | None], io: ModelIO, problems: Problems
+) -> bool:
+    """Every data set gives an array for each input and output of the model, by name."""
+    ok = True
+    for name, ref, info in zip(("train", "validation", "test"), refs, data, strict=True):
+        if ref is not None and info is not None:
+            ok = check_names(ref, info, ("data", name), io, problems) and ok
+    return ok
 
 
 def _builtin_params(name: str, params: dict[str, Any], problems: Problems) -> BaseModel | None:
@@ -251,21 +376,37 @@ def _check_validation_split(spec: JobSpec, train: DataInfo | None, problems: Pro
         )
 
 
-def _check_class_weight(spec: JobSpec, train: DataInfo | None, problems: Problems) -> None:
-    """class_weight needs a loss on class labels, and labels that are classes."""
+def _check_class_weight(
+    spec: JobSpec, train: DataInfo | None, outputs: ModelOutputs | None, problems: Problems
+) -> None:
+    """class_weight needs a loss on class labels, and labels that are classes; Keras
+    takes it for a model with one output, without sample weights."""
     weights, loss = spec.fit.class_weight, loss_name(spec)
     if weights is None or train is None:
         return
-    if not catalog.labels_are_classes(loss) and loss not in catalog.ONE_HOT_LOSSES:
+    loc: Loc = ("fit", "class_weight")
+    if outputs is not None and len(outputs.names) > 1:
         problems.add(
-            ("fit", "class_weight"),
+            loc,
+            f"Keras takes class_weight only for a model with one output; this one has "
+            f"{outputs.names}: expected null, or sample weights (data.*.sample_weight)",
+        )
+    elif train.sample_weight is not None:
+        problems.add(
+            loc,
+            "the training data has sample weights, and Keras takes class_weight or "
+            "sample_weight, not both: expected null",
+        )
+    elif not catalog.labels_are_classes(loss) and loss not in catalog.ONE_HOT_LOSSES:
+        problems.add(
+            loc,
             f"class_weight weighs classes, but the loss {loss!r} does not read the labels "
             "as classes; expected null, or a loss on class labels "
             f"({sorted(catalog.SPARSE_LOSSES | catalog.BINARY_LOSSES)})",
         )
     elif train.n_classes is None:
         problems.add(
-            ("fit", "class_weight"),
+            loc,
             "class_weight needs class labels (1-D integers from 0), but the training labels are not"
             if isinstance(weights, dict)
             else "'balanced' needs class labels, but the training labels are real numbers",
@@ -274,14 +415,15 @@ def _check_class_weight(spec: JobSpec, train: DataInfo | None, problems: Problem
         for key in weights:
             if not 0 <= key < train.n_classes:
                 problems.add(
-                    ("fit", "class_weight", key),
+                    loc + (key,),
                     f"received class {key}, expected a class index in 0..{train.n_classes - 1}",
                 )
 
 
-def _check_callbacks(spec: JobSpec, problems: Problems) -> None:
-    """Callbacks monitor, and name files after, keys Keras logs."""
-    keys = log_keys(spec)
+def _check_callbacks(spec: JobSpec, outputs: list[str], problems: Problems) -> None:
+    """Callbacks monitor, and name files after, keys Keras logs (for the model's
+    ``outputs``: ``<output>_loss``, ``val_<output>_accuracy``, ...)."""
+    keys = log_keys(spec, outputs)
     available = set(keys) | ({f"val_{k}" for k in keys} if spec.has_validation else set())
     for i, cb in enumerate(spec.callbacks):
         loc: Loc = ("callbacks", i)
@@ -297,6 +439,8 @@ def _check_callbacks(spec: JobSpec, problems: Problems) -> None:
                     f"received monitor={cb.monitor!r}, which no "
                     f"compiled metric produces; expected one of {sorted(available)}{hint}",
                 )
+            elif cb.mode == "auto" and not isinstance(cb, ReduceLROnPlateauSpec):
+                _check_auto_mode(spec, cb.monitor, loc, problems)
         if isinstance(cb, ModelCheckpointSpec):
             allowed = available | {"epoch"}
             for name in placeholders(cb.filepath):
@@ -306,3 +450,33 @@ def _check_callbacks(spec: JobSpec, problems: Problems) -> None:
                         f"placeholder {{{name}}} names nothing Keras logs; expected "
                         f"one of {sorted(allowed)}",
                     )
+
+
+def _check_rate_setters(spec: JobSpec, problems: Problems) -> None:
+    """LearningRateScheduler's schedule is one Keras has; callbacks that set the
+    optimizer's rate need a rate they can set, not a schedule (Keras raises a
+    TypeError when they try)."""
+    schedule = optimizer_schedule(spec)
+    for i, cb in enumerate(spec.callbacks):
+        if isinstance(cb, LearningRateSchedulerSpec):
+            check_schedule(cb.schedule, ("callbacks", i, "schedule"), problems)
+        sets_rate = isinstance(cb, LearningRateSchedulerSpec | ReduceLROnPlateauSpec)
+        if schedule is not None and sets_rate:
+            problems.add(
+                ("callbacks", i, "type"),
+                f"{cb.type} sets the optimizer's learning rate at run time, but "
+                f"{'.'.join(map(str, LEARNING_RATE_LOC))} is a schedule "
+                f"({str(schedule.get('class_name'))[:60]!r}), which Keras cannot set; expected a "
+                "number as the optimizer's learning_rate, or no rate-setting callback",
+            )
+
+
+def _check_auto_mode(spec: JobSpec, monitor: str, loc: Loc, problems: Problems) -> None:
+    """In mode 'auto', Keras must be able to tell which way ``monitor`` improves."""
+    if not keras_decides(monitor, spec.compile):
+        problems.add(
+            loc + ("mode",),
+            f"received mode='auto' with monitor={monitor!r}: Keras tells which way only "
+            "'loss' and a compiled metric's own name improve (with or without 'val_'), and "
+            f"raises for {monitor!r}; expected mode 'min' or 'max'",
+        )

@@ -28,10 +28,17 @@ class SpecError(FitqError):
 
 
 class NotFound(FitqError):
-    def __init__(self, what: str, ident: str) -> None:
-        super().__init__(f"{what} {ident!r} not found")
+    """No such resource; ``reason``, when given, says why the one asked for is missing."""
+
+    def __init__(self, what: str, ident: str, reason: str | None = None) -> None:
+        super().__init__(f"{what} {ident!r} not found" + (f": {reason}" if reason else ""))
         self.what = what
         self.ident = ident
+
+
+class Gone(FitqError):
+    """A resource that existed and was removed on purpose (a checkpoint that retention
+    removed, a job's deleted artifacts); its row stays, saying when and why."""
 
 
 class Conflict(FitqError):

@@ -19,9 +19,17 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL. Defaults to SQLite in ``data_dir``.
         broker_url: Celery broker URL. Defaults to kombu's filesystem transport in
             ``data_dir/broker``.
-        artifacts_dir: Where jobs write checkpoints, logs and TensorBoard files; a
-            volume that every worker and the API share. Defaults to
+        artifacts_dir: Where jobs write checkpoints, logs and TensorBoard files, and
+            where uploads are kept. Without ``artifacts_url`` it is the artifact
+            store, a volume that every worker and the API share; with it, each
+            process's local working folder and cache. Defaults to
             ``data_dir/artifacts``.
+        artifacts_url: ``s3://bucket/prefix``: keep artifacts (checkpoints, trained
+            models, TensorBoard logs, uploaded datasets and models, predictions,
+            resume backups) in an S3-compatible store, so that workers on different
+            hosts need no shared volume. boto3 reads the endpoint, region and
+            credentials from its usual environment (``AWS_ENDPOINT_URL``,
+            ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ...). Unset: the filesystem.
         lease_seconds: How long a worker's claim on a job lasts without a heartbeat.
         max_epochs: Largest ``fit.epochs`` a job may ask for.
         max_runtime_seconds: Largest ``max_runtime_seconds`` a job may ask for.
@@ -44,8 +52,10 @@ class Settings(BaseSettings):
             decompressed.
         max_compression_ratio: Largest ratio of a member's decompressed to compressed
             size in an uploaded archive (a zip bomb's is in the thousands).
-        worker_memory_budget: Datasets larger than this train from disk, a batch at
-            a time, instead of being loaded whole.
+        worker_memory_budget: Datasets larger than this train from disk, a window
+            of blocks at a time (all in flight a quarter of it, at most 64 MiB),
+            instead of being loaded whole; an image folder whose decoded images fit
+            it is decoded once, else again every epoch.
         auth: ``on`` requires a bearer token (``fitq token create``) on every API
             call; ``off`` runs open. Unset: on whenever the API listens beyond
             loopback.
@@ -82,6 +92,14 @@ class Settings(BaseSettings):
             Defaults to 1,000,000.
         max_fit_workers: Largest ``fit.workers`` (data-loading threads or processes
             of one job). Defaults to 32.
+        keep_best_checkpoints: The server's default ``output.retention.keep_best``
+            for jobs whose spec gives no ``output.retention``: once such a job ends,
+            fitq keeps this many of its best checkpoints (and
+            ``keep_last_checkpoints`` newest) and removes the rest. Unset (with
+            ``keep_last_checkpoints`` unset too): every checkpoint is kept.
+        keep_last_checkpoints: The server's default ``output.retention.keep_last``
+            (see ``keep_best_checkpoints``; one left unset counts as 0 when the
+            other is set).
     """
 
     model_config = SettingsConfigDict(env_prefix="FITQ_", extra="ignore")
@@ -90,6 +108,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     artifacts_dir: Path | None = None
+    artifacts_url: str | None = Field(default=None, pattern=r"^(s3://[^/]+(/.*)?)?$")
     lease_seconds: float = Field(default=60.0, gt=0)
     max_epochs: int = Field(default=10_000, gt=0)
     max_runtime_seconds: int = Field(default=7 * 24 * 3600, gt=0)
@@ -134,6 +153,9 @@ class Settings(BaseSettings):
     max_activation_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_steps: int = Field(default=1_000_000, gt=0, le=2**31 - 1)
     max_fit_workers: int = Field(default=32, gt=0)
+    # Checkpoint retention: the default of a spec without output.retention.
+    keep_best_checkpoints: int | None = Field(default=None, ge=0, le=10_000)
+    keep_last_checkpoints: int | None = Field(default=None, ge=0, le=10_000)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -36,6 +36,7 @@ from models.tables import Job, JobEvent, utcnow
 from queueing.broker import job_devices, publish_job
 from queueing.devices import routed_queue
 from queueing.names import TASK_RUN_JOB
+from storage.retention import after_end
 
 log = logging.getLogger("fitq.dispatcher")
 DEFAULT_MAX_ATTEMPTS = 3
@@ -153,6 +154,7 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
     now = utcnow()
     with transaction(factory) as s:
         done, publish = _reap(s, now)
+    _retire(factory, settings, done.failed + done.cancelled)
     stale_before = now - dt.timedelta(seconds=settings.requeue_seconds)
     with factory() as s:
         waiting = s.execute(
@@ -200,6 +202,16 @@ def dispatch_once(factory: sessionmaker[Session], celery: Celery, settings: Sett
         except Exception as exc:  # noqa: BLE001 - the next pass publishes it again
             log.warning("could not publish job %s: %s", job_id, exc)
     return done
+
+
+def _retire(factory: sessionmaker[Session], settings: Settings, ended: list[str]) -> None:
+    """Applies retention to the jobs this pass ended (their backups, their checkpoints)."""
+    for job_id in ended:
+        try:
+            with factory() as s:
+                after_end(s, settings, job_id)
+        except Exception as exc:  # noqa: BLE001 - files left are retried by nobody, logged
+            log.warning("could not apply retention to job %s: %s", job_id, exc)
 
 
 def run_forever(

@@ -61,6 +61,10 @@ def _migrate(settings: Settings) -> None:
 
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    if settings.artifacts_url:
+        from storage.artifacts import artifact_store
+
+        artifact_store(settings).ensure_ready()
 
 
 def _describe(settings: Settings) -> str:
@@ -72,7 +76,10 @@ def _describe(settings: Settings) -> str:
         if settings.broker_is_embedded
         else settings.resolved_broker_url.split("@")[-1]
     )
-    return f"database: {db}\nbroker:   {broker}\nartifacts: {settings.resolved_artifacts_dir}"
+    artifacts = str(settings.resolved_artifacts_dir)
+    if settings.artifacts_url:
+        artifacts = f"{settings.artifacts_url} (local cache {artifacts})"
+    return f"database: {db}\nbroker:   {broker}\nartifacts: {artifacts}"
 
 
 def _serve_api(settings: Settings, host: str, port: int) -> int:
@@ -343,7 +350,7 @@ def token_revoke(name: str) -> int:
 
 
 # The client commands (fitq.commands) are imported only when one of them runs.
-for _name in ("submit", "jobs", "datasets"):
+for _name in ("submit", "jobs", "datasets", "models"):
     cli.add_lazy(_name, f"fitq.commands:{_name}")
 
 

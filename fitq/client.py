@@ -1,4 +1,5 @@
-"""fitq's Python client: submit, read, wait for, follow and cancel jobs; datasets.
+"""fitq's Python client: submit, read, wait for, follow and cancel jobs; evaluate and
+predict with a trained job's model; datasets, models.
 
     from fitq.client import Client
     client = Client()                      # FITQ_API_URL, FITQ_TOKEN
@@ -13,16 +14,19 @@ may have created instead of creating a second one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 FINISHED = ("succeeded", "failed", "cancelled")
+CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -53,6 +57,41 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
+class _Retryable(Exception):
+    """An answer worth asking again for: a 5xx, a download that arrived damaged."""
+
+
+def _check(resp: httpx.Response) -> None:
+    """Raises ``ApiError`` for a 4xx (with the service's detail), ``_Retryable`` for a 5xx."""
+    if resp.status_code >= 500:
+        raise _Retryable(f"answered {resp.status_code}: {resp.text[:500]}")
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail")
+        except ValueError:
+            detail = resp.text
+        raise ApiError(resp.status_code, detail)
+
+
+def _write(resp: httpx.Response, target: Path, sha256: str | None) -> Path:
+    """Writes the response's body to ``target`` through a temporary file beside it."""
+    digest = hashlib.sha256()
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as f:
+            for chunk in resp.iter_bytes(CHUNK):
+                digest.update(chunk)
+                f.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise _Retryable(
+                f"sent {target.name} with SHA-256 {digest.hexdigest()}, not its ETag {sha256}"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 class Client:
     """A synchronous client of the fitq API.
 
@@ -78,24 +117,47 @@ class Client:
         self.retries = retries
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried on connection errors and 5xx; raises ``ApiError`` on a 4xx."""
+
+        def once() -> httpx.Response:
+            resp = self.http.request(method, path, **kwargs)
+            _check(resp)
+            return resp
+
+        return self._retrying(once)
+
+    def download(
+        self, path: str, target: Path, params: dict[str, str] | None = None, sha256: bool = False
+    ) -> Path:
+        """Streams the body of ``GET path`` into the file ``target``, retried as a request is.
+
+        The file appears whole or not at all (it is written beside ``target``, then
+        renamed). With ``sha256``, the body must hash to the response's ``ETag``;
+        a download that does not is retried.
+        """
+
+        def once() -> Path:
+            with self.http.stream("GET", path, params=params) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _check(resp)
+                expected = resp.headers.get("etag", "").strip('"') if sha256 else None
+                return _write(resp, target, expected)
+
+        return self._retrying(once)
+
+    def _retrying(self, once: Callable[[], T]) -> T:
         delay = 0.5
         for attempt in range(self.retries):
+            last = attempt == self.retries - 1
             try:
-                resp = self.http.request(method, path, **kwargs)
+                return once()
             except httpx.TransportError as exc:
-                if attempt == self.retries - 1:
+                if last:
                     raise Unreachable(f"{self.url} did not answer: {exc}") from exc
-            else:
-                if resp.status_code < 500:
-                    if resp.status_code >= 400:
-                        try:
-                            detail = resp.json().get("detail")
-                        except ValueError:
-                            detail = resp.text
-                        raise ApiError(resp.status_code, detail)
-                    return resp
-                if attempt == self.retries - 1:
-                    raise Unreachable(f"{self.url} answered {resp.status_code}: {resp.text[:500]}")
+            except _Retryable as exc:
+                if last:
+                    raise Unreachable(f"{self.url} {exc}") from None
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
         raise Unreachable(self.url)
@@ -149,23 +211,151 @@ class Client:
         result: dict[str, Any] = self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
         return result
 
+    def delete_artifacts(self, job_id: str) -> dict[str, Any]:
+        """Removes a finished job's files but its log; the checkpoints marked and the
+        bytes freed. ``ApiError`` 409 while the job is queued or running."""
+        result: dict[str, Any] = self.request("DELETE", f"/v1/jobs/{job_id}/artifacts").json()
+        return result
+
+    def usage(self, owner: str | None = None) -> dict[str, Any]:
+        """The bytes and count of the caller's (an admin: ``owner``'s, or everyone's)
+        datasets, models, checkpoints and trained models."""
+        params = {"owner": owner} if owner is not None else None
+        result: dict[str, Any] = self.request("GET", "/v1/usage", params=params).json()
+        return result
+
     def download_checkpoint(self, job_id: str, checkpoint: dict[str, Any], folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / Path(checkpoint["path"]).name
-        resp = self.request("GET", f"/v1/jobs/{job_id}/checkpoints/{checkpoint['id']}/file")
+        return self.download(f"/v1/jobs/{job_id}/checkpoints/{checkpoint['id']}/file", target)
+
+    def download_model(
+        self, job_id: str, target: Path | None = None, model_format: str = "keras"
+    ) -> Path:
+        """Downloads the trained model a succeeded job saved; returns where it is.
+
+        Args:
+            job_id: The job.
+            target: A file to write, or an existing folder to put the model in under
+                its own name: ``model-<id>.keras``, or ``savedmodel-<id>.tar.gz``.
+                Defaults to the current folder.
+            model_format: ``keras`` (the job's ``model.keras``, checked against its
+                SHA-256) or ``savedmodel`` (the SavedModel the spec's
+                ``output.export`` asked for, as a .tar.gz). Defaults to ``keras``.
+
+        Raises:
+            ApiError: 404 when the job has no such model (it has not succeeded, or
+                did not export one), with the reason.
+        """
+        target = target if target is not None else Path.cwd()
+        if target.is_dir():
+            name = "model-{}.keras" if model_format == "keras" else "savedmodel-{}.tar.gz"
+            target = target / name.format(job_id)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        return self.download(
+            f"/v1/jobs/{job_id}/model",
+            target,
+            params={"format": model_format},
+            sha256=model_format == "keras",
+        )
+
+    def evaluate(
+        self,
+        job_id: str,
+        data: dict[str, Any],
+        batch_size: int | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Queues ``model.evaluate()`` of job ``job_id``'s trained model; returns the run.
+
+        Args:
+            job_id: A succeeded training job.
+            data: As a job's ``data.test``: ``{"dataset": "builtin:digits", "split":
+                "test"}``, an uploaded dataset's id, or inline ``{"x": ..., "y": ...}``.
+            batch_size: evaluate()'s ``batch_size``. Defaults to None (Keras: 32).
+            name: A label for the run. Optional.
+
+        The run is a job; once it has succeeded its ``test_metrics`` hold the results.
+        """
+        return self._run(job_id, "evaluate", data, batch_size, name)
+
+    def predict(
+        self,
+        job_id: str,
+        data: dict[str, Any],
+        batch_size: int | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Queues ``model.predict()`` of job ``job_id``'s trained model; returns the run.
+
+        Args:
+            job_id: A succeeded training job.
+            data: A dataset (``{"dataset": ..., "split": ..., "take": ...}``) or inline
+                inputs alone (``{"x": [...]}``).
+            batch_size: predict()'s ``batch_size``. Defaults to None (Keras: 32).
+            name: A label for the run. Optional.
+
+        Once the run has succeeded, ``download_predictions`` fetches the array.
+        """
+        return self._run(job_id, "predict", data, batch_size, name)
+
+    def _run(
+        self,
+        job_id: str,
+        kind: str,
+        data: dict[str, Any],
+        batch_size: int | None,
+        name: str | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"data": data}
+        if batch_size is not None:
+            body["batch_size"] = batch_size
+        if name is not None:
+            body["name"] = name
+        # One key for this call's retries: a retry finds the run an earlier attempt made.
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/jobs/{job_id}/{kind}", json=body, headers=headers
+        ).json()
+        return result
+
+    def runs(self, job_id: str) -> list[dict[str, Any]]:
+        """The evaluate and predict runs that used job ``job_id``'s model, newest first."""
+        items: list[dict[str, Any]] = self.request("GET", f"/v1/jobs/{job_id}/runs").json()["items"]
+        return items
+
+    def download_predictions(self, run_id: str, target: Path) -> Path:
+        """Writes a succeeded predict run's predictions (a ``.npy`` file) to ``target``."""
+        resp = self.request("GET", f"/v1/jobs/{run_id}/predictions")
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(resp.content)
         return target
 
     def upload_dataset(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        """Uploads an ``.npz`` (or a zip of image folders); returns the dataset."""
+        return self._upload("/v1/datasets", path, name)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._items("/v1/datasets")
+
+    def upload_model(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        """Uploads a ``.keras`` file as ``model.save()`` writes it; returns the model."""
+        return self._upload("/v1/models", path, name)
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._items("/v1/models")
+
+    def _upload(self, collection: str, path: Path, name: str | None) -> dict[str, Any]:
         with open(path, "rb") as f:
             data = {"name": name} if name else {}
             result: dict[str, Any] = self.request(
-                "POST", "/v1/datasets", files={"file": (path.name, f)}, data=data, timeout=600
+                "POST", collection, files={"file": (path.name, f)}, data=data, timeout=600
             ).json()
         return result
 
-    def datasets(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.request("GET", "/v1/datasets").json()["items"]
+    def _items(self, collection: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.request("GET", collection).json()["items"]
         return items
 
     def follow(

@@ -1,4 +1,4 @@
-"""The client commands of ``fitq``: submit, jobs, datasets; made for CI pipelines.
+"""The client commands of ``fitq``: submit, jobs, datasets, models; made for CI pipelines.
 
 Exit codes:
     0  the job succeeded and every --require and --forbid gate passed
@@ -224,6 +224,12 @@ SUBMIT = "submit a job spec (YAML or JSON); CI-friendly"
 )
 @click.option("--junit", metavar="FILE", help="write the gates as JUnit XML")
 @click.option("--download-best", metavar="DIR", help="download the best checkpoint")
+@click.option(
+    "--download-model",
+    metavar="PATH",
+    help="download the trained model (model.keras) to PATH, a file or a folder, once the "
+    "job has succeeded; waits for the job as --wait does",
+)
 @click.option("--dry-run", is_flag=True, help="validate only; show warnings")
 @json_option
 def submit(
@@ -240,12 +246,14 @@ def submit(
     forbid: tuple[str, ...],
     junit: str | None,
     download_best: str | None,
+    download_model: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> int:
     gates, job_spec = _submitted_spec(spec, assignments, name, queue, require, forbid)
     client = Client()
-    try:
+
+    def action() -> int:
         if dry_run:
             warnings = client.validate(job_spec)
             _emit(
@@ -257,22 +265,16 @@ def submit(
         job = client.submit(job_spec, idempotency_key=idempotency_key)
         for warning in job.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
-        if not (wait or follow or gates or download_best or junit):
+        downloads = Downloads(download_best, download_model)
+        if not (wait or follow or gates or downloads.wanted or junit):
             _emit(as_json, job, f"submitted job {job['id']} ({job['status']})")
             return OK
         print(f"fitq: job {job['id']} on queue {job['queue']!r}", file=sys.stderr)
         if not _waited(client, job, follow and not as_json, timeout, cancel_on_timeout):
             return TIMED_OUT
-        return _judged(client, job["id"], gates, junit, download_best, as_json)
-    except ApiError as exc:
-        print(
-            f"fitq: the service refused the request ({exc.status}):\n{format_detail(exc.detail)}",
-            file=sys.stderr,
-        )
-        return REFUSED
-    except Unreachable as exc:
-        print(f"fitq: {exc}", file=sys.stderr)
-        return UNREACHABLE
+        return _judged(client, job["id"], gates, junit, downloads, as_json)
+
+    return exit_code(action)
 
 
 def _submitted_spec(
@@ -322,12 +324,36 @@ def _waited(
     return True
 
 
+@dataclass(frozen=True)
+class Downloads:
+    """What ``fitq submit`` downloads once the job has ended: the best checkpoint into a
+    folder, the trained model to a file or folder."""
+
+    best: str | None
+    model: str | None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.best or self.model)
+
+    def fetch(self, client: Client, job: dict[str, Any]) -> None:
+        if self.best:
+            for c in [c for c in client.checkpoints(job["id"]) if c["is_best"]]:
+                path = client.download_checkpoint(job["id"], c, Path(self.best))
+                print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
+        if self.model and job.get("final_model"):
+            path = client.download_model(job["id"], Path(self.model))
+            print(f"fitq: trained model saved to {path}", file=sys.stderr)
+        elif self.model:
+            print(f"fitq: job {job['id']} {job['status']}: no trained model", file=sys.stderr)
+
+
 def _judged(
     client: Client,
     job_id: str,
     gates: list[Gate | Forbid],
     junit: str | None,
-    download_best: str | None,
+    downloads: Downloads,
     as_json: bool,
 ) -> int:
     """The ended job's exit code, its gates checked, written and shown."""
@@ -339,11 +365,7 @@ def _judged(
     results = [(g, *g.check(job, best_row)) for g in gates]
     if junit:
         write_junit(Path(junit), job, results)
-    if download_best:
-        best = [c for c in client.checkpoints(job["id"]) if c["is_best"]]
-        for c in best:
-            path = client.download_checkpoint(job["id"], c, Path(download_best))
-            print(f"fitq: best checkpoint saved to {path}", file=sys.stderr)
+    downloads.fetch(client, job)
     summary = {
         **job,
         "gates": [{"gate": g.text, "passed": ok, "detail": m} for g, ok, m in results],
@@ -371,48 +393,82 @@ def _answered(command: Callable[Concatenate[Client, P], None]) -> Callable[P, in
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> int:
-        try:
+        def action() -> int:
             command(Client(), *args, **kwargs)
-        except ApiError as exc:
-            print(f"fitq: {exc}", file=sys.stderr)
-            return REFUSED
-        except Unreachable as exc:
-            print(f"fitq: {exc}", file=sys.stderr)
-            return UNREACHABLE
-        return OK
+            return OK
+
+        return exit_code(action)
 
     return run
+
+
+def exit_code(action: Callable[[], int]) -> int:
+    """Runs a client command; a refusal exits 2 (with the service's reasons), a timeout
+    4, an unreachable service 5, each said on stderr."""
+    try:
+        return action()
+    except ApiError as exc:
+        print(
+            f"fitq: the service refused the request ({exc.status}):\n{format_detail(exc.detail)}",
+            file=sys.stderr,
+        )
+        return REFUSED
+    except TimedOut as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return TIMED_OUT
+    except Unreachable as exc:
+        print(f"fitq: {exc}", file=sys.stderr)
+        return UNREACHABLE
 
 
 @click.group(
     "jobs",
     cls=Declared,
-    short_help="list, show, cancel jobs; their logs, metrics, checkpoints",
+    short_help="list, show, cancel jobs; logs, metrics, checkpoints, model; evaluate, predict",
 )
 def jobs() -> None:
-    """list, show, cancel jobs; their logs, metrics, checkpoints"""
+    """list, show, cancel jobs; logs, metrics, checkpoints, model; evaluate, predict"""
 
 
 @jobs.command("ls")
 @click.option("--status", metavar="STATUS")
 @click.option("--queue", metavar="QUEUE")
+@click.option("--parent", metavar="ID", help="only the evaluate and predict runs of job ID")
 @click.option("--limit", type=int, default=50, metavar="LIMIT")
 @json_option
 @_answered
 def jobs_ls(
-    client: Client, status: str | None, queue: str | None, limit: int, as_json: bool
+    client: Client,
+    status: str | None,
+    queue: str | None,
+    parent: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    items = client.jobs(status=status, queue=queue, limit=limit)
+    items = client.jobs(status=status, queue=queue, parent=parent, limit=limit)
     _emit(
         as_json,
         items,
         "\n".join(
-            f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  "
-            f"epoch {j['progress']['epoch'] or 0}/{j['progress']['epochs']}  "
-            f"{j['name'] or ''}"
+            f"{j['id']}  {j['status']:<9}  {j['queue']:<10}  {_done_part(j)}  "
+            f"{j['name'] or ''}{_lineage(j)}"
             for j in items
         ),
     )
+
+
+def _lineage(job: dict[str, Any]) -> str:
+    """Where a fit job's model came from, when it is another job's (a warm start)."""
+    parent = job.get("parent_job_id")
+    warm = parent and job.get("kind", "fit") == "fit"
+    return f"  (warm start from {parent})" if warm else ""
+
+
+def _done_part(job: dict[str, Any]) -> str:
+    """How far a job is: its epoch; for a run (evaluate, predict), whose model it uses."""
+    if job.get("kind", "fit") != "fit":
+        return f"{job['kind']} of {job['parent_job_id']}"
+    return f"epoch {job['progress']['epoch'] or 0}/{job['progress']['epochs']}"
 
 
 job_id_argument = click.argument("job_id", metavar="ID")
@@ -475,6 +531,36 @@ def jobs_checkpoints(client: Client, job_id: str, as_json: bool) -> None:
     )
 
 
+@jobs.command("model", help="download a succeeded job's trained model")
+@job_id_argument
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="a file, or a folder for model-ID.keras / savedmodel-ID.tar.gz (default: here)",
+)
+@click.option(
+    "--format",
+    "model_format",
+    type=click.Choice(["keras", "savedmodel"]),
+    default="keras",
+    show_default=True,
+    help="model.keras, or the SavedModel (output.export) as a .tar.gz",
+)
+@json_option
+@_answered
+def jobs_model(
+    client: Client, job_id: str, output: str | None, model_format: str, as_json: bool
+) -> None:
+    path = client.download_model(job_id, Path(output) if output else None, model_format)
+    size = path.stat().st_size
+    _emit(
+        as_json,
+        {"id": job_id, "format": model_format, "path": str(path), "size_bytes": size},
+        f"saved {path} ({size} bytes)",
+    )
+
+
 @click.group("datasets", cls=Declared, short_help="upload and list datasets")
 def datasets() -> None:
     """upload and list datasets"""
@@ -507,5 +593,47 @@ def datasets_ls(client: Client, as_json: bool) -> None:
             f"{d['id']}  {d['kind']:<6}  {d['splits']['train']['n_samples']:>8} samples  "
             f"{d['name'] or ''}"
             for d in items
+        ),
+    )
+
+
+# Runs of a finished job's model (fitq.runs), imported when one of them runs.
+jobs.add_lazy("evaluate", "fitq.runs:evaluate")
+jobs.add_lazy("predict", "fitq.runs:predict")
+
+
+@click.group("models", cls=Declared, short_help="upload and list Keras models")
+def models() -> None:
+    """upload and list Keras models"""
+
+
+@models.command("upload", help="upload FILE: a .keras file as model.save() writes it")
+@click.argument("file")
+@click.option("--name", metavar="NAME")
+@json_option
+@_answered
+def models_upload(client: Client, file: str, name: str | None, as_json: bool) -> None:
+    model = client.upload_model(Path(file), name)
+    info = model["info"]
+    _emit(
+        as_json,
+        model,
+        f"uploaded model {model['id']} ({info['class_name']}, {info['params']} weights, "
+        f"input {info['input_shape']})",
+    )
+
+
+@models.command("ls")
+@json_option
+@_answered
+def models_ls(client: Client, as_json: bool) -> None:
+    items = client.models()
+    _emit(
+        as_json,
+        items,
+        "\n".join(
+            f"{m['id']}  {m['info']['class_name']:<10}  {m['info']['params']:>10} weights  "
+            f"{m['name'] or ''}"
+            for m in items
         ),
     )

@@ -15,6 +15,14 @@ import string
 SAFE_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_-.=")
 SMALL_FORMAT = re.compile(r"0?(\d{0,2})(\.(\d{1,2}))?([dfegFEG])?")
 MAX_FORMAT_WIDTH = 32
+# fitq's own names in a job's folder, where no name a spec chooses can land: the
+# trained model (``model.save()``) and its SavedModel (``model.export()``), and the
+# folders of checkpoints and of the backups a resumed attempt starts from.
+FINAL_MODEL_FILE = "model.keras"
+EXPORT_DIR = "export"
+CHECKPOINT_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+LOG_FILE = "train.log"  # what Keras prints, as the API's /logs and /events serve it
 
 
 def placeholders(name: str) -> list[str]:
@@ -67,3 +75,8 @@ def name_problems(name: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     if suffixes and not name.endswith(suffixes):
         problems.append(f"received {name!r}; expected a name ending in {' or '.join(suffixes)}")
     return problems
+
+
+# The architecture a job trained (``model.to_json()`` before ``compile()``), in its
+# artifact folder: what a warm start from the job builds.
+ARCHITECTURE_FILE = "model.json"

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Strict,
+    StrictBool,
     ValidationError,
     field_validator,
     model_serializer,
@@ -50,11 +51,31 @@ def _verbosity(value: Any) -> Any:
 Verbosity = Annotated[Literal["auto"] | Literal[0, 1, 2], BeforeValidator(_verbosity)]
 
 
+def _callback_verbosity(value: Any) -> Any:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PydanticCustomError(
+            "int_type",
+            "received verbose={got}; expected a count: 0 (silent), or 1 or more (a line "
+            "each time the callback acts), not true or false",
+            {"got": repr(value)[:60]},
+        )
+    return value
+
+
+# A callback's ``verbose``: Keras' callbacks print when ``verbose > 0``, so any count
+# is accepted (EarlyStopping(verbose=2) acts as 1); booleans and floats are refused.
+CallbackVerbosity = Annotated[int, Field(ge=0), BeforeValidator(_callback_verbosity)]
+
+
 # fit()'s batch_size when the spec leaves it null, as Keras.
 KERAS_BATCH_SIZE = 32
-CHECKPOINT_SUFFIXES = (".keras",)
+# What ModelCheckpoint accepts for a whole model: the Keras format, or legacy HDF5
+# (Keras writes it with a warning; ``.hdf5`` it refuses).
+CHECKPOINT_SUFFIXES = (".keras", ".h5")
 WEIGHTS_SUFFIXES = (".weights.h5",)
 CSV_NOT_SUFFIXES = (".keras", ".h5")
+# Most layer names a model spec may freeze.
+MAX_FROZEN = 200
 
 # The queue a job goes to when its spec names none.
 DEFAULT_QUEUE = "default"
@@ -92,38 +113,99 @@ def _refuse(problems: list[Problem]) -> None:
         )
 
 
+def _without_nulls(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` without those of ``fields`` that are null: a spec that does not use a
+    field is stored as specs were before it existed (the same hash for
+    Idempotency-Key, and workers of the previous release still read it)."""
+    return {k: v for k, v in data.items() if not (k in fields and v is None)}
+
+
 class ModelSpec(_Strict):
-    """Where the model comes from: exactly one of ``builtin`` or ``keras_config``.
+    """Where the model comes from: exactly one of ``builtin``, ``keras_config``,
+    ``uploaded`` or ``from_job``.
 
     Attributes:
         builtin: A registered architecture (``mlp``, ``cnn``), sized to the data.
         params: The architecture's parameters (see ``docs/spec.md``).
-        keras_config: What ``model.to_json()`` / ``model.get_config()`` gives, for a
-            Sequential or Functional model (one input, one output) of the Keras
-            layers on fitq's allowlist (no Lambda, no custom objects); every name in
-            it (activations, initializers, regularizers, constraints, dtypes) must be
+        keras_config: What ``model.to_json()`` (parsed),
+            ``keras.saving.serialize_keras_object(model)`` or ``model.get_config()``
+            gives, for a Sequential or Functional model (several inputs and outputs,
+            merge layers, shared layers, models inside it) of the Keras layers on
+            fitq's allowlist (no Lambda, no custom objects); every name in it
+            (activations, initializers, regularizers, constraints, dtypes) must be
             one Keras knows.
+        uploaded: The id of a ``.keras`` file uploaded to ``POST /v1/models``.
+        weights: With ``uploaded``: start from the file's weights (true), or from
+            the architecture alone, freshly initialized (false). Defaults to true.
+        from_job: A warm start: the id of a finished job whose architecture is
+            built and given the weights of one of its checkpoints.
+        checkpoint: With ``from_job``: ``best`` (the checkpoint marked best),
+            ``last`` (the newest) or a checkpoint id from
+            ``GET /v1/jobs/{id}/checkpoints``. Defaults to ``best``. The stored spec
+            holds the id it resolved to.
+        freeze: With ``uploaded`` or ``from_job``: names of the model's layers
+            (``model.layers``) to train no further (``layer.trainable = False``
+            before ``compile()``). Defaults to none.
 
-    Before the job is queued, fitq works out the model's weights and the
-    activations a training step holds, from the training data's shape, and refuses
-    a model over ``FITQ_MAX_PARAMS`` or ``FITQ_MAX_ACTIVATION_BYTES``.
+    The archive's compile config and optimizer state are not used: the job compiles
+    the model with its ``compile`` section, as ``model.compile()`` after
+    ``keras.saving.load_model()`` does. Before the job is queued, fitq works out the
+    model's weights and the activations a training step holds, from the training
+    data's shape, and refuses a model over ``FITQ_MAX_PARAMS`` or
+    ``FITQ_MAX_ACTIVATION_BYTES``.
     """
 
     builtin: str | None = Field(default=None, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
     keras_config: dict[str, Any] | None = None
+    uploaded: str | None = Field(default=None, min_length=1, max_length=32)
+    weights: bool | None = None
+    from_job: str | None = Field(default=None, min_length=1, max_length=32)
+    checkpoint: Literal["best", "last"] | PositiveInt | None = None
+    freeze: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=MAX_FROZEN
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        if (self.builtin is None) == (self.keras_config is None):
+        sources = {
+            "builtin": self.builtin,
+            "keras_config": self.keras_config,
+            "uploaded": self.uploaded,
+            "from_job": self.from_job,
+        }
+        given = [name for name, value in sources.items() if value is not None]
+        if len(given) != 1:
             raise ValueError(
-                "give exactly one of 'builtin' (e.g. 'mlp') or 'keras_config' "
-                f"(received builtin={self.builtin!r}, "
-                f"keras_config={'set' if self.keras_config is not None else None})"
+                "give exactly one of 'builtin' (e.g. 'mlp'), 'keras_config', 'uploaded' "
+                f"(a model id) or 'from_job' (a job id); received {given or 'none'}"
             )
-        if self.keras_config is not None and self.params:
-            raise ValueError("'params' goes with 'builtin', not with 'keras_config'")
+        if self.builtin is None and self.params:
+            raise ValueError("'params' goes with 'builtin' only")
+        for name, owner in (("weights", "uploaded"), ("checkpoint", "from_job")):
+            if getattr(self, name) is not None and owner not in given:
+                raise ValueError(f"'{name}' goes with '{owner}' only")
+        if self.freeze is not None and not {"uploaded", "from_job"} & set(given):
+            raise ValueError("'freeze' goes with 'uploaded' or 'from_job' only")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Specs of the first two sources are stored as they were before the others
+        # existed, so their hash (for Idempotency-Key) stays the same.
+        data: dict[str, Any] = handler(self)
+        unset: tuple[str, ...] = ("uploaded", "weights", "from_job", "checkpoint", "freeze")
+        if self.layer_source:
+            unset += ("builtin", "params", "keras_config")
+        for key in unset:
+            if not data.get(key) and data.get(key) is not False:
+                data.pop(key, None)
+        return data
+
+    @property
+    def layer_source(self) -> bool:
+        """Whether the model comes from a stored architecture (an upload, a parent job)."""
+        return self.uploaded is not None or self.from_job is not None
 
 
 class ObjectSpec(_Strict):
@@ -133,19 +215,85 @@ class ObjectSpec(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class ScheduleSpec(_Strict):
+    """A learning-rate schedule of ``keras.optimizers.schedules``, by class name and config.
+
+    As ``keras.optimizers.schedules.serialize`` writes it: ``module`` and
+    ``registered_name``, when given, are ``keras.optimizers.schedules`` and null.
+    ``ExponentialDecay``, ``PiecewiseConstantDecay``, ``PolynomialDecay``,
+    ``InverseTimeDecay``, ``CosineDecay`` (with ``warmup_target`` and
+    ``warmup_steps``) and ``CosineDecayRestarts`` take Keras' own arguments.
+    """
+
+    class_name: str = Field(max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict)
+    module: Literal["keras.optimizers.schedules"] | None = None
+    registered_name: None = None
+
+
+# A loss or a metric: a name Keras knows, or ``{class_name, config}``.
+KerasObject = str | ObjectSpec
+# A model's input or output, by its layer's name.
+IOName = Annotated[str, Field(min_length=1, max_length=200)]
+# An output's metrics: one metric or a list of them.
+OutputMetrics = KerasObject | Annotated[list[KerasObject], Field(max_length=16)]
+Metrics = Annotated[
+    Annotated[list[OutputMetrics], Field(max_length=16)]
+    | Annotated[dict[IOName, OutputMetrics], Field(max_length=16)],
+    Field(union_mode="left_to_right"),
+]
+Losses = Annotated[
+    KerasObject
+    | Annotated[dict[IOName, KerasObject], Field(min_length=1, max_length=64)]
+    | Annotated[list[KerasObject], Field(min_length=1, max_length=64)],
+    Field(union_mode="left_to_right"),
+]
+Weight = Annotated[float, Strict(), Field(ge=0.0)]
+LossWeights = Annotated[
+    Weight
+    | Annotated[list[Weight], Field(max_length=64)]
+    | Annotated[dict[IOName, Weight], Field(max_length=64)],
+    Field(union_mode="left_to_right"),
+]
+
+
 class CompileSpec(_Strict):
-    """The arguments of ``model.compile()``.
+    """The arguments of ``model.compile()``, with Keras' names and meanings.
+
+    A model with several outputs names each output by its output layer's name.
 
     Attributes:
         optimizer: A name (``adam``) or ``{class_name, config}``. Defaults to
-            ``rmsprop``, as Keras.
-        loss: A loss name or ``{class_name, config}``.
-        metrics: Metric names or ``{class_name, config}``. Defaults to none.
+            ``rmsprop``, as Keras. Its ``learning_rate`` is a number or a
+            learning-rate schedule (``{class_name: ExponentialDecay, config: {...}}``,
+            see ``ScheduleSpec``), which the optimizer evaluates at each step.
+        loss: A loss name or ``{class_name, config}`` (the same loss for every
+            output), a dict by output name (every output), or a list in the model's
+            output order.
+        metrics: Metric names or ``{class_name, config}``. With several outputs, a
+            dict by output name (some outputs) or a list of one entry (a metric or a
+            list of metrics) per output, as Keras 3 reads it. Defaults to none.
+        loss_weights: Scales each output's loss in the total: a number (the same for
+            every output), a list in output order, or a dict by output name. Defaults
+            to none (every weight 1).
+        weighted_metrics: Metrics weighted by ``sample_weight`` (or ``class_weight``),
+            in the forms of ``metrics``. Defaults to none.
     """
 
     optimizer: str | ObjectSpec = "rmsprop"
-    loss: str | ObjectSpec
-    metrics: list[str | ObjectSpec] = Field(default_factory=list, max_length=16)
+    loss: Losses
+    metrics: Metrics = Field(default_factory=list)
+    loss_weights: LossWeights | None = None
+    weighted_metrics: Metrics | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_nulls(handler(self), ("loss_weights", "weighted_metrics"))
+
+
+# Inline arrays: a (nested) list of numbers, first axis the samples; or, for a model
+# with several inputs (outputs), an object of such lists by input (output) name.
+InlineArrays = list[Any] | Annotated[dict[IOName, list[Any]], Field(min_length=1, max_length=64)]
 
 
 class DataRef(_Strict):
@@ -157,15 +305,24 @@ class DataRef(_Strict):
             (15%), ``test`` (15%) of a fixed permutation, or ``all``. Defaults to
             ``all``.
         take: Use only the first ``take`` samples of it. Defaults to all of them.
-        x: Inline inputs, a (nested) list of numbers, first axis the samples.
-        y: Inline labels: class indices, or numbers for regression.
+        x: Inline inputs, a (nested) list of numbers, first axis the samples; for a
+            model with several inputs, an object of them by input name.
+        y: Inline labels: class indices, or numbers for regression; for a model with
+            several outputs, an object of them by output name.
+        sample_weight: Inline weights, one number per sample (fit()'s
+            ``sample_weight``); or an object of them by output name. Defaults to none.
     """
 
     dataset: str | None = Field(default=None, max_length=128)
     split: Literal["train", "validation", "test", "all"] = "all"
     take: PositiveInt | None = None
-    x: list[Any] | None = None
-    y: list[Any] | None = None
+    x: InlineArrays | None = None
+    y: InlineArrays | None = None
+    sample_weight: InlineArrays | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_nulls(handler(self), ("sample_weight",))
 
     @model_validator(mode="after")
     def _one_source(self) -> DataRef:
@@ -178,6 +335,11 @@ class DataRef(_Strict):
             raise ValueError("inline data needs both 'x' and 'y'")
         if inline and self.split != "all":
             raise ValueError("'split' applies to a 'dataset', not to inline data")
+        if self.dataset is not None and self.sample_weight is not None:
+            raise ValueError(
+                "inline 'sample_weight' goes with inline 'x' and 'y'; a dataset's sample "
+                "weights are its 'sample_weight' arrays"
+            )
         return self
 
 
@@ -271,9 +433,10 @@ class FitSpec(_Strict):
     """The arguments of ``model.fit()``, with Keras' names and defaults.
 
     ``verbose`` defaults to 2 (one line per epoch in the job's log) rather than
-    Keras' ``"auto"``; it changes only what the log shows. ``workers`` and
-    ``use_multiprocessing`` set data-loading parallelism for file-backed datasets and
-    are ignored for in-memory arrays, as Keras ignores them there.
+    Keras' ``"auto"``; it changes only what the log shows. ``workers`` sets how
+    many batches of a file-backed dataset are augmented in parallel; in-memory arrays
+    ignore it and ``use_multiprocessing``, as Keras ignores them there, and
+    file-backed datasets ignore ``use_multiprocessing`` (they load in tf.data's threads).
     ``steps_per_epoch`` and ``validation_steps`` are at most ``FITQ_MAX_STEPS``,
     ``workers`` at most ``FITQ_MAX_FIT_WORKERS``.
     """
@@ -343,7 +506,7 @@ class EarlyStoppingSpec(_Strict):
     monitor: str = "val_loss"
     min_delta: float = 0.0
     patience: NonNegInt = 0
-    verbose: Literal[0, 1] = 0
+    verbose: CallbackVerbosity = 0
     mode: Mode = "auto"
     baseline: float | None = None
     restore_best_weights: bool = False
@@ -355,14 +518,15 @@ class ModelCheckpointSpec(_Strict):
 
     ``filepath`` is a file name inside the job's ``checkpoints/`` folder, with
     ``{epoch}`` and metric placeholders (``epoch{epoch:02d}-{val_loss:.3f}.keras``);
-    it ends in ``.keras``, or ``.weights.h5`` with ``save_weights_only``.
+    it ends in ``.keras`` (or ``.h5``, Keras' legacy HDF5 format), or ``.weights.h5``
+    with ``save_weights_only``.
     ``save_freq`` is ``"epoch"`` or a number of batches.
     """
 
     type: Literal["ModelCheckpoint"]
     filepath: str = Field(min_length=1, max_length=200)
     monitor: str = "val_loss"
-    verbose: Literal[0, 1] = 0
+    verbose: CallbackVerbosity = 0
     save_best_only: bool = False
     save_weights_only: bool = False
     mode: Mode = "auto"
@@ -403,11 +567,30 @@ class ReduceLROnPlateauSpec(_Strict):
     monitor: str = "val_loss"
     factor: float = Field(default=0.1, gt=0.0, lt=1.0)
     patience: NonNegInt = 10
-    verbose: Literal[0, 1] = 0
+    verbose: CallbackVerbosity = 0
     mode: Mode = "auto"
     min_delta: float = 1e-4
     cooldown: NonNegInt = 0
     min_lr: float = Field(default=0.0, ge=0.0)
+
+
+class LearningRateSchedulerSpec(_Strict):
+    """``keras.callbacks.LearningRateScheduler``, with a schedule object for its function.
+
+    Keras takes a Python function of the epoch index; a spec names a learning-rate
+    schedule (``ScheduleSpec``) instead, evaluated at the epoch index: epoch ``i``
+    (0-based, counted from the first epoch of training as Keras counts it, so
+    ``initial_epoch`` and a resumed attempt go on where they were) trains at
+    ``schedule(i)``, set on the optimizer when the epoch begins.
+
+    Attributes:
+        schedule: The learning-rate schedule.
+        verbose: 0 quiet; 1 or more, a line in the job's log at each update. Defaults to 0.
+    """
+
+    type: Literal["LearningRateScheduler"]
+    schedule: ScheduleSpec
+    verbose: CallbackVerbosity = 0
 
 
 class CSVLoggerSpec(_Strict):
@@ -444,6 +627,7 @@ CallbackSpec = Annotated[
     | ModelCheckpointSpec
     | TensorBoardSpec
     | ReduceLROnPlateauSpec
+    | LearningRateSchedulerSpec
     | CSVLoggerSpec
     | TerminateOnNaNSpec,
     Field(discriminator="type"),
@@ -463,6 +647,79 @@ class ResourcesSpec(_Strict):
     """
 
     gpus: Annotated[int, Strict(), Field(ge=1, le=64)] = 1
+
+
+MAX_KEEP = 10_000
+
+
+class RetentionSpec(_Strict):
+    """Which ModelCheckpoint files a job keeps once it has ended.
+
+    Keras' ModelCheckpoint writes its files while the job trains, as its arguments
+    say. When the job ends (succeeded, failed, stopped or cancelled), fitq removes
+    every checkpoint file that is neither among the ``keep_best`` best nor among the
+    ``keep_last`` newest, and marks its row removed (``removed_at``,
+    ``removed_reason: retention``): ``GET /v1/jobs/{id}/checkpoints`` still lists it,
+    and its download answers 410. Give ``keep_best``, ``keep_last`` or both (the one
+    left out counts as 0), or ``keep_all``.
+
+    Attributes:
+        keep_best: How many of the best checkpoints to keep, for each monitored
+            metric: ranked by the value of the ModelCheckpoint's ``monitor`` in its
+            ``mode`` (``auto`` decided by Keras' rule), the earlier epoch first on a
+            tie. A checkpoint written without that value is never among the best.
+            Defaults to 0.
+        keep_last: How many of the newest checkpoints to keep (by epoch, then by the
+            order they were written). Defaults to 0.
+        keep_all: Keep every checkpoint, whatever the server's default
+            (``FITQ_KEEP_BEST_CHECKPOINTS``, ``FITQ_KEEP_LAST_CHECKPOINTS``). Not
+            with ``keep_best`` or ``keep_last``. Defaults to False.
+    """
+
+    keep_best: Annotated[int, Strict(), Field(ge=0, le=MAX_KEEP)] = 0
+    keep_last: Annotated[int, Strict(), Field(ge=0, le=MAX_KEEP)] = 0
+    keep_all: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RetentionSpec:
+        counts = {"keep_best", "keep_last"} & self.model_fields_set
+        if self.keep_all and counts:
+            raise ValueError(
+                f"received keep_all with {sorted(counts)}; keep_all keeps every checkpoint, "
+                "so give either keep_all or keep_best/keep_last"
+            )
+        if not self.keep_all and not counts:
+            raise ValueError(
+                "expected keep_best, keep_last (or both), or keep_all: true; an empty "
+                "retention says nothing about what to keep"
+            )
+        return self
+
+    @property
+    def removes(self) -> bool:
+        """Whether this rule may remove checkpoints (it does unless ``keep_all``)."""
+        return not self.keep_all
+
+
+class OutputSpec(_Strict):
+    """What a job keeps: its trained model, besides ``model.keras``, and its checkpoints.
+
+    Every succeeded job saves the model ``fit()`` finished with (after
+    EarlyStopping's ``restore_best_weights``) with ``model.save()`` as ``model.keras``
+    in its folder, before the test set is evaluated on it.
+
+    Attributes:
+        export: Also write a TensorFlow SavedModel with ``model.export()`` (its
+            default ``format="tf_saved_model"``) to the job's ``export/`` folder, for
+            TensorFlow Serving or ``tf.saved_model.load()``. Defaults to False.
+        retention: Which checkpoint files to keep once the job ends
+            (``RetentionSpec``). When left out, the server's default applies
+            (``FITQ_KEEP_BEST_CHECKPOINTS`` and ``FITQ_KEEP_LAST_CHECKPOINTS``), and
+            the stored spec records it; with neither set, every checkpoint is kept.
+    """
+
+    export: StrictBool = False
+    retention: RetentionSpec | None = None
 
 
 class JobSpec(_Strict):
@@ -485,6 +742,7 @@ class JobSpec(_Strict):
         fit: The arguments of ``model.fit()``.
         callbacks: Keras callbacks, declared as data.
         resources: The devices the job trains on.
+        output: What the job keeps of its trained model.
     """
 
     name: str | None = Field(default=None, max_length=200)
@@ -498,15 +756,21 @@ class JobSpec(_Strict):
     fit: FitSpec = Field(default_factory=FitSpec)
     callbacks: list[CallbackSpec] = Field(default_factory=list, max_length=16)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_serializer(mode="wrap")
-    def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A one-device spec is stored as specs were before `resources` existed: its
-        # hash (for Idempotency-Key) stays the same, and workers of the previous
-        # release still read it while an upgrade rolls out.
+    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A spec that leaves `resources`, `output` or `output.retention` at their
+        # defaults is stored as specs were before they existed: its hash (for
+        # Idempotency-Key) stays the same, and workers of the previous release still
+        # read it while an upgrade rolls out.
         data: dict[str, Any] = handler(self)
         if self.resources == ResourcesSpec():
             data.pop("resources", None)
+        if self.output == OutputSpec():
+            data.pop("output", None)
+        elif self.output.retention is None and isinstance(data.get("output"), dict):
+            data["output"] = {k: v for k, v in data["output"].items() if k != "retention"}
         return data
 
     @property
@@ -564,19 +828,22 @@ class JobSpec(_Strict):
         return self
 
     def _val_placeholders_filled(self) -> list[Problem]:
-        """``val_*`` placeholders need a validation every epoch, or save_best_only."""
+        """``val_*`` placeholders need a validation every epoch, save_best_only or not:
+        Keras fills in the name before it decides whether to save, and fails with a
+        KeyError on an epoch without validation."""
         if self.fit.validation_freq == 1:
             return []
         return [
             Problem(
                 ("callbacks", i, "filepath"),
-                "val_* placeholders are only filled on epochs that validate; with "
-                "validation_freq other than 1, set save_best_only or drop them",
+                "val_* placeholders are only filled on epochs that validate, and Keras "
+                "fills in the name on every epoch (with save_best_only too): it fails on "
+                "the first epoch without validation; with validation_freq other than 1, "
+                "drop them",
                 cb.filepath,
             )
             for i, cb in enumerate(self.callbacks)
             if isinstance(cb, ModelCheckpointSpec)
-            and not cb.save_best_only
             and any(n.startswith("val_") for n in placeholders(cb.filepath))
         ]
 

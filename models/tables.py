@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -78,6 +79,12 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     stop_reason: Mapped[str | None] = mapped_column(String(32))
+    # What the job does: "fit" trains; "evaluate" and "predict" use the model of the
+    # job ``parent_job_id`` (models.runs), and their spec is a run spec.
+    kind: Mapped[str] = mapped_column(String(16), server_default="fit")
+    # Lineage: a run's job, or the job a warm start (model.from_job) took its weights
+    # from.
+    parent_job_id: Mapped[str | None] = mapped_column(String(32), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     # The Idempotency-Key header as sent, and whose key it is: the owner, or "" while
@@ -105,13 +112,27 @@ class Job(Base):
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The class weights fit() used (computed by the worker for "balanced").
     class_weight: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    # The trained model a succeeded job saved (model.keras): its size and SHA-256.
+    model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     error_type: Mapped[str | None] = mapped_column(String(200))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
+    # The uploaded model (model.uploaded) a job trains.
+    model_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # When DELETE /v1/jobs/{id}/artifacts removed the job's files (checkpoints, model,
+    # TensorBoard logs, predictions); its rows stay, and downloads answer 410.
+    artifacts_removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        # The jobs list: newest first, by status and by owner (keyset pagination).
+        Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_jobs_owner_created_at_id", "owner", "created_at", "id"),
+        Index("ix_jobs_owner_status_created_at_id", "owner", "status", "created_at", "id"),
+        # /metrics: the oldest queued job of each queue.
+        Index("ix_jobs_status_queue_created_at", "status", "queue", "created_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         UniqueConstraint(
             "idempotency_owner",
@@ -143,6 +164,24 @@ class EpochMetric(Base):
     )
 
 
+class MetricRollup(Base):
+    """Figures ``GET /metrics`` reports, kept by database triggers on every write.
+
+    One row per metric, queue, status and bucket (migration 0011 says which metrics);
+    the triggers on ``jobs`` and ``epoch_metrics`` add to ``n`` and ``total`` in the
+    writing transaction, so that a scrape reads these few rows, never the history.
+    """
+
+    __tablename__ = "metric_rollups"
+
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)
+
+
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
 
@@ -155,6 +194,11 @@ class Checkpoint(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A checkpoint whose file fitq removed keeps its row: when, and why ("retention":
+    # the job's output.retention or the server's default after the job ended;
+    # "deleted": DELETE /v1/jobs/{id}/artifacts).
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    removed_reason: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (UniqueConstraint("job_id", "path", name="uq_checkpoints_job_id_path"),)
 
@@ -185,6 +229,22 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     # Per split ("train", "validation", "test"): samples, shapes, dtypes, classes.
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UploadedModel(Base):
+    """An uploaded ``.keras`` model: its checked config, metadata and weights files."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # What the checked config declares: class_name, input_shape, output_shape,
+    # params, layers (their names), compiled, keras_version, weights_bytes.
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 

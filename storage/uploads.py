@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import uuid
 import zipfile
@@ -27,19 +28,37 @@ import numpy as np
 from checks.labels import first_non_finite, label_stats
 from core.errors import FitqError
 from core.settings import Settings
+from storage.artifacts import artifact_store, clean_key
 
 SPLIT_ARRAYS = {"train": ("x", "y"), "validation": ("x_val", "y_val"), "test": ("x_test", "y_test")}
-ARRAY_NAMES = {name for pair in SPLIT_ARRAYS.values() for name in pair}
+WEIGHT_ARRAYS = {
+    "train": "sample_weight",
+    "validation": "sample_weight_val",
+    "test": "sample_weight_test",
+}
+ARRAY_NAMES = {name for pair in SPLIT_ARRAYS.values() for name in pair} | set(
+    WEIGHT_ARRAYS.values()
+)
+# ``x/<input>``, ``y/<output>``, ``sample_weight/<output>``: one array per model input
+# or output, by its layer's name; such a name never holds ``/`` nor starts with ``.``.
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
 NUMERIC_KINDS = "biuf"
 CHUNK = 1 << 20
 
 
 class UploadError(FitqError):
-    """An upload that fitq refuses; ``status`` is the HTTP status to answer."""
+    """An upload that fitq refuses; ``status`` is the HTTP status to answer.
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    ``problems`` are ``{loc, msg, type}`` items inside one member of the upload
+    (the paths in a model's config), when there are several to report.
+    """
+
+    def __init__(
+        self, message: str, status: int = 422, problems: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.problems = problems or []
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,34 @@ def datasets_dir(settings: Settings) -> Path:
 
 
 def dataset_dir(settings: Settings, dataset_id: str) -> Path:
+    """Where a dataset's files are on this host (``fetch_tree(dataset_key(...))``
+    brings them there from a remote artifact store)."""
     return datasets_dir(settings) / dataset_id
+
+
+def dataset_key(dataset_id: str) -> str:
+    """A dataset's prefix in the artifact store."""
+    return clean_key(f"datasets/{dataset_id}")
+
+
+def delete_dataset(settings: Settings, dataset_id: str) -> None:
+    """Removes a dataset's files from the artifact store (and this host's copy)."""
+    artifact_store(settings).delete_prefix(dataset_key(dataset_id))
+
+
+def publish(settings: Settings, folder: Path) -> None:
+    """Puts an accepted upload's folder in a remote artifact store, whence workers fetch
+    it, and drops the local copy; the filesystem store already holds it."""
+    store = artifact_store(settings)
+    if not store.remote:
+        return
+    key = folder.relative_to(settings.resolved_artifacts_dir).as_posix()
+    try:
+        store.put_tree(folder, key)
+    except BaseException:
+        store.delete_prefix(key)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _header(f: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
@@ -89,10 +135,11 @@ def inspect_npz(path: Path, settings: Settings) -> dict[str, Member]:
         for info in archive.infolist():
             raw = info.filename
             stem = raw[:-4] if raw.endswith(".npy") else raw
-            if raw != f"{stem}.npy" or stem not in ARRAY_NAMES or stem in members:
+            if raw != f"{stem}.npy" or not is_array_name(stem) or stem in members:
                 raise UploadError(
                     f"unexpected member {raw!r} in the archive; expected only "
-                    f"{sorted(n + '.npy' for n in ARRAY_NAMES)}, each once"
+                    f"{sorted(n + '.npy' for n in ARRAY_NAMES)}, or <array>/<name>.npy "
+                    "for a model's named inputs and outputs, each once"
                 )
             total = check_member(info, total, settings, "arrays")
             with archive.open(info) as f:
@@ -115,25 +162,100 @@ def inspect_npz(path: Path, settings: Settings) -> dict[str, Member]:
     return members
 
 
+def is_array_name(stem: str) -> bool:
+    """Whether ``stem`` names an array fitq reads: ``x``, ``y_val``, ``x/<input>``, ..."""
+    prefix, _, name = stem.partition("/")
+    return prefix in ARRAY_NAMES and (stem == prefix or NAME_RE.fullmatch(name) is not None)
+
+
+Arrays = str | dict[str, str]  # one array's name, or array names by input or output name
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """The arrays of one split: inputs, labels and sample weights, each one array
+    or one per named model input or output."""
+
+    x: Arrays
+    y: Arrays
+    sample_weight: Arrays | None
+
+    def stems(self) -> list[str]:
+        return [s for a in (self.x, self.y, self.sample_weight) for s in _stems(a)]
+
+
+def _stems(arrays: Arrays | None) -> list[str]:
+    if arrays is None:
+        return []
+    return [arrays] if isinstance(arrays, str) else list(arrays.values())
+
+
+def _arrays_of(stems: set[str], prefix: str) -> Arrays | None:
+    named = {s.partition("/")[2]: s for s in sorted(stems) if s.startswith(prefix + "/")}
+    if prefix in stems and named:
+        raise UploadError(f"give {prefix!r} or {prefix}/<name> arrays, not both")
+    return prefix if prefix in stems else (named or None)
+
+
+def split_arrays(stems: set[str], split: str) -> SplitArrays | None:
+    """The arrays of ``split`` among the archive's ``stems``; None when it has none."""
+    (xn, yn), wn = SPLIT_ARRAYS[split], WEIGHT_ARRAYS[split]
+    x, y, weights = (_arrays_of(stems, n) for n in (xn, yn, wn))
+    if x is None and y is None:
+        if weights is not None:
+            raise UploadError(f"{wn} weighs {split} samples, but there is no {xn!r} and {yn!r}")
+        return None
+    if x is None or y is None:
+        raise UploadError(
+            f"{split} data needs both {xn!r} and {yn!r} (or {xn}/<input> and {yn}/<output>)"
+        )
+    if isinstance(weights, dict) and (not isinstance(y, dict) or set(weights) != set(y)):
+        expected = sorted(y) if isinstance(y, dict) else []
+        raise UploadError(
+            f"received {sorted(weights)} in {wn}/<output>; expected one array per output "
+            f"of {yn}: {expected} (or one {wn!r} array for every output)"
+        )
+    return SplitArrays(x, y, weights)
+
+
 def _check_pairs(members: dict[str, Member]) -> None:
-    if "x" not in members or "y" not in members:
+    stems = set(members)
+    if _arrays_of(stems, "x") is None or _arrays_of(stems, "y") is None:
         raise UploadError(
             f"the archive holds {sorted(members)}; expected at least arrays "
-            "'x' and 'y' (np.savez(file, x=..., y=...))"
+            "'x' and 'y' (np.savez(file, x=..., y=...)), or x/<input> and y/<output>"
         )
-    for split, (xn, yn) in SPLIT_ARRAYS.items():
-        if (xn in members) != (yn in members):
-            raise UploadError(f"{split} data needs both {xn!r} and {yn!r}")
-        if xn in members and members[xn].shape[0] != members[yn].shape[0]:
+    train = split_arrays(stems, "train")
+    assert train is not None
+    x_shapes = _sample_shapes(train.x, members)
+    for split in SPLIT_ARRAYS:
+        arrays = split_arrays(stems, split)
+        if arrays is None:
+            continue
+        counts = {s: members[s].shape[0] for s in arrays.stems()}
+        if len(set(counts.values())) > 1:
             raise UploadError(
-                f"{xn} has {members[xn].shape[0]} samples but {yn} has "
-                f"{members[yn].shape[0]}; expected one label per sample"
+                f"the {split} arrays hold different numbers of samples: {counts}; expected "
+                "one label per sample (and one weight)"
             )
-        if xn in members and members[xn].shape[1:] != members["x"].shape[1:]:
+        for stem in _stems(arrays.sample_weight):
+            if len(members[stem].shape) != 1:
+                raise UploadError(
+                    f"{stem} has shape {list(members[stem].shape)}; expected one weight per "
+                    "sample, shape (n_samples,)"
+                )
+        shapes = _sample_shapes(arrays.x, members)
+        if shapes != x_shapes:
             raise UploadError(
-                f"{xn} samples have shape {list(members[xn].shape[1:])}, expected "
-                f"the training shape {list(members['x'].shape[1:])}"
+                f"the {split} inputs have sample shapes {shapes}, expected the training "
+                f"inputs' {x_shapes}"
             )
+
+
+def _sample_shapes(arrays: Arrays, members: dict[str, Member]) -> dict[str, list[int]]:
+    if isinstance(arrays, str):
+        return {arrays.partition("_")[0]: list(members[arrays].shape[1:])}
+    return {name: list(members[stem].shape[1:]) for name, stem in arrays.items()}
 
 
 def check_finite(folder: Path, names: list[str]) -> None:
@@ -149,25 +271,55 @@ def check_finite(folder: Path, names: list[str]) -> None:
             )
 
 
+def stored_stems(folder: Path) -> set[str]:
+    """The arrays stored in a dataset's folder, by name (``x``, ``y/out``, ...)."""
+    return {p.relative_to(folder).as_posix()[:-4] for p in folder.rglob("*.npy")}
+
+
 def describe(folder: Path, max_classes: int) -> dict[str, Any]:
     """Per split: samples, shapes, dtypes, the labels' range, and a class histogram of
-    labels that are class ids (integers in ``0 .. max_classes - 1``)."""
+    labels that are class ids (integers in ``0 .. max_classes - 1``).
+
+    Named inputs are described under ``inputs`` and named outputs under ``outputs``
+    (by name: ``shape``, ``dtype`` and, for outputs, the labels' description);
+    ``sample_weight`` is null, ``"all"`` (one array for every output) or the names of
+    the outputs weighed.
+    """
     info: dict[str, Any] = {}
-    for split, (xn, yn) in SPLIT_ARRAYS.items():
-        if not (folder / f"{xn}.npy").exists():
+    stems = stored_stems(folder)
+    for split in SPLIT_ARRAYS:
+        arrays = split_arrays(stems, split)
+        if arrays is None:
             continue
-        x = np.load(folder / f"{xn}.npy", mmap_mode="r", allow_pickle=False)
-        y = np.load(folder / f"{yn}.npy", mmap_mode="r", allow_pickle=False)
-        info[split] = {
-            "n_samples": int(x.shape[0]),
-            "x_shape": list(x.shape[1:]),
-            "x_dtype": str(x.dtype),
-            "y_shape": list(y.shape[1:]),
-            "y_dtype": str(y.dtype),
-            "bytes": int(x.nbytes + y.nbytes),
-            **label_stats(y, max_classes).as_info(),
-        }
+
+        def load(stem: str) -> np.ndarray:
+            array: np.ndarray = np.load(folder / f"{stem}.npy", mmap_mode="r", allow_pickle=False)
+            return array
+
+        first = load(_stems(arrays.x)[0])
+        part: dict[str, Any] = {"n_samples": int(first.shape[0])}
+        if isinstance(arrays.x, str):
+            part |= {"x_shape": list(first.shape[1:]), "x_dtype": str(first.dtype)}
+        else:
+            part["inputs"] = {n: _shape_dtype(load(s)) for n, s in arrays.x.items()}
+        if isinstance(arrays.y, str):
+            y = load(arrays.y)
+            part |= {"y_shape": list(y.shape[1:]), "y_dtype": str(y.dtype)}
+            part |= label_stats(y, max_classes).as_info()
+        else:
+            part["outputs"] = {
+                n: _shape_dtype(load(s)) | label_stats(load(s), max_classes).as_info()
+                for n, s in arrays.y.items()
+            }
+        weights = arrays.sample_weight
+        part["sample_weight"] = "all" if isinstance(weights, str) else weights and sorted(weights)
+        part["bytes"] = sum(int(load(s).nbytes) for s in arrays.stems())
+        info[split] = part
     return info
+
+
+def _shape_dtype(array: np.ndarray) -> dict[str, Any]:
+    return {"shape": list(array.shape[1:]), "dtype": str(array.dtype)}
 
 
 def check_member(info: zipfile.ZipInfo, total: int, settings: Settings, what: str) -> int:
@@ -204,16 +356,18 @@ def store_upload(
     settings: Settings,
     suffix: str,
     process: Callable[[Path, Path], dict[str, Any]],
+    root: Path | None = None,
 ) -> tuple[str, int, str, dict[str, Any]]:
     """Streams ``upload`` to a new folder under the cap, hashing it; ``process(file,
-    folder)`` checks and unpacks it there and returns its metadata. The folder becomes
-    the dataset's only when everything passed; nothing is left on disk otherwise.
-    Returns the dataset's id, the upload's size and SHA-256, and the metadata.
+    folder)`` checks and unpacks it there and returns its metadata. The folder, under
+    ``root`` (the datasets' folder by default), becomes the upload's only when
+    everything passed; nothing is left on disk otherwise. Returns the upload's id,
+    its size and SHA-256, and the metadata.
     """
-    root = datasets_dir(settings)
+    root = root or datasets_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    dataset_id = uuid.uuid4().hex
-    incoming = root / f".incoming-{dataset_id}"
+    upload_id = uuid.uuid4().hex
+    incoming = root / f".incoming-{upload_id}"
     incoming.mkdir()
     try:
         raw = incoming / f"upload{suffix}"
@@ -230,8 +384,18 @@ def store_upload(
                 out.write(chunk)
         info = process(raw, incoming)
         raw.unlink(missing_ok=True)
-        incoming.rename(root / dataset_id)
-    except (UploadError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        incoming.rename(root / upload_id)
+        publish(settings, root / upload_id)
+    except (
+        UploadError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        RuntimeError,  # an encrypted member
+        NotImplementedError,  # a compression method zipfile does not read
+    ) as exc:
         shutil.rmtree(incoming, ignore_errors=True)
         if isinstance(exc, UploadError):
             raise
@@ -239,13 +403,16 @@ def store_upload(
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise
-    return dataset_id, size, digest.hexdigest(), info
+    return upload_id, size, digest.hexdigest(), info
 
 
 def _process_npz(raw: Path, folder: Path, settings: Settings) -> dict[str, Any]:
     members = inspect_npz(raw, settings)
     with zipfile.ZipFile(raw) as archive:
         for name, member in members.items():
+            # A named array (x/<input>) goes to a folder of its prefix; NAME_RE keeps
+            # its name inside it.
+            (folder / name).parent.mkdir(exist_ok=True)
             copy_member(archive, f"{name}.npy", folder / f"{name}.npy", member.size)
     check_finite(folder, sorted(members))
     return describe(folder, settings.max_label_classes)

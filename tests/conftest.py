@@ -3,7 +3,9 @@
 The ``service`` fixture starts the API (uvicorn) and a Celery worker as real
 processes, on SQLite with the embedded broker and on PostgreSQL with Redis. Where
 PostgreSQL or Redis do not answer, the tests that need them skip with the reason;
-under ``CI=true`` they fail instead.
+under ``CI=true`` they fail instead. ``s3_server`` starts a real S3-compatible
+server (moto's server mode) as a process, for the artifact store; likewise it
+fails under ``CI=true`` when it cannot start.
 """
 
 from __future__ import annotations
@@ -18,16 +20,40 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
     "FITQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("FITQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _one_database_per_xdist_worker() -> None:
+    """Under pytest-xdist (``-n``), worker ``gwN`` gets its own PostgreSQL schemas (the
+    suffix ``_gwN``) and Redis database (N below the run's own), so that the workers
+    never share a queue, a table or a broker."""
+    global REDIS_URL
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    index = int(worker[2:])
+    os.environ["FITQ_TEST_SCHEMA_SUFFIX"] = (
+        os.environ.get("FITQ_TEST_SCHEMA_SUFFIX", "") + f"_{worker}"
+    )
+    base, _, db = REDIS_URL.rpartition("/")
+    if int(db) - index < 0:
+        raise RuntimeError(f"{REDIS_URL}: too few Redis databases below it for {worker}")
+    REDIS_URL = f"{base}/{int(db) - index}"
+
+
+_one_database_per_xdist_worker()
 FINISHED = ("succeeded", "failed", "cancelled")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -104,6 +130,79 @@ def make_backend(name: str, tmp: Path, schema: str) -> Backend:
     return Backend("postgres", fresh_postgres_schema(schema), REDIS_URL)
 
 
+@dataclass
+class S3Server:
+    """A running S3-compatible server (moto's server mode) and the environment that
+    points boto3 at it."""
+
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "fitq-test",
+            "AWS_SECRET_ACCESS_KEY": "fitq-test-secret",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        env = self.env()
+        return boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        ).client("s3", endpoint_url=self.endpoint)
+
+    def new_bucket(self) -> str:
+        """A new, empty bucket's name."""
+        name = f"fitq-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+def _start_s3_server(log: Path) -> S3Server:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(f"{endpoint}/moto-api/", timeout=2)
+            return S3Server(endpoint, proc)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"moto's server did not answer at {endpoint}: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server, started once per session (``moto[server]``, in the
+    dev extra)."""
+    try:
+        server = _start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    except (ImportError, RuntimeError, OSError) as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and the S3-compatible server cannot start: {exc}")
+        pytest.skip(f"the S3-compatible server cannot start: {exc}")
+    yield server
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def migrated_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """An empty database of each kind, migrated to the latest schema."""
@@ -136,6 +235,17 @@ class Service:
         env["PYTHONUNBUFFERED"] = "1"
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         return env
+
+    def settings(self) -> Settings:
+        """The settings the service's processes run with, for a test that acts as one."""
+        from core.settings import Settings
+
+        env = self.backend.env(self.data_dir)
+        return Settings(
+            data_dir=Path(env["FITQ_DATA_DIR"]),
+            database_url=env["FITQ_DATABASE_URL"],
+            broker_url=env.get("FITQ_BROKER_URL"),
+        )
 
     def start_process(self, name: str, *args: str) -> None:
         log = self.data_dir / f"{name}.log"

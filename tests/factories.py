@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -27,6 +28,26 @@ def digits_spec(**overrides: Any) -> dict[str, Any]:
     for path, value in overrides.items():
         set_path(spec, path, value)
     return spec
+
+
+def retained_checkpoints_spec(epochs: int, keep_best: int, keep_last: int) -> dict[str, Any]:
+    """A tiny digits job writing a weights checkpoint every epoch, with a retention rule."""
+    return digits_spec(
+        **{
+            "fit.epochs": epochs,
+            "data.train.take": 64,
+            "data.validation.take": 32,
+            "model.params.hidden_units": [8],
+            "callbacks": [
+                {
+                    "type": "ModelCheckpoint",
+                    "filepath": "e{epoch:02d}.weights.h5",
+                    "save_weights_only": True,
+                }
+            ],
+            "output": {"retention": {"keep_best": keep_best, "keep_last": keep_last}},
+        }
+    )
 
 
 def nan_loss_spec(**overrides: Any) -> dict[str, Any]:
@@ -92,3 +113,72 @@ def image_zip(
         for member, payload in (extra or {}).items():
             z.writestr(member, payload)
     return buf.getvalue()
+
+
+def keras_layer(cls: str, **config: Any) -> dict[str, Any]:
+    """One layer as ``model.to_json()`` writes it."""
+    return {"module": "keras.layers", "class_name": cls, "config": config, "registered_name": None}
+
+
+def keras_sequential(
+    *layers: dict[str, Any], shape: Sequence[int | None] | None = None, name: str = "s"
+) -> dict[str, Any]:
+    """A Sequential ``keras_config`` on samples of ``shape`` (digits' 8x8x1 by default)."""
+    first = keras_layer("InputLayer", batch_shape=[None, *(shape or [8, 8, 1])], name="in")
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": name, "layers": [first, *layers]},
+    }
+
+
+def keras_zip(
+    members: dict[str, bytes], links: tuple[str, ...] = (), compression: int | None = None
+) -> bytes:
+    """A ``.keras``-like zip of ``members``; the names in ``links`` are stored as symlinks."""
+    import io
+    import stat
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression or zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = compression or zipfile.ZIP_DEFLATED
+            if name in links:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, data)
+    return buf.getvalue()
+
+
+def keras_members(data: bytes) -> dict[str, bytes]:
+    """The members of a ``.keras`` file, by name."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def plain_run(script: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Runs ``tests/worker/<script>`` (a plain Keras script, none of fitq's training
+    code) in a fresh process; returns the JSON object its last line prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "tests" / "worker" / script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=timeout,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result

@@ -46,8 +46,10 @@ OWN_PACKAGES = {
 # setuptools hook (a .pth file), pygments, which mako (alembic's templates) uses when
 # it finds it, and greenlet, which SQLAlchemy loads when it is installed (here, for
 # playwright in the dev extra) and only its asyncio support needs, and psutil (in the dev
-# extra, for the benchmarks), which Keras' saving and Celery's billiard use when present.
-OPTIONAL = {"setuptools", "pygments", "greenlet", "psutil"}
+# extra, for the benchmarks), which Keras' saving and Celery's billiard use when present;
+# and cryptography and cffi (in the dev extra through moto), which redis-py and billiard
+# load when they find them.
+OPTIONAL = {"setuptools", "pygments", "greenlet", "psutil", "cryptography", "cffi"}
 # What each fitq command imports when it runs; the database driver and the broker's
 # client follow from the URLs the service is given.
 COMMAND_MODULES = {
@@ -272,3 +274,18 @@ def test_each_image_installs_what_its_command_imports(service: str) -> None:
         if dist not in requirement_closure(extras) and dist not in OPTIONAL | {"fitq"}
     }
     assert not missing, f"{service} ({dockerfile}, extras {extras}) imports {missing}"
+
+
+def test_every_fitq_service_keeps_artifacts_in_the_compose_object_store() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${OBJECTSTORE_PASSWORD:?" in text
+    store = SERVICES["objectstore"]
+    assert store["healthcheck"]["test"] and env_of(store)["MINIO_ROOT_PASSWORD"] == "secret"
+    for name, svc in BUILT.items():
+        env = env_of(svc)
+        assert Settings(artifacts_url=env["FITQ_ARTIFACTS_URL"]).artifacts_url, name
+        match = re.fullmatch(r"http://([a-z-]+):(\d+)", env["AWS_ENDPOINT_URL"])
+        assert match and match.group(1) == "objectstore", name
+        assert env["AWS_SECRET_ACCESS_KEY"] == "secret" and env["AWS_ACCESS_KEY_ID"], name
+    # `fitq migrate` creates the bucket, once the store answers.
+    assert SERVICES["migrate"]["depends_on"]["objectstore"] == {"condition": "service_healthy"}

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -35,12 +36,21 @@ class CancelWatch:
         store: The attempt's job store (the claim is made).
         interval: Seconds between two reads of the cancel flag.
         log_path: The job's log, which gets a line saying why the job ended.
+        ended: Called once the cancel is recorded, before the process ends (the
+            job's retention: ``storage.retention.after_end``).
     """
 
-    def __init__(self, store: JobStore, interval: float, log_path: Path) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        interval: float,
+        log_path: Path,
+        ended: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.interval = interval
         self.log_path = log_path
+        self.ended = ended
         self._armed = True
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -99,6 +109,11 @@ class CancelWatch:
         except Exception:  # noqa: BLE001 - the lease runs out; the dispatcher records it then
             log.exception("job %s: could not record the cancel", job_id)
             recorded = False
+        if recorded and self.ended is not None:
+            try:
+                self.ended()
+            except Exception:  # noqa: BLE001 - the process ends regardless
+                log.exception("job %s: could not apply retention", job_id)
         line = (
             "fitq: cancelled while preparing to train (loading data or building the "
             f"model); pool process {pid} ends"

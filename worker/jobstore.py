@@ -47,6 +47,8 @@ class Claim:
     spec: dict[str, Any]
     last_epoch: int | None = None  # the last epoch an earlier attempt recorded
     callback_states: dict[int, dict[str, Any]] = field(default_factory=dict)
+    kind: str = "fit"  # models.runs.JobKind: fit, or a run of the parent job's model
+    parent_job_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,25 @@ class JobStore:
             ).first()
         return dict(row[0]) if row is not None else None
 
+    def checkpoint_path(self, job_id: str, checkpoint_id: int) -> str | None:
+        """Where checkpoint ``checkpoint_id`` of job ``job_id`` is, inside that job's folder."""
+        with self.factory() as s:
+            path: str | None = s.scalar(
+                select(Checkpoint.path).where(
+                    Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id
+                )
+            )
+        return path
+
+    def spec_of(self, job_id: str) -> dict[str, Any]:
+        """The stored spec of another job (a run reads its parent's); raises ``KeyError``
+        when there is no such job."""
+        with self.factory() as s:
+            spec = s.scalar(select(Job.spec).where(Job.id == job_id))
+        if spec is None:
+            raise KeyError(job_id)
+        return dict(spec)
+
     def forwarded(self, message: str) -> bool:
         """Records that the job was sent on to larger workers; False if it no longer waits."""
         with transaction(self.factory) as s:
@@ -209,7 +230,7 @@ class JobStore:
                     lease_expires_at=now + self.lease,
                     worker=worker,
                 )
-                .returning(Job.attempts, Job.spec)
+                .returning(Job.attempts, Job.spec, Job.kind, Job.parent_job_id)
             ).first()
             if res is None:
                 return None
@@ -230,7 +251,7 @@ class JobStore:
                     + (f", after epoch {last} was recorded" if last else ""),
                 )
             )
-            return Claim(self.job_id, self.attempt, dict(res[1]), last, states)
+            return Claim(self.job_id, self.attempt, dict(res[1]), last, states, str(res[2]), res[3])
 
     def _owned(self) -> ColumnElement[bool]:
         return (
@@ -380,8 +401,11 @@ class JobStore:
         *,
         test_metrics: dict[str, float | None] | None = None,
         error: tuple[str, str, str] | None = None,
+        model_file: tuple[int, str] | None = None,
     ) -> bool:
         """Ends the job; returns False when this attempt no longer owned it.
+
+        ``model_file`` is the size and SHA-256 of the ``model.keras`` the job saved.
 
         Raises:
             IllegalMove: ``status`` is not a finished one, or ``stop_reason`` does not
@@ -398,6 +422,8 @@ class JobStore:
             }
             if error is not None:
                 values.update(error_type=error[0], error_message=error[1], error_traceback=error[2])
+            if model_file is not None:
+                values.update(model_size_bytes=model_file[0], model_sha256=model_file[1])
             res = s.execute(update(Job).where(self._owned()).values(**values))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return False

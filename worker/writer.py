@@ -9,6 +9,12 @@ finds that the attempt no longer owns the job, the next report raises
 backup that cannot be written, a value the database refuses) is not an outage: the
 writes queued behind it are dropped, and the next report raises that error in the
 training loop, so the job fails with it at once.
+
+With a remote artifact store, the same thread uploads each checkpoint before its row
+and each backup as it is written (``storage.artifacts.JobFiles``), so a recorded
+checkpoint is always in the store and training never waits on an upload. A store that
+does not answer (``storage.artifacts.store_unavailable``) is waited out like the
+database: the upload, and the rows queued behind it, are tried again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import (
@@ -31,6 +38,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from storage.artifacts import JobFiles, store_unavailable
 from worker.jobstore import JobStore, LostOwnership
 
 log = logging.getLogger("fitq.worker")
@@ -42,8 +50,10 @@ UNAVAILABLE = (DBAPIError, DisconnectionError, PoolTimeoutError, ConnectionError
 
 
 def _transient(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database is unavailable (worth retrying), not that the
-    write itself is wrong."""
+    """Whether ``exc`` says the database or the artifact store is unavailable (worth
+    retrying), not that the write itself is wrong."""
+    if store_unavailable(exc):
+        return True
     return isinstance(exc, UNAVAILABLE) and not isinstance(exc, PERMANENT)
 
 
@@ -64,11 +74,21 @@ class JobWriter:
     Args:
         store: The attempt's job store.
         heartbeat_seconds: Seconds between lease renewals.
-        retry_seconds: Seconds between retries while the database does not answer.
+        retry_seconds: Seconds between retries while the database or the artifact store
+            does not answer.
+        files: The job's artifacts: a checkpoint goes to the store before its row is
+            written, a backup as soon as it is. None: they stay where they are written.
     """
 
-    def __init__(self, store: JobStore, heartbeat_seconds: float, retry_seconds: float = 1.0):
+    def __init__(
+        self,
+        store: JobStore,
+        heartbeat_seconds: float,
+        retry_seconds: float = 1.0,
+        files: JobFiles | None = None,
+    ):
         self.store = store
+        self.files = files
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_seconds = retry_seconds
         self.cancel_requested = False
@@ -103,6 +123,12 @@ class JobWriter:
         write = functools.partial(
             self.store.record_epoch, epoch, metrics, lr, duration_s, best, callback_state
         )
+        with self._cond:
+            # The epoch's row marks the epoch complete: progress inside it, still
+            # unwritten, would show it unfinished again (or, after the last epoch, be
+            # written once the job has ended).
+            if self._progress is not None and self._progress[0] <= epoch:
+                self._progress = None
         self._submit(_Write(write))
         return self.cancel_requested
 
@@ -115,6 +141,9 @@ class JobWriter:
         is_best: bool,
         size_bytes: int,
     ) -> None:
+        files = self.files
+        if files is not None and (staged := files.stage(files.folder / path)) is not None:
+            self._submit(_Write(functools.partial(files.put_staged, staged, path)))
         write = functools.partial(
             self.store.record_checkpoint, epoch, path, monitor, value, is_best, size_bytes
         )
@@ -124,7 +153,17 @@ class JobWriter:
         self._submit(_Write(lambda: self.store.record_class_weight(weights)))
 
     def save_backup(self, write: Callable[[], object]) -> None:
-        self._submit(_Write(write))
+        files = self.files
+        if files is None or not files.store.remote:
+            self._submit(_Write(write))
+            return
+
+        def write_and_put() -> None:
+            path = write()
+            assert isinstance(path, Path), "a backup's writer returns the file it wrote"
+            files.put_backup(path)
+
+        self._submit(_Write(write_and_put))
 
     def flush(self) -> None:
         """Waits until everything reported so far is written; raises what a write raised."""
@@ -246,7 +285,7 @@ class JobWriter:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
-                        "job %s: database unavailable (%s); retrying every %.1fs",
+                        "job %s: database or artifact store unavailable (%s); retrying every %.1fs",
                         self.store.job_id,
                         type(exc).__name__,
                         self.retry_seconds,
@@ -257,7 +296,7 @@ class JobWriter:
             if down_since is not None:
                 self.outage_seconds += time.monotonic() - down_since
                 log.warning(
-                    "job %s: database back after %.1fs",
+                    "job %s: database or artifact store back after %.1fs",
                     self.store.job_id,
                     time.monotonic() - down_since,
                 )

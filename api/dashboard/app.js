@@ -47,6 +47,11 @@ function fmt(value) {
   return value.toPrecision(4).replace(/\.?0+$/, "");
 }
 
+function size(bytes) {
+  if (bytes >= 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
 function duration(job) {
   if (!job.started_at) return "–";
   const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
@@ -67,6 +72,10 @@ function statusWords(job) {
 
 function progressText(job) {
   const p = job.progress;
+  if (job.kind && job.kind !== "fit") {
+    // A run (evaluate, predict) of the model of job parent_job_id: it has no epochs.
+    return `${job.kind} with the model of ${job.parent_job_id}`;
+  }
   if (p.epoch === null || p.epoch === undefined) {
     return job.status === "queued" ? "waiting" : `0 of ${p.epochs} epochs`;
   }
@@ -79,6 +88,7 @@ function progressText(job) {
 
 function progressValue(job) {
   const p = job.progress;
+  if (!p.epochs) return job.status === "succeeded" ? 1 : 0;
   if (!p.epoch) return 0;
   const within = job.status === "running" && p.steps ? (p.step || 0) / p.steps : 1;
   return Math.min(1, (p.epoch - 1 + within) / p.epochs);
@@ -105,6 +115,19 @@ function setLive(text) {
 }
 
 // ---------------------------------------------------------------- the API
+
+// Where a job's model came from: a warm start links to its parent job's page.
+function modelSource(job) {
+  const model = job.spec.model || {};
+  if (job.parent_job_id) {
+    return el("span", {}, "warm start from ",
+      el("a", { href: `#/jobs/${job.parent_job_id}`, id: "job-parent" }, job.parent_job_id),
+      `, checkpoint ${model.checkpoint}`);
+  }
+  if (job.model_id) return `uploaded ${job.model_id}${model.weights === false ? " (architecture only)" : ""}`;
+  if (model.builtin) return `builtin ${model.builtin}`;
+  return "keras_config";
+}
 
 class AuthRequired extends Error {}
 
@@ -506,9 +529,11 @@ class JobView {
       item("Best", best),
       item("Duration", duration(job)),
       item("Attempts", String(job.attempts)),
+      item("Model", modelSource(job), "job-source"),
       item("Created", new Date(job.created_at).toLocaleString()),
       item("Test metrics", job.test_metrics
-        ? Object.entries(job.test_metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "–"));
+        ? Object.entries(job.test_metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "–"),
+      item("Trained model", this.modelLinks(), "job-model"));
     this.actions.replaceChildren();
     if (!FINISHED.has(job.status)) {
       const cancel = el("button", {
@@ -619,14 +644,30 @@ class JobView {
     this.ckBody.replaceChildren(...rows.map((ck) => {
       const href = `/v1/jobs/${this.id}/checkpoints/${ck.id}/file`;
       const name = ck.path.split("/").pop();
-      const link = el("a", { href, download: name, onclick: (event) => this.download(event, href, name) }, ck.path);
+      const link = ck.removed_at
+        ? el("span", { class: "removed", title: `removed ${ck.removed_at}` }, `${ck.path} (removed: ${ck.removed_reason})`)
+        : el("a", { href, download: name, onclick: (event) => this.download(event, href, name) }, ck.path);
       return el("tr", { dataset: { checkpoint: ck.id } },
         el("td", { class: "num" }, ck.epoch),
         el("td", {}, link),
         el("td", { class: "num" }, ck.monitor ? `${ck.monitor} ${fmt(ck.value)}` : "–"),
         el("td", {}, ck.id === bestId ? el("span", { class: "best-mark" }, "★ best") : ""),
-        el("td", { class: "num" }, `${(ck.size_bytes / 1024).toFixed(1)} KiB`));
+        el("td", { class: "num" }, size(ck.size_bytes)));
     }));
+  }
+
+  modelLinks() {
+    const model = this.job.final_model;
+    if (!model) return FINISHED.has(this.job.status) ? "–" : "saved when the job succeeds";
+    const base = `/v1/jobs/${this.id}/model`;
+    const link = (href, name, text) =>
+      el("a", { href, download: name, onclick: (event) => this.download(event, href, name) }, text);
+    const links = el("span", { class: "model" },
+      link(base, `model-${this.id}.keras`, "model.keras"), ` (${size(model.size_bytes)})`);
+    if (model.savedmodel) {
+      links.append(" · ", link(`${base}?format=savedmodel`, `savedmodel-${this.id}.tar.gz`, "SavedModel (.tar.gz)"));
+    }
+    return links;
   }
 
   async download(event, href, name) {

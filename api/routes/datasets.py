@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.owned import checked, delete_unused, kept, newest, visible, wrong_file
 from api.schemas import ERRORS, FROM_ROWS, ErrorOut
 from api.tokens import Principal
-from core.errors import NotFound
 from models.states import JobStatus
 from models.tables import Dataset, Job, JobDataset
 from storage.images import store_images
-from storage.uploads import UploadError, dataset_dir, store_npz
+from storage.uploads import delete_dataset as delete_dataset_files
+from storage.uploads import store_npz
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
 
@@ -37,7 +36,9 @@ class DatasetOut(BaseModel):
         description="Per split (train, validation, test): n_samples, x_shape, x_dtype, "
         "y_shape, y_dtype, bytes, y_min and y_max (the labels' range), and n_classes and "
         "class_counts: a histogram when every label is an integer in 0 .. "
-        "FITQ_MAX_LABEL_CLASSES - 1, null otherwise. Image archives: class_names too.",
+        'FITQ_MAX_LABEL_CLASSES - 1, null otherwise; sample_weight: null, "all" or the '
+        "outputs weighed. Arrays by model input or output name (x/<input>, y/<output>) are "
+        "described under inputs and outputs, by name. Image archives: class_names too.",
     )
 
 
@@ -73,25 +74,13 @@ async def upload_dataset(
     """Upload a dataset; it is checked completely before it is accepted."""
     filename = file.filename or ""
     if not filename.endswith((".npz", ".zip")):
-        raise HTTPException(
-            422,
-            [
-                {
-                    "loc": ["body", "file"],
-                    "type": "value_error",
-                    "msg": f"received a file named {filename!r}; expected a .npz (np.savez(f, "
-                    "x=..., y=...)) or a .zip with one folder of images per class",
-                }
-            ],
+        raise wrong_file(
+            f"received a file named {filename!r}; expected a .npz (np.savez(f, x=..., "
+            "y=...)) or a .zip with one folder of images per class"
         )
     kind = "images" if filename.endswith(".zip") else "npz"
     store = store_images if kind == "images" else store_npz
-    try:
-        dataset_id, size, sha, info = await run_in_threadpool(store, file.file, settings)
-    except UploadError as exc:
-        raise HTTPException(
-            exc.status, [{"loc": ["body", "file"], "msg": str(exc), "type": "upload"}]
-        ) from exc
+    dataset_id, size, sha, info = await checked(store, file, settings)
     row = Dataset(
         id=dataset_id,
         owner=principal.owner,
@@ -101,10 +90,7 @@ async def upload_dataset(
         sha256=sha,
         info=info,
     )
-    session.add(row)
-    session.commit()
-    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return DatasetOut.model_validate(row)
+    return DatasetOut.model_validate(kept(session, row, response, f"/v1/datasets/{dataset_id}"))
 
 
 @router.get("", response_model=DatasetList)
@@ -114,18 +100,12 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DatasetList:
     """Datasets, newest first."""
-    query = select(Dataset)
-    if not principal.admin:
-        query = query.where(Dataset.owner == principal.owner)
-    rows = session.scalars(query.order_by(Dataset.created_at.desc()).limit(limit))
+    rows = newest(session, Dataset, principal, limit)
     return DatasetList(items=[DatasetOut.model_validate(r) for r in rows])
 
 
 def _visible(session: Session, dataset_id: str, principal: Principal) -> Dataset:
-    row = session.get(Dataset, dataset_id) if len(dataset_id) <= 32 else None
-    if row is None or not principal.sees(row.owner):
-        raise NotFound("dataset", dataset_id)
-    return row
+    return visible(session, Dataset, dataset_id, principal, "dataset")
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
@@ -153,13 +133,6 @@ def delete_dataset(
             Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
         )
     ).all()
-    if users:
-        raise HTTPException(
-            409,
-            f"dataset {dataset_id} is used by queued or running jobs "
-            f"{sorted(users)}; cancel them or wait for them to finish",
-        )
-    session.delete(row)
-    session.commit()
-    shutil.rmtree(dataset_dir(settings, dataset_id), ignore_errors=True)
+    delete_unused(session, row, users, "dataset")
+    delete_dataset_files(settings, dataset_id)
     return Response(status_code=204)

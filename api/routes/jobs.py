@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
 from api import jobs as store
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
+from api.files import GONE, not_removed, send_artifact
 from api.job_view import job_out, job_outs
 from api.schemas import (
     ERRORS,
@@ -28,10 +29,14 @@ from api.schemas import (
     Validation,
 )
 from core.errors import NotFound
+from core.settings import Settings
+from models.file_names import LOG_FILE
+from models.runs import JobKind
 from models.spec import JobSpec
 from models.states import JobStatus
 from models.tables import Checkpoint, EpochMetric, JobEvent
 from queueing.broker import publish_job
+from storage.artifacts import artifact_store, job_key
 
 MAX_INT = 2**31 - 1
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
@@ -112,25 +117,33 @@ def list_jobs(
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     queue: Annotated[str | None, Query(max_length=64)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
+    kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
+    parent: Annotated[
+        str | None,
+        Query(max_length=32, description="Only the runs that used this job's model."),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """List jobs, newest first, a page at a time; `If-None-Match` gives 304 when unchanged."""
+    filters = {"status": status, "queue": queue, "name": name, "parent": parent}
+    page = jobs_page(session, principal, cursor, limit, kinds=(kind,) if kind else (), **filters)
+    return _cached(request, page)
+
+
+def jobs_page(
+    session: SessionDep, principal: PrincipalDep, cursor: str | None, limit: int, **filters: Any
+) -> JobList:
+    """A page of jobs (``api.jobs.list_jobs``' filters); 422 for a cursor not of fitq's."""
     try:
         rows, next_cursor = store.list_jobs(
-            session,
-            status=status,
-            queue=queue,
-            name=name,
-            cursor=cursor,
-            limit=limit,
-            principal=principal,
+            session, cursor=cursor, limit=limit, principal=principal, **filters
         )
     except ValueError as exc:
         raise HTTPException(
             422, [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
         ) from exc
-    return _cached(request, JobList(items=job_outs(session, rows), next_cursor=next_cursor))
+    return JobList(items=job_outs(session, rows), next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
@@ -171,7 +184,9 @@ def get_metrics(
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
 def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) -> CheckpointList:
-    """The files ModelCheckpoint wrote for this job; the best one is marked."""
+    """The files ModelCheckpoint wrote for this job; the best one is marked. A file
+    fitq removed (the job's `output.retention`, or `DELETE /v1/jobs/{id}/artifacts`)
+    stays listed with `removed_at` and `removed_reason`."""
     store.get_job(session, job_id, principal)
     rows = session.scalars(
         select(Checkpoint)
@@ -185,12 +200,13 @@ def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) 
     "/{job_id}/checkpoints/{checkpoint_id}/file",
     response_model=None,
     responses={
+        **GONE,
         200: {
             "description": "The file's bytes.",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
-        }
+        },
     },
 )
 def download_checkpoint(
@@ -199,7 +215,7 @@ def download_checkpoint(
     session: SessionDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-) -> FileResponse:
+) -> Response:
     """Download one recorded checkpoint file."""
     store.get_job(session, job_id, principal)
     row = session.scalar(
@@ -207,11 +223,8 @@ def download_checkpoint(
     )
     if row is None:
         raise NotFound("checkpoint", f"{job_id}/{checkpoint_id}")
-    root = settings.job_dir(job_id).resolve()
-    path = (root / row.path).resolve()
-    if root not in path.parents or not path.is_file():
-        raise NotFound("checkpoint file", row.path)
-    return FileResponse(path, filename=Path(row.path).name, media_type="application/octet-stream")
+    not_removed(row)
+    return send_artifact(settings, job_id, row.path, Path(row.path).name, "checkpoint file")
 
 
 @router.post(
@@ -220,9 +233,11 @@ def download_checkpoint(
     response_model=JobOut,
     responses={409: {"description": "The job already succeeded or failed."}},
 )
-def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
+def cancel_job(
+    job_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> JobOut:
     """Cancel a job: a queued one never starts; a running one stops between batches."""
-    return job_out(session, store.cancel_job(session, job_id, principal))
+    return job_out(session, store.cancel_job(session, job_id, principal, settings))
 
 
 @router.get(
@@ -245,13 +260,26 @@ def get_logs(
 ) -> PlainTextResponse:
     """The training log (Keras' output at the spec's `fit.verbose`), its last bytes."""
     store.get_job(session, job_id, principal)
-    path = settings.job_dir(job_id) / "train.log"
+    path = settings.job_dir(job_id) / LOG_FILE
     if not path.is_file():
-        return PlainTextResponse("", headers={"X-Log-Size": "0"})
+        # A job that ran on another host: its log reaches the store when it ends.
+        return _stored_log(settings, job_id, tail_bytes)
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         f.seek(max(0, size - tail_bytes))
         text = f.read(size - f.tell()).decode("utf-8", errors="replace")
+    return PlainTextResponse(text, headers={"X-Log-Size": str(size)})
+
+
+def _stored_log(settings: Settings, job_id: str, tail_bytes: int) -> PlainTextResponse:
+    """The log's last bytes from a remote artifact store; empty where it has none."""
+    stored = artifact_store(settings)
+    key = job_key(job_id, LOG_FILE)
+    size = stored.size(key) if stored.remote else None
+    if size is None:
+        return PlainTextResponse("", headers={"X-Log-Size": "0"})
+    raw = b"".join(stored.iter_bytes(key, max(0, size - tail_bytes)))[:tail_bytes]
+    text = raw.decode("utf-8", errors="replace")
     return PlainTextResponse(text, headers={"X-Log-Size": str(size)})
 
 

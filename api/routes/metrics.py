@@ -26,7 +26,8 @@ def metrics(session: SessionDep, settings: SettingsDep) -> Response:
     """Prometheus metrics: jobs by status and queue, queue depth, job and epoch
     durations, epochs per second, live workers and their devices, this process's
     request latency by route, CPU and memory."""
-    registry = CollectorRegistry(auto_describe=True)
+    # No auto_describe: it would run the collector's queries once more, to name them.
+    registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector(session, settings))
     registry.register(REQUEST_SECONDS)
     ProcessCollector(registry=registry)

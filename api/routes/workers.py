@@ -27,8 +27,10 @@ class WorkerJob(BaseModel):
     epoch: int | None = Field(
         validation_alias="progress_epoch", description="The epoch in progress (1-based)."
     )
-    epochs: int = Field(
-        validation_alias=AliasPath("spec", "fit", "epochs"), description="The spec's fit.epochs."
+    epochs: int | None = Field(
+        default=None,
+        validation_alias=AliasPath("spec", "fit", "epochs"),
+        description="The spec's fit.epochs (null for an evaluate or predict run).",
     )
 
 

@@ -25,3 +25,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The real app on a real (SQLite) database; jobs go to the embedded broker's folder."""
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+    """The app with FITQ_AUTH=on (tokens required); some test files give their own."""
+    settings = Settings(
+        data_dir=tmp_path / "d", database_url=f"sqlite:///{tmp_path / 'a.db'}", auth="on"
+    )
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings)) as client:
+        yield client, settings

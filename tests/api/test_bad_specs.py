@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.settings import Settings
 from migrations.migrate import upgrade
-from tests.factories import digits_spec
+from tests.factories import digits_spec, keras_sequential
 
 SMALL_INLINE = 50  # max_inline_values of the "small" app
 SMALL_BODY = 4096  # max_body_bytes of the "small" app
@@ -60,13 +60,7 @@ def _layer(
 
 def _keras(*layers: dict[str, Any], shape: list[int | None] | None = None) -> dict[str, Any]:
     """``model.*`` overrides for a keras_config shaped as ``model.to_json()`` writes it."""
-    first = _layer("InputLayer", {"batch_shape": shape or [None, 8, 8, 1], "name": "in"})
-    config = {
-        "module": "keras",
-        "class_name": "Sequential",
-        "registered_name": None,
-        "config": {"name": "s", "layers": [first, *layers]},
-    }
+    config = keras_sequential(*layers, shape=shape[1:] if shape else None)
     return {"model.builtin": ..., "model.params": ..., "model.keras_config": config}
 
 
@@ -125,32 +119,7 @@ CASES = [
     ),
     Case(
         "keras_shape_bomb",
-        {
-            "model.builtin": ...,
-            "model.params": ...,
-            "model.keras_config": {
-                "module": "keras",
-                "class_name": "Sequential",
-                "registered_name": None,
-                "config": {
-                    "name": "s",
-                    "layers": [
-                        {
-                            "module": "keras.layers",
-                            "class_name": "InputLayer",
-                            "registered_name": None,
-                            "config": {"batch_shape": [None, 8, 8, 1], "name": "in"},
-                        },
-                        {
-                            "module": "keras.layers",
-                            "class_name": "Reshape",
-                            "registered_name": None,
-                            "config": {"target_shape": [10**9, 64], "name": "r"},
-                        },
-                    ],
-                },
-            },
-        },
+        _keras(_layer("Reshape", {"target_shape": [10**9, 64], "name": "r"})),
         ["body", "model", "keras_config", "config", "layers", 1, "config", "target_shape"],
         "expected dimensions from 1",
     ),
@@ -316,9 +285,9 @@ CASES = [
     ),
     Case(
         "ckpt_wrong_suffix",
-        _ckpt("model-{epoch}.h5"),
+        _ckpt("model-{epoch}.hdf5"),
         [*CB, "filepath"],
-        "expected a name ending in .keras",
+        "expected a name ending in .keras or .h5",
     ),
     Case(
         "ckpt_weights_only_suffix",
@@ -393,8 +362,8 @@ CASES = [
     Case(
         "keras_config_input_mismatch",
         _keras(FLATTEN, DENSE, shape=[None, 4]),
-        KC,
-        "input shape is [4], but the training samples have shape [8, 8, 1]",
+        [*KC, "config", "layers", 0, "config", "batch_shape"],
+        "input 'in': the model's input shape is [4], but the training samples have shape [8, 8, 1]",
     ),
     # --- compile ---
     Case(
@@ -414,6 +383,24 @@ CASES = [
         {"compile.loss": "cross_entropy"},
         [B, "compile", "loss"],
         "unknown loss 'cross_entropy'",
+    ),
+    Case(
+        "categorical_loss_on_class_indices",
+        {**_keras(FLATTEN, DENSE), "compile.loss": "categorical_crossentropy"},
+        [B, "compile", "loss"],
+        "needs one-hot labels, but the training labels are class indices",
+    ),
+    Case(
+        "early_stopping_verbose_true",
+        _cb(type="EarlyStopping", verbose=True),
+        [*CB, "EarlyStopping", "verbose"],
+        "received verbose=True; expected a count",
+    ),
+    Case(
+        "checkpoint_verbose_false",
+        _ckpt("m.keras", verbose=False),
+        [*CB, "ModelCheckpoint", "verbose"],
+        "not true or false",
     ),
     Case(
         "unknown_metric",

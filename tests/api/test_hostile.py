@@ -4,6 +4,7 @@ folder, nothing read from outside it (canary files prove both), the service stil
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 import zipfile
@@ -21,7 +22,7 @@ from core.db import make_engine, make_session_factory
 from core.settings import Settings
 from migrations.migrate import upgrade
 from storage.uploads import npz_bytes
-from tests.factories import digits_spec
+from tests.factories import digits_spec, keras_zip
 
 
 def layer(
@@ -60,6 +61,30 @@ def zip_with(name: str) -> bytes:
         z.writestr(name, b"x")
         z.writestr("y.npy", b"x")
     return buf.getvalue()
+
+
+def keras_file(config: dict[str, Any], links: tuple[str, ...] = (), **extra: bytes) -> bytes:
+    """A ``.keras`` archive around ``config`` (a ``keras_model(...)`` override's)."""
+    members = {
+        "config.json": json.dumps(config["model.keras_config"]).encode(),
+        "metadata.json": b'{"keras_version": "3.15.1"}',
+        "model.weights.h5": b"\x89HDF\r\n\x1a\n",
+        **extra,
+    }
+    return keras_zip(members, links=links)
+
+
+def hostile_models() -> dict[str, bytes]:
+    lambda_config = keras_model(layer("Lambda", name="l", function={"class_name": "__lambda__"}))
+    plain = keras_model()
+    return {
+        ".keras with a Lambda": keras_file(lambda_config),
+        ".keras member ../../CANARY": keras_file(plain, **{"../../CANARY": b"owned"}),
+        ".keras symlink to CANARY": keras_file(
+            plain, ("model.weights.h5",), **{"model.weights.h5": b"../../CANARY"}
+        ),
+        ".keras zip bomb": keras_file(plain, **{"model.weights.h5": b"\0" * 5_000_000}),
+    }
 
 
 # Each: (what it tries, how it is sent, what it carries).
@@ -218,6 +243,10 @@ def test_every_hostile_input_is_refused(world: dict[str, Any]) -> None:
         answers[f"npz member {name}"] = client.post(
             "/v1/datasets", headers=mallory, files={"file": ("d.npz", zip_with(name))}
         ).status_code
+    for what, file in hostile_models().items():
+        answers[what] = client.post(
+            "/v1/models", headers=mallory, files={"file": ("m.keras", file)}
+        ).status_code
     answers["pickle in npz"] = client.post(
         "/v1/datasets",
         headers=mallory,
@@ -228,7 +257,7 @@ def test_every_hostile_input_is_refused(world: dict[str, Any]) -> None:
         f"\n{len(answers)} hostile inputs: "
         + ", ".join(f"{k}={v}" for k, v in sorted(answers.items()))
     )
-    assert len(answers) >= 30
+    assert len(answers) >= 41
     assert {k: v for k, v in answers.items() if not 400 <= v < 500} == {}
     assert outside(world["tmp"], world["data"]) == before  # nothing written outside
     stat = world["canary"].stat()  # unchanged, without reading it (that would move atime)
@@ -236,6 +265,7 @@ def test_every_hostile_input_is_refused(world: dict[str, Any]) -> None:
     assert client.get("/healthz").status_code == 200
     jobs = client.get("/v1/jobs", headers=mallory).json()["items"]
     assert jobs == []  # nothing hostile was queued
+    assert client.get("/v1/models", headers=mallory).json()["items"] == []
     assert client.get(f"/v1/jobs/{victims_job}", headers=victim).json()["status"] == "queued"
 
 

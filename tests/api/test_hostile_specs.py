@@ -26,24 +26,18 @@ from core.errors import SpecError
 from core.settings import Settings
 from migrations.migrate import upgrade
 from models.spec import JobSpec
-from tests.factories import digits_spec
+from tests.factories import digits_spec, keras_layer, keras_sequential
 
 KC = ["body", "model", "keras_config"]
 
 
 def layer(cls: str, **config: Any) -> dict[str, Any]:
-    return {"module": "keras.layers", "class_name": cls, "config": config, "registered_name": None}
+    return keras_layer(cls, **config)
 
 
 def sequential(*layers: dict[str, Any], shape: list[int] | None = None) -> dict[str, Any]:
     """``model.*`` overrides for a Sequential keras_config on digits (8x8x1 samples)."""
-    first = layer("InputLayer", batch_shape=[None, *(shape or [8, 8, 1])], name="in")
-    config = {
-        "module": "keras",
-        "class_name": "Sequential",
-        "registered_name": None,
-        "config": {"name": "s", "layers": [first, *layers]},
-    }
+    config = keras_sequential(*layers, shape=shape)
     return {"model.builtin": ..., "model.params": ..., "model.keras_config": config}
 
 
@@ -248,21 +242,96 @@ def test_an_input_shape_declared_any_way_must_be_the_datas(client: TestClient) -
     by_shape = sequential(FLAT, OUT)
     by_shape["model.keras_config"]["config"]["layers"][0]["config"] = {"shape": [65536, 8192]}
     detail = refused(client, digits_spec(**by_shape))
-    assert has(detail, KC, "input shape is [65536, 8192]", "[8, 8, 1]"), detail
+    loc = [*KC, "config", "layers", 0, "config", "shape"]
+    assert has(detail, loc, "input 'input_layer'", "input shape is [65536, 8192]", "[8, 8, 1]"), (
+        detail
+    )
     late = sequential(FLAT, layer("Dense", name="d", units=4, input_shape=[65536]), OUT)
     detail = refused(client, digits_spec(**late))
     assert has(detail, [*KC, "config", "layers", 2, "config", "input_shape"], "only"), detail
 
 
-def test_a_model_inside_a_model_is_refused(client: TestClient) -> None:
+def test_a_model_inside_a_model_is_sized_on_what_it_is_called_on(make_client: Any) -> None:
     inner = {
         "module": "keras",
         "class_name": "Sequential",
         "registered_name": None,
         "config": {"name": "inner", "layers": [layer("Dense", name="d", units=8192)]},
     }
-    detail = refused(client, digits_spec(**sequential(FLAT, inner, OUT)))
-    assert has(detail, [*KC, "config", "layers", 2, "class_name"], "not supported"), detail
+    spec = digits_spec(**sequential(FLAT, inner, OUT))
+    weights = (64 * 8192 + 8192) + (8192 * 10 + 10)
+    assert make_client(max_params=weights).post("/v1/jobs", json=spec).status_code == 201
+    detail = refused(make_client(max_params=weights - 1), spec)
+    assert has(detail, ["body", "model"], f"about {weights:,} weights"), detail
+    # a shape the inner model declares must be what it is called on
+    declared = layer("InputLayer", name="i", batch_shape=[None, 65536])
+    inner["config"]["layers"].insert(0, declared)
+    detail = refused(make_client(), digits_spec(**sequential(FLAT, inner, OUT)))
+    loc = [*KC, "config", "layers", 2, "config", "layers", 0, "config", "batch_shape"]
+    assert has(detail, loc, "layer 'inner'", "[65536]", "called on have shape [64]"), detail
+
+
+def test_nothing_off_the_allowlist_passes_inside_a_model_inside_a_model(
+    client: TestClient,
+) -> None:
+    lam = {
+        **layer("Lambda", name="l", function={"class_name": "__lambda__", "config": {}}),
+        "name": "l",
+        "inbound_nodes": [],
+    }
+    inner = functional(called("Flatten", "flat", tensor("in")), lam, output="flat")
+    nested = {**inner["model.keras_config"], "name": "inner", "inbound_nodes": []}
+    nested["inbound_nodes"] = [{"args": [tensor("in")], "kwargs": {}}]
+    outer = functional(nested, called("Dense", "out", tensor("inner"), units=10), output="out")
+    detail = refused(client, digits_spec(**outer))
+    loc = [*KC, "config", "layers", 1, "config", "layers", 2]
+    assert has(detail, loc, "Lambda and custom objects are refused"), detail
+    for module, registered in (
+        ("evil.models", None),
+        ("keras.src.models.functional", "my_pkg>Functional"),
+    ):
+        foreign = {**nested, "module": module, "registered_name": registered}
+        foreign["config"] = {**nested["config"], "layers": nested["config"]["layers"][:2]}
+        spec = functional(foreign, called("Dense", "out", tensor("inner"), units=10), output="out")
+        detail = refused(client, digits_spec(**spec))
+        assert any(e["loc"][:6] == [*KC, "config", "layers", 1] for e in detail), detail
+    # model.get_config(), without the wrapper, passes the same allowlist
+    bare = outer["model.keras_config"]["config"]
+    detail = refused(client, digits_spec(**{**outer, "model.keras_config": bare}))
+    assert has(detail, [*KC, "layers", 1, "config", "layers", 2], "Lambda"), detail
+
+
+def test_the_keras_io_mnist_convnet_on_8x8_images_is_refused_at_its_last_pooling(
+    client: TestClient,
+) -> None:
+    """keras-io's "Simple MNIST convnet", its input edited from 28x28 to the digits' 8x8."""
+    convnet = sequential(
+        layer("Conv2D", name="conv2d", filters=32, kernel_size=[3, 3], activation="relu"),
+        layer("MaxPooling2D", name="max_pooling2d", pool_size=[2, 2]),
+        layer("Conv2D", name="conv2d_1", filters=64, kernel_size=[3, 3], activation="relu"),
+        layer("MaxPooling2D", name="max_pooling2d_1", pool_size=[2, 2]),
+        layer("Flatten", name="flatten"),
+        layer("Dropout", name="dropout", rate=0.5),
+        layer("Dense", name="dense", units=10, activation="softmax"),
+    )
+    detail = refused(client, digits_spec(**convnet))
+    loc = [*KC, "config", "layers", 4, "config"]
+    assert has(detail, loc, "layer 'max_pooling2d_1'", "spatial size [1, 1]"), detail
+
+
+def test_a_model_of_two_inputs_needs_data_for_each(client: TestClient) -> None:
+    second = {**layer("InputLayer", name="meta", batch_shape=[None, 3]), "name": "meta"}
+    spec = functional(
+        {**second, "inbound_nodes": []},
+        called("Flatten", "flat", tensor("in")),
+        called("Concatenate", "cat", [tensor("flat"), tensor("meta")]),
+        called("Dense", "out", tensor("cat"), units=10),
+        output="out",
+    )
+    spec["model.keras_config"]["config"]["input_layers"] = [["in", 0, 0], ["meta", 0, 0]]
+    detail = refused(client, digits_spec(**spec))
+    loc = ["body", "data", "train", "dataset"]
+    assert has(detail, loc, "2 inputs ['in', 'meta']", "by input name"), detail
 
 
 def test_a_functional_layer_that_is_never_called_is_refused(client: TestClient) -> None:
@@ -482,6 +551,29 @@ BASES = [
         output="out",
     ),
 ]
+
+
+INNER = {
+    "module": "keras",
+    "class_name": "Sequential",
+    "registered_name": None,
+    "config": {"name": "inner", "layers": [FLAT, layer("Dense", name="d", units=8)]},
+    "name": "inner",
+    "inbound_nodes": [{"args": [tensor("in")], "kwargs": {"mask": None}}],
+}
+SHARED = called("Dense", "b", tensor("a"), units=8)  # called twice: b(b(a))
+SHARED["inbound_nodes"].append({"args": [tensor("b")], "kwargs": {}})
+BASES.append(
+    functional(
+        INNER,
+        called("Dense", "a", tensor("inner"), units=8),
+        SHARED,
+        called("Add", "sum", [tensor("inner"), tensor("b", 1)]),
+        called("Dot", "dot", [tensor("sum"), tensor("a")], axes=1),
+        called("Dense", "out", tensor("dot"), units=10),
+        output="out",
+    )
+)
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,16 +193,6 @@ def test_nan_and_infinity_in_an_upload_are_refused(
 
 
 # Owners
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
-    settings = Settings(
-        data_dir=tmp_path / "d", database_url=f"sqlite:///{tmp_path / 'a.db'}", auth="on"
-    )
-    upgrade(settings.resolved_database_url)
-    with TestClient(create_app(settings)) as client:
-        yield client, settings
 
 
 def bearer(token: str) -> dict[str, str]:

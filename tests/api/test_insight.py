@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from api.insight import Epoch, analyse
 
 
@@ -152,3 +154,108 @@ def test_restored_weights_replay_early_stopping() -> None:
 def test_no_epochs_no_findings() -> None:
     insight = analyse(spec(), [], "queued", None)
     assert insight.findings == [] and insight.best_epoch is None
+
+
+# What a finding recommends is conditional on the spec: never what the job already has.
+OVERFIT = rows(loss=FALLING, val_loss=[2.0, 1.4, 1.0, 0.8, 0.7, 0.72, 0.75, 0.8, 0.86, 0.9])
+RECOMMENDED_EARLY = "EarlyStopping(monitor='val_loss', restore_best_weights=True)"
+
+
+def test_overfitting_recommends_early_stopping_only_to_a_job_without_it() -> None:
+    bare = analyse(spec(), OVERFIT, "succeeded", "completed").findings[0]
+    assert RECOMMENDED_EARLY in bare.remedy and "would stop near epoch 6" in bare.remedy
+    assert "keep epoch 5's weights" in bare.remedy
+
+    early = {
+        "type": "EarlyStopping",
+        "monitor": "val_loss",
+        "patience": 5,
+        "restore_best_weights": True,
+    }
+    has_it = analyse(spec(early), OVERFIT, "succeeded", "completed").findings[0]
+    assert has_it.kind == "overfitting"
+    assert "EarlyStopping(" not in has_it.remedy
+    assert has_it.remedy.startswith(
+        "the job's EarlyStopping (callbacks[0]) keeps the best epoch's weights; a patience "
+        "below 5 would stop sooner, nearer epoch 6"
+    )
+
+
+@pytest.mark.parametrize(
+    ("early", "expected"),
+    [
+        (
+            {"type": "EarlyStopping", "monitor": "val_loss", "patience": 5},
+            "restore_best_weights=True on the job's EarlyStopping (callbacks[1]) would keep "
+            "epoch 5's weights",
+        ),
+        (
+            {"type": "EarlyStopping", "monitor": "val_accuracy", "restore_best_weights": True},
+            "the job's EarlyStopping (callbacks[1]) monitors 'val_accuracy'; on 'val_loss' it "
+            "would stop near epoch 6",
+        ),
+        (
+            {"type": "EarlyStopping", "restore_best_weights": True},
+            "the job's EarlyStopping (callbacks[1]) keeps the best epoch's weights;",
+        ),
+    ],
+)
+def test_overfitting_speaks_of_the_jobs_own_early_stopping(
+    early: dict[str, Any], expected: str
+) -> None:
+    other = {"type": "TensorBoard"}
+    finding = analyse(spec(other, early), OVERFIT, "succeeded", "completed").findings[0]
+    assert finding.remedy.startswith(expected), finding.remedy
+    assert RECOMMENDED_EARLY not in finding.remedy
+
+
+def test_augmentation_is_not_recommended_to_an_augmented_job() -> None:
+    augmented = {**spec(), "data": {"augmentation": [{"layer": "RandomFlip"}]}}
+    remedy = analyse(augmented, OVERFIT, "succeeded", "completed").findings[0].remedy
+    assert "stronger augmentation" in remedy and "(data.augmentation)" not in remedy
+
+
+def test_divergence_recommends_only_what_the_job_lacks() -> None:
+    nan = rows(loss=[1.0, 0.8, math.nan])
+    bare = analyse(spec(), nan, "failed", "nan_loss").findings[0].remedy
+    assert "add TerminateOnNaN" in bare and "clip gradients (" in bare
+    armed = {
+        "compile": {
+            "loss": "sparse_categorical_crossentropy",
+            "optimizer": {"class_name": "Adam", "config": {"clipnorm": 1.0}},
+        },
+        "callbacks": [{"type": "TerminateOnNaN"}],
+    }
+    remedy = analyse(armed, nan, "failed", "nan_loss").findings[0].remedy
+    assert "TerminateOnNaN" not in remedy
+    assert remedy == (
+        "lower compile.optimizer.learning_rate, or clip gradients harder (clipnorm is 1.0)"
+    )
+
+    rising = rows(loss=[1.0, 0.5, 0.4, 0.7, 1.5, 4.0])
+    assert "add ReduceLROnPlateau" in analyse(spec(), rising, "running", None).findings[0].remedy
+    plateau = {"type": "ReduceLROnPlateau", "monitor": "loss", "patience": 4, "factor": 0.5}
+    remedy = analyse(spec(plateau), rising, "running", None).findings[0].remedy
+    assert "add ReduceLROnPlateau" not in remedy
+    assert "the job's ReduceLROnPlateau (callbacks[0]) act sooner: a patience below 4" in remedy
+    # With a schedule as the rate, Keras cannot run ReduceLROnPlateau: not recommended.
+    scheduled = spec()
+    decay = {"class_name": "ExponentialDecay", "config": {"initial_learning_rate": 0.1}}
+    scheduled["compile"]["optimizer"] = {"class_name": "SGD", "config": {"learning_rate": decay}}
+    remedy = analyse(scheduled, rising, "running", None).findings[0].remedy
+    assert "ReduceLROnPlateau" not in remedy and "ExponentialDecay" in remedy
+
+
+def test_underfitting_recommends_early_stopping_only_to_a_job_without_it() -> None:
+    history = rows(
+        loss=[2.0, 1.7, 1.45, 1.25, 1.08, 0.93, 0.8],
+        val_loss=[2.1, 1.8, 1.55, 1.35, 1.2, 1.05, 0.95],
+    )
+    bare = {**spec(), "fit": {"epochs": 7}}
+    remedy = analyse(bare, history, "succeeded", "completed").findings[0].remedy
+    assert remedy.startswith("raise fit.epochs (now 7), with EarlyStopping")
+    early = {"type": "EarlyStopping", "monitor": "val_loss", "patience": 3}
+    has_it = {**spec(early), "fit": {"epochs": 7}}
+    remedy = analyse(has_it, history, "succeeded", "completed").findings[0].remedy
+    assert remedy.startswith("raise fit.epochs (now 7): the job's EarlyStopping stops it")
+    assert "with EarlyStopping" not in remedy

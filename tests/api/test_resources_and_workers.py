@@ -112,7 +112,7 @@ def test_workers_are_listed_to_admins_live_ones_first(
 def test_metrics_count_live_workers_and_need_no_token(
     secured: tuple[TestClient, dict[str, str], Settings],
 ) -> None:
-    client, _, _ = secured
+    client, tokens, _ = secured
     resp = client.get("/metrics")
     assert resp.status_code == 200
     samples = {
@@ -123,6 +123,7 @@ def test_metrics_count_live_workers_and_need_no_token(
     assert samples[("fitq_workers", (("device_kind", "gpu"), ("state", "idle")))] == 1
     assert samples[("fitq_worker_devices", (("device_kind", "gpu"),))] == 2
     # A request counts under its route template, never under its raw path.
-    client.get("/v1/jobs/nope")
+    auth = {"Authorization": f"Bearer {tokens['alice']}"}
+    assert client.get("/v1/jobs/nope", headers=auth).status_code == 404
     text = client.get("/metrics").text
     assert 'route="/v1/jobs/{job_id}"' in text and "nope" not in text

@@ -45,6 +45,8 @@ def job_body(job_id: str, spec: dict[str, Any], **fields: Any) -> dict[str, Any]
         "id": job_id,
         "name": "test-digits",
         "queue": "default",
+        "kind": "fit",
+        "parent_job_id": None,
         "status": "queued",
         "stop_reason": None,
         "spec": spec,
@@ -60,7 +62,10 @@ def job_body(job_id: str, spec: dict[str, Any], **fields: Any) -> dict[str, Any]
         "class_weight": None,
         "warnings": [],
         "error": None,
+        "final_model": None,
         "insight": NO_INSIGHT,
+        "model_id": None,
+        "artifacts_removed_at": None,
     } | fields
 
 
@@ -85,6 +90,12 @@ def test_a_job_with_every_column_empty_or_set(client: TestClient) -> None:
         error_type="ValueError",
         error_message=None,
         error_traceback="Traceback\n  line",
+        model_size_bytes=2**40,
+        model_sha256="ab" * 32,
+        kind="evaluate",
+        parent_job_id="cd" * 16,
+        model_id="m" * 32,
+        artifacts_removed_at=T,
     )
     assert client.get(f"/v1/jobs/{empty}").text == body(job_body(empty, empty_spec))
     expected_full = job_body(
@@ -103,6 +114,12 @@ def test_a_job_with_every_column_empty_or_set(client: TestClient) -> None:
         class_weight={"0": 1.5, "1": 0.5},
         warnings=["one", "two"],
         error={"type": "ValueError", "message": "", "traceback_tail": "Traceback\n  line"},
+        final_model={"size_bytes": 2**40, "sha256": "ab" * 32, "savedmodel": False},
+        kind="evaluate",
+        parent_job_id="cd" * 16,
+        model_id="m" * 32,
+        artifacts_removed_at=AT,
+        insight=None,
     )
     assert client.get(f"/v1/jobs/{full}").text == body(expected_full)
     newest_first = sorted([expected_full, job_body(empty, empty_spec)], key=lambda j: j["id"])[::-1]
@@ -156,6 +173,8 @@ def test_epochs_checkpoints_and_history(client: TestClient) -> None:
                 is_best=True,
                 size_bytes=20,
                 created_at=T,
+                removed_at=T,
+                removed_reason="retention",
             )
         )
         s.execute(update(JobEvent).where(JobEvent.job_id == job_id).values(at=T))
@@ -192,6 +211,8 @@ def test_epochs_checkpoints_and_history(client: TestClient) -> None:
                     "is_best": False,
                     "size_bytes": 10,
                     "created_at": AT,
+                    "removed_at": None,
+                    "removed_reason": None,
                 },
                 {
                     "id": 2,
@@ -202,6 +223,8 @@ def test_epochs_checkpoints_and_history(client: TestClient) -> None:
                     "is_best": True,
                     "size_bytes": 20,
                     "created_at": AT,
+                    "removed_at": AT,
+                    "removed_reason": "retention",
                 },
             ]
         }

@@ -243,6 +243,29 @@ def test_overfitting_job_page_shows_markers_findings_and_checkpoints(
     svc.wait_for(running["id"])
 
 
+def test_a_warm_start_links_to_its_parent_job(svc: Service, page: Any) -> None:
+    checkpoint = {"type": "ModelCheckpoint", "filepath": "best.keras", "monitor": "val_loss"}
+    parent = svc.wait_for(
+        svc.submit(digits_spec(name="parent", callbacks=[checkpoint], **{"fit.epochs": 1}))["id"]
+    )
+    assert parent["status"] == "succeeded", parent
+    child = svc.submit(
+        digits_spec(name="child", model={"from_job": parent["id"]}, **{"fit.epochs": 1})
+    )
+    page.goto(f"{svc.base_url}/#/jobs/{child['id']}")
+    page.wait_for_selector("body[data-ready=job]")
+    assert text_of(page, "#job-source").endswith(
+        f"warm start from {parent['id']}, checkpoint {child['spec']['model']['checkpoint']}"
+    )
+    page.locator("#job-parent").click()
+    page.wait_for_function(
+        f"document.querySelector('#job-id')?.innerText.includes('{parent['id']}')",
+        timeout=10_000,
+    )
+    assert "builtin mlp" in text_of(page, "#job-source")
+    svc.wait_for(child["id"])
+
+
 def test_a_failed_job_page_shows_its_error_and_the_divergence(svc: Service, page: Any) -> None:
     spec = nan_loss_spec(name="diverges")
     job = svc.wait_for(svc.submit(spec)["id"], timeout=120)
@@ -254,6 +277,39 @@ def test_a_failed_job_page_shows_its_error_and_the_divergence(svc: Service, page
     assert "NaNLoss" in error and job["error"]["message"] in error
     assert page.locator("#insight li[data-kind=divergence]").count() == 1
     assert page.locator("#cancel").count() == 0
+
+
+def test_the_job_page_links_the_trained_model_with_its_size(svc: Service, page: Any) -> None:
+    import hashlib
+    import tarfile
+
+    spec = digits_spec(**{"fit.epochs": 1, "output": {"export": True}})
+    job = svc.wait_for(svc.submit(spec)["id"], timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    page.goto(f"{svc.base_url}/#/jobs/{job['id']}")
+    page.wait_for_selector("body[data-ready=job]")
+    kib = job["final_model"]["size_bytes"] / 1024
+    assert text_of(page, "#job-model") == (
+        f"Trained model\nmodel.keras ({kib:.1f} KiB) · SavedModel (.tar.gz)"
+    )
+    with page.expect_download() as download:
+        page.locator("#job-model a", has_text="model.keras").click()
+    assert download.value.suggested_filename == f"model-{job['id']}.keras"
+    data = Path(download.value.path()).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == job["final_model"]["sha256"]
+    with page.expect_download() as download:
+        page.locator("#job-model a", has_text="SavedModel").click()
+    assert download.value.suggested_filename == f"savedmodel-{job['id']}.tar.gz"
+    with tarfile.open(download.value.path()) as tar:
+        assert f"savedmodel-{job['id']}/saved_model.pb" in tar.getnames()
+
+    running = svc.submit(slow_spec(40))
+    svc.wait_for(running["id"], ("running",), timeout=60)
+    page.goto(f"{svc.base_url}/#/jobs/{running['id']}")
+    page.wait_for_selector("body[data-ready=job]")
+    assert text_of(page, "#job-model") == "Trained model\nsaved when the job succeeds"
+    svc.client.post(f"/v1/jobs/{running['id']}/cancel")
+    svc.wait_for(running["id"])
 
 
 def _bulk_insert(svc: Service, jobs: int, epochs: int) -> str:

@@ -102,3 +102,30 @@ def test_queued_jobs_without_a_message_are_published_again(
     assert done.republished == [lost]
     assert broker_job_ids(settings, {"default"}) == {waiting, lost}
     assert fresh not in done.republished
+
+
+def test_jobs_the_dispatcher_ends_lose_their_backups_and_requeued_ones_keep_them(
+    migrated_backend: Backend, tmp_path: Path
+) -> None:
+    factory, celery, settings = setup(migrated_backend, tmp_path)
+    expired = add_job(factory, "running", lease_ago=1)
+    exhausted = add_job(factory, "running", lease_ago=1, attempts=3, failures=2)
+    cancelling = add_job(factory, "running", lease_ago=1, attempts=2, cancel=True)
+    for job_id in (expired, exhausted, cancelling):
+        backup = settings.job_dir(job_id) / "backup"
+        backup.mkdir(parents=True)
+        (backup / "epoch-000002.bin").write_bytes(b"b" * 64)
+
+    done = dispatch_once(factory, celery, settings)
+    assert (done.requeued, done.failed, done.cancelled) == ([expired], [exhausted], [cancelling])
+    assert (settings.job_dir(expired) / "backup" / "epoch-000002.bin").is_file()
+    assert not (settings.job_dir(exhausted) / "backup").exists()
+    assert not (settings.job_dir(cancelling) / "backup").exists()
+    with factory() as s:
+        retention = {
+            e.job_id: e.message for e in s.scalars(select(JobEvent)) if e.kind == "retention"
+        }
+    assert retention == {
+        exhausted: "removed the resume backups (64 bytes)",
+        cancelling: "removed the resume backups (64 bytes)",
+    }

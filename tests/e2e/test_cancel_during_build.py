@@ -4,12 +4,10 @@ through a real API and worker; the worker then takes the next job."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.settings import Settings
 from queueing.broker import make_celery, publish_job
 from tests.conftest import Service
 from tests.factories import digits_spec
@@ -71,13 +69,7 @@ def test_a_cancel_while_the_model_builds_ends_the_job_at_once(service: Service) 
     assert "cancelled while preparing to train" in log, log
 
     # A duplicate of its message (a redelivery) does not run it again.
-    env = service.backend.env(service.data_dir)
-    settings = Settings(
-        data_dir=Path(env["FITQ_DATA_DIR"]),
-        database_url=env["FITQ_DATABASE_URL"],
-        broker_url=env.get("FITQ_BROKER_URL"),
-    )
-    publish_job(make_celery(settings), job["id"], service.queue)
+    publish_job(make_celery(service.settings()), job["id"], service.queue)
     # The next job, queued behind the duplicate, trains in a fresh pool process.
     nxt = service.submit(digits_spec(**{"fit.epochs": 1}))
     assert service.wait_for(nxt["id"], timeout=120)["status"] == "succeeded"

@@ -233,6 +233,9 @@ def test_a_job_that_dies_every_time_fails_after_max_attempts(faults: Service) ->
     assert done["status"] == "failed" and done["attempts"] == 2
     assert done["error"]["type"] == "AttemptsExhausted"
     assert "max_attempts=2" in done["error"]["message"]
+    # The job has ended: the dispatcher that failed it removed its resume backups.
+    assert not (faults.data_dir / "artifacts" / "jobs" / job["id"] / "backup").exists()
+    assert [e["kind"] for e in history(faults, job["id"])].count("retention") == 1
     assert after["status"] == "succeeded"
 
 
@@ -259,25 +262,21 @@ def test_duplicate_deliveries_after_a_short_visibility_timeout_run_the_job_once(
         svc.stop()
 
 
+def start_redis(port: int) -> None:
+    """A Redis server of the test's own on ``port``, keeping nothing on disk."""
+    subprocess.run(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no", "--daemonize", "yes"],
+        check=True,
+        capture_output=True,
+    )
+
+
 @pytest.fixture
 def own_redis() -> Iterator[tuple[str, int]]:
     port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    start = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "yes",
-    ]
-    subprocess.run(start, check=True, capture_output=True)
-    yield url, port
+    start_redis(port)
+    yield f"redis://127.0.0.1:{port}/0", port
     subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
 
 
@@ -300,22 +299,7 @@ def test_redis_restart_without_persistence_loses_no_job(
         assert all(svc.job(j["id"])["status"] == "queued" for j in waiting)
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
         time.sleep(1)
-        subprocess.run(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "yes",
-            ],
-            check=True,
-        )
+        start_redis(port)
         done = [svc.wait_for(j["id"], timeout=400) for j in jobs]
         ok = sum(d["status"] == "succeeded" and d["attempts"] == 1 for d in done)
         republished = sum(
@@ -403,6 +387,6 @@ def test_a_minute_without_the_database_loses_no_epoch(tmp_path: Path) -> None:
         )
         assert done["status"] == "succeeded" and done["attempts"] == 1
         assert sorted(rows) == list(range(1, 41)) and during
-        assert "database unavailable" in svc.log_text("worker")
+        assert "database or artifact store unavailable" in svc.log_text("worker")
     finally:
         svc.stop()

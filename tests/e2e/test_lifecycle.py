@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.settings import Settings
 from queueing.broker import make_celery, publish_job
 from tests.conftest import ROOT, Service
-from tests.factories import digits_spec, nan_loss_spec
+from tests.factories import digits_spec, keras_layer, keras_sequential, nan_loss_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -103,34 +102,14 @@ def test_queued_job_cancelled_never_starts(service: Service) -> None:
 
 
 def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -> None:
-    keras_config = {
-        "module": "keras",
-        "class_name": "Sequential",
-        "registered_name": None,
-        "config": {
-            "name": "too_few_outputs",
-            "layers": [
-                {
-                    "module": "keras.layers",
-                    "class_name": "InputLayer",
-                    "registered_name": None,
-                    "config": {"batch_shape": [None, 8, 8, 1], "name": "in"},
-                },
-                {
-                    "module": "keras.layers",
-                    "class_name": "Flatten",
-                    "registered_name": None,
-                    "config": {"name": "flat"},
-                },
-                {
-                    "module": "keras.layers",
-                    "class_name": "Dense",
-                    "registered_name": None,
-                    "config": {"name": "out", "units": 3, "activation": "softmax"},
-                },
-            ],
-        },
-    }
+    # Pixels of 1.0 index past an Embedding of one row: nothing before fit() can know
+    # which values the data holds at every position, so only training finds it.
+    keras_config = keras_sequential(
+        keras_layer("Embedding", name="emb", input_dim=1, output_dim=2),
+        keras_layer("Flatten", name="flat"),
+        keras_layer("Dense", name="out", units=10, activation="softmax"),
+        name="index_out_of_range",
+    )
     bad = service.submit(
         digits_spec(
             **{"model.builtin": ..., "model.params": ..., "model.keras_config": keras_config}
@@ -139,7 +118,7 @@ def test_training_error_fails_the_job_and_the_worker_goes_on(service: Service) -
     done = service.wait_for(bad["id"], timeout=120)
     assert done["status"] == "failed" and done["stop_reason"] == "error"
     assert done["error"]["type"] == "InvalidArgumentError"
-    assert "[0, 3)" in done["error"]["message"]  # a label beyond the 3 outputs
+    assert "[0, 1)" in done["error"]["message"]  # an index beyond the Embedding's one row
     assert "Traceback" in done["error"]["traceback_tail"]
     good = service.submit(digits_spec())
     assert service.wait_for(good["id"], timeout=120)["status"] == "succeeded"
@@ -157,19 +136,14 @@ def test_a_second_delivery_of_a_finished_job_does_nothing(service: Service) -> N
     job = service.submit(digits_spec(**{"fit.epochs": 2}))
     done = service.wait_for(job["id"], timeout=120)
     assert done["status"] == "succeeded" and done["attempts"] == 1
-    env = service.backend.env(service.data_dir)
-    settings = Settings(
-        data_dir=Path(env["FITQ_DATA_DIR"]),
-        database_url=env["FITQ_DATABASE_URL"],
-        broker_url=env.get("FITQ_BROKER_URL"),
-    )
-    publish_job(make_celery(settings), job["id"], service.queue)
+    publish_job(make_celery(service.settings()), job["id"], service.queue)
     probe = service.submit(digits_spec(**{"fit.epochs": 1}))  # queued behind the duplicate
     assert service.wait_for(probe["id"], timeout=120)["status"] == "succeeded"
     again = service.job(job["id"])
     assert again["attempts"] == 1 and again["finished_at"] == done["finished_at"]
     kinds = [e["kind"] for e in service.client.get(f"/v1/jobs/{job['id']}/history").json()["items"]]
-    assert kinds == ["created", "started", "finished"]
+    # The last event is the removal of the job's resume backups, after its end.
+    assert kinds == ["created", "started", "finished", "retention"]
     assert len(service.metrics(job["id"])) == 2
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, Backend, Service, free_port
-from tests.factories import digits_spec
+from tests.factories import digits_spec, keras_layer, keras_sequential
 
 pytestmark = pytest.mark.e2e
 
@@ -153,38 +153,17 @@ def test_forbid_overfitting_fails_an_overfitting_job_and_names_the_epoch(
 
 
 def test_a_failed_job_exits_1(svc: Service, tmp_path: Path) -> None:
-    bad_model = {
-        "module": "keras",
-        "class_name": "Sequential",
-        "registered_name": None,
-        "config": {
-            "name": "s",
-            "layers": [
-                {
-                    "module": "keras.layers",
-                    "class_name": "InputLayer",
-                    "registered_name": None,
-                    "config": {"batch_shape": [None, 8, 8, 1]},
-                },
-                {
-                    "module": "keras.layers",
-                    "class_name": "Flatten",
-                    "registered_name": None,
-                    "config": {},
-                },
-                {
-                    "module": "keras.layers",
-                    "class_name": "Dense",
-                    "registered_name": None,
-                    "config": {"units": 3, "activation": "softmax"},
-                },
-            ],
-        },
-    }
+    # Fails in training: pixels of 1.0 index past an Embedding of one row.
+    bad_model = keras_sequential(
+        keras_layer("Embedding", input_dim=1, output_dim=2),
+        keras_layer("Flatten"),
+        keras_layer("Dense", units=10, activation="softmax"),
+    )
     path = spec_file(tmp_path, svc, **{"model": {"keras_config": bad_model}})
-    out = fitq(svc, "submit", str(path), "--wait")
+    out = fitq(svc, "submit", str(path), "--download-model", str(tmp_path / "m.keras"))
     assert out.returncode == 1, out.stderr
     assert "failed" in out.stdout and "InvalidArgumentError" in out.stdout
+    assert "failed: no trained model" in out.stderr and not (tmp_path / "m.keras").exists()
 
 
 def test_a_refused_spec_exits_2_with_the_field_path(svc: Service, tmp_path: Path) -> None:
@@ -276,3 +255,73 @@ def test_jobs_and_datasets_commands(svc: Service, tmp_path: Path) -> None:
     for cmd in ("show", "metrics", "checkpoints", "logs"):
         assert fitq(svc, "jobs", cmd, job_id).returncode == 0, cmd
     assert fitq(svc, "jobs", "show", "nope").returncode == 2
+
+
+def test_the_trained_model_comes_down_with_submit_and_jobs_model(
+    svc: Service, tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+    import tarfile
+
+    path = spec_file(tmp_path, svc, **{"fit.epochs": 2, "output": {"export": True}})
+    target = tmp_path / "out" / "trained.keras"
+    out = fitq(svc, "submit", str(path), "--download-model", str(target), "--json")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    assert f"fitq: trained model saved to {target}" in out.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == job["final_model"]["sha256"]
+
+    shown = fitq(svc, "jobs", "model", job["id"], "-o", str(tmp_path), "--json")
+    assert shown.returncode == 0, shown.stderr
+    saved = json.loads(shown.stdout)
+    assert saved["path"] == str(tmp_path / f"model-{job['id']}.keras")
+    assert Path(saved["path"]).read_bytes() == target.read_bytes()
+    assert saved["size_bytes"] == job["final_model"]["size_bytes"]
+
+    tarball = tmp_path / "sm.tar.gz"
+    exported = fitq(svc, "jobs", "model", job["id"], "--format", "savedmodel", "-o", str(tarball))
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == f"saved {tarball} ({tarball.stat().st_size} bytes)"
+    with tarfile.open(tarball) as tar:
+        assert f"savedmodel-{job['id']}/saved_model.pb" in tar.getnames()
+
+    plain = fitq(svc, "submit", str(spec_file(tmp_path, svc, **{"fit.epochs": 1})), "--json")
+    plain_id = json.loads(plain.stdout)["id"]
+    assert svc.wait_for(plain_id, timeout=120)["status"] == "succeeded"
+    refused = fitq(svc, "jobs", "model", plain_id, "--format", "savedmodel", "-o", str(tmp_path))
+    assert refused.returncode == 2
+    assert "did not ask for one (output: {export: true})" in refused.stderr
+    assert not list(tmp_path.glob("savedmodel-*")) and not list(tmp_path.glob(".*partial"))
+
+
+def test_models_commands_and_the_lineage_of_a_warm_start(svc: Service, tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    ).save(tmp_path / "mine.keras")
+    up = fitq(svc, "models", "upload", str(tmp_path / "mine.keras"), "--name", "mine", "--json")
+    assert up.returncode == 0, up.stderr
+    model_id = yaml.safe_load(up.stdout)["id"]
+    listed = fitq(svc, "models", "ls").stdout
+    assert model_id in listed and "650 weights" in listed and "mine" in listed
+
+    checkpoint = {"type": "ModelCheckpoint", "filepath": "best.keras", "monitor": "val_loss"}
+    parent_spec = spec_file(
+        tmp_path, svc, model={"uploaded": model_id}, callbacks=[checkpoint], **{"fit.epochs": 1}
+    )
+    parent = fitq(svc, "submit", str(parent_spec), "--wait", "--json")
+    assert parent.returncode == 0, parent.stderr
+    parent_id = yaml.safe_load(parent.stdout)["id"]
+    child_spec = spec_file(tmp_path, svc, model={"from_job": parent_id}, **{"fit.epochs": 1})
+    child = fitq(svc, "submit", str(child_spec), "--wait", "--json")
+    assert child.returncode == 0, child.stderr
+    child_id = yaml.safe_load(child.stdout)["id"]
+    line = next(x for x in fitq(svc, "jobs", "ls").stdout.splitlines() if x.startswith(child_id))
+    assert line.endswith(f"(warm start from {parent_id})")
+    shown = yaml.safe_load(fitq(svc, "jobs", "show", child_id).stdout)
+    assert shown["parent_job_id"] == parent_id and shown["status"] == "succeeded"

@@ -49,9 +49,13 @@ def test_client_commands_run_without_the_worker_extra(api_only: Service, tmp_pat
         ["--help"],
         ["jobs", "--help"],
         ["submit", "--help"],
+        ["jobs", "model", "--help"],
+        ["jobs", "evaluate", "--help"],
+        ["jobs", "predict", "--help"],
         ["submit", str(spec), "--json"],
         ["submit", str(spec), "--dry-run"],
         ["jobs", "ls", "--queue", api_only.queue],
+        ["jobs", "ls", "--parent", "0" * 32],
         ["datasets", "ls"],
     ]
     report = tmp_path / "report.json"
@@ -101,6 +105,8 @@ def fitq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
         (["submit", "-", "--timeout", "soon"], "'soon'"),
         (["submit", "-", "--no-such-flag"], "--no-such-flag"),
         (["jobs", "ls", "--limit", "many"], "'many'"),
+        (["jobs", "model", "ID", "--format", "h5"], "'h5' is not one of 'keras', 'savedmodel'"),
+        (["jobs", "model"], "Missing argument 'ID'"),
         (["jobs"], "Missing command"),
         ([], "Missing command"),
     ],

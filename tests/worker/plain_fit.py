@@ -4,7 +4,8 @@ Each case is what a user would write by hand: seed, enable op determinism, build
 the model, compile, call ``model.fit()`` with numpy arrays. It imports nothing of
 fitq's training code; only the definition of the built-in data splits. Run as
 ``python tests/worker/plain_fit.py CASE OUT_DIR``; prints one JSON object:
-``{"epochs": [[epoch, logs], ...], "files": [...]}``.
+``{"epochs": [[epoch, logs], ...], "files": [...], "config": ..., "params": ...}``, with
+the model's config as ``model.to_json()`` writes it (parsed) and ``model.count_params()``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,62 @@ def mlp(units: int, dropout: float = 0.0) -> keras.Model:
     return keras.Sequential(layers)
 
 
+L = keras.layers
+
+
+def residual_dense() -> keras.Model:
+    x = keras.Input(shape=(8, 8, 1))
+    h = L.Dense(16, activation="relu")(L.Flatten()(x))
+    a = L.Dense(16, activation="relu")(h)
+    b = L.Dense(16)(a)
+    skip = L.Activation("relu")(L.Add()([h, b]))
+    return keras.Model(x, L.Dense(10, activation="softmax")(skip))
+
+
+def residual_conv() -> keras.Model:
+    x = keras.Input(shape=(8, 8, 1))
+    c0 = L.Conv2D(4, 3, padding="same", activation="relu")(x)
+    c1 = L.Conv2D(4, 3, padding="same", activation="relu")(c0)
+    c2 = L.Conv2D(4, 3, padding="same")(c1)
+    pooled = L.MaxPooling2D(2)(L.Add()([c0, c2]))
+    return keras.Model(x, L.Dense(10, activation="softmax")(L.Flatten()(pooled)))
+
+
+def shared() -> keras.Model:
+    x = keras.Input(shape=(8, 8, 1))
+    a = L.Dense(16, activation="relu")(L.Flatten()(x))
+    twice = L.Dense(16, activation="relu")
+    h1 = twice(a)
+    h2 = twice(h1)
+    return keras.Model(x, L.Dense(10, activation="softmax")(L.Add()([h1, h2])))
+
+
+def nested() -> keras.Model:
+    x = keras.Input(shape=(8, 8, 1))
+    flat = L.Flatten()(x)
+    inner = keras.Sequential(
+        [L.Dense(16, activation="relu"), L.Dense(16, activation="relu")], name="inner"
+    )
+    return keras.Model(x, L.Dense(10, activation="softmax")(inner(flat)))
+
+
+def batch_norm() -> keras.Model:
+    x = keras.Input(shape=(8, 8, 1))
+    c = L.Conv2D(4, 3, padding="same")(x)
+    h = L.Activation("relu")(L.BatchNormalization()(c))
+    return keras.Model(x, L.Dense(10, activation="softmax")(L.Flatten()(h)))
+
+
+# Functional models, each as a user writes it; fitq trains the config model.to_json() gives.
+GRAPHS = {
+    "residual_dense": residual_dense,
+    "residual_conv": residual_conv,
+    "shared": shared,
+    "nested": nested,
+    "batch_norm": batch_norm,
+}
+
+
 def run(case: str, out: Path) -> dict[str, Any]:
     keras.utils.set_random_seed(7)
     tf.config.experimental.enable_op_determinism()
@@ -54,7 +111,12 @@ def run(case: str, out: Path) -> dict[str, Any]:
         on_epoch_end=lambda e, logs: rows.append([e + 1, {k: float(v) for k, v in logs.items()}])
     )
     overfit = case == "early_stopping"
-    model = mlp(128 if overfit else 16)
+    # A saved model (an upload, a parent job's checkpoint), loaded as Keras loads it.
+    if case.startswith("keras:"):
+        model = keras.saving.load_model(case[6:])
+    else:
+        model = GRAPHS[case]() if case in GRAPHS else mlp(128 if overfit else 16)
+    config = json.loads(model.to_json())
     optimizer = keras.optimizers.Adam(learning_rate=0.01) if overfit else "adam"
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     ckpt = str(out / "epoch{epoch:02d}-{val_loss:.3f}.keras")
@@ -89,13 +151,15 @@ def run(case: str, out: Path) -> dict[str, Any]:
                 validation_data=(arrays["x_val"], arrays["y_val"]),
                 class_weight={0: 1.0, 1: 2.5, 2: 1.0},
             )
+    elif case.startswith("keras:") or case in GRAPHS:
+        kwargs.update(epochs=3)
     elif case == "initial_epoch":
         kwargs.update(epochs=5, initial_epoch=2, validation_freq=[3, 5], shuffle=False)
     else:
         raise SystemExit(f"unknown case {case}")
     model.fit(x, y, callbacks=[*callbacks, record], **kwargs)
     files = sorted(p.name for p in out.glob("*.keras"))
-    return {"epochs": rows, "files": files}
+    return {"epochs": rows, "files": files, "config": config, "params": model.count_params()}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """File names a spec chooses live in their callbacks' own folders, apart from fitq's own
-files in the job's folder (``train.log``, ``backup/``), through a real service."""
+files in the job's folder (``train.log``, ``backup/``, ``model.keras``), through a real
+service."""
 
 from __future__ import annotations
 
 import csv
+import time
 from typing import Any
 
 import pytest
@@ -33,6 +35,10 @@ COLLIDING = {
         {"type": "CSVLogger", "filename": "tensorboard"},
         {"type": "TensorBoard"},
     ],
+    "export": [
+        {"type": "CSVLogger", "filename": "export"},
+        {"type": "ModelCheckpoint", "filepath": "model.keras", "monitor": "loss"},
+    ],
 }
 
 
@@ -57,16 +63,22 @@ def test_a_csv_log_named_like_fitqs_own_files_trains_beside_them(
     assert log.startswith("fitq: training with seed 7"), log[:200]
     assert f"Epoch {EPOCHS}/{EPOCHS}" in log and "fitq: succeeded (completed)" in log
     assert not log.lstrip().startswith("epoch,")
-    assert (job_dir / "backup").is_dir()
-    assert (job_dir / "backup" / f"epoch-{EPOCHS:06d}.bin").is_file()
+    # The backups were a folder beside the CSV log while the job trained; the worker
+    # removes them once the outcome is recorded.
+    deadline = time.monotonic() + 30
+    while (job_dir / "backup").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (job_dir / "backup").exists()
     # Every checkpoint the job lists is in checkpoints/ and is the file it says.
     for c in service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]:
         assert c["path"].startswith("checkpoints/"), c
         assert (job_dir / c["path"]).stat().st_size == c["size_bytes"]
     if any(cb["type"] == "TensorBoard" for cb in callbacks):
         assert list((job_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    # The trained model is fitq's, whatever a checkpoint is called.
+    assert (job_dir / "model.keras").stat().st_size == done["final_model"]["size_bytes"]
     assert sorted(p.name for p in job_dir.iterdir()) == sorted(
-        {"train.log", "backup", "csv"}
+        {"train.log", "csv", "model.json", "model.keras"}
         | ({"checkpoints"} if any(cb["type"] == "ModelCheckpoint" for cb in callbacks) else set())
         | ({"tensorboard"} if any(cb["type"] == "TensorBoard" for cb in callbacks) else set())
     )

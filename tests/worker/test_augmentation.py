@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from models.spec import JobSpec  # noqa: E402
 from tests.factories import digits_spec  # noqa: E402
 from worker.training.augmentation import Augmenter  # noqa: E402
 from worker.training.data import load_job_data  # noqa: E402
-from worker.training.streaming import NpyRows, RowsDataset  # noqa: E402
+from worker.training.streaming import NpyRows, RowStream  # noqa: E402
 
 AUG = [
     {"layer": "RandomFlip", "mode": "horizontal"},
@@ -73,29 +72,22 @@ def test_augmentation_of_rows_from_disk_is_seeded_with_parallel_loaders(tmp_path
     np.save(tmp_path / "x.npy", x)
     y = np.arange(96) % 10
 
-    def batches(seed: int) -> list[np.ndarray]:
-        ds = RowsDataset(
+    def batches(seed: int, workers: int = 2) -> list[np.ndarray]:
+        stream = RowStream(
             NpyRows(tmp_path / "x.npy"),
             y,
-            start=0,
-            stop=96,
             batch_size=16,
             shuffle=True,
             seed=seed,
-            workers=2,
+            workers=workers,  # batches augmented in parallel
             augment=Augmenter(
                 JobSpec.model_validate(digits_spec(**{"data.augmentation": AUG})).data.augmentation,
                 seed,
-            ).numpy,
+            ),
         )
-        out = []
-        for _ in range(2):
-            with ThreadPoolExecutor(2) as pool:  # batches load out of order, as workers do
-                out += list(pool.map(lambda i: ds[i][0], reversed(range(len(ds)))))
-            ds.on_epoch_end()
-        return out
+        return [np.asarray(b[0]) for b in stream.dataset(repeat=True).take(12)]
 
-    a, b, c = batches(7), batches(7), batches(8)
+    a, b, c = batches(7), batches(7, workers=1), batches(8)
     assert a[0].shape == (16, 6, 6, 1) and len(a) == 12
     assert not any(np.array_equal(p, q) for p, q in zip(a[:6], a[6:], strict=True))  # epochs
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))

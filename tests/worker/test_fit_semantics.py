@@ -7,17 +7,13 @@ a fresh process. Epochs, every logged value, and the checkpoint files must agree
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Service
-from tests.factories import digits_spec
+from tests.conftest import Service
+from tests.factories import digits_spec, plain_run
 
 pytestmark = pytest.mark.e2e
 CKPT = {
@@ -62,18 +58,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 def plain(case: str, out: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests/worker/plain_fit.py"), case, str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return plain_run("plain_fit.py", case, str(out))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -140,3 +125,21 @@ def test_an_uploaded_npz_trains_as_plain_fit_on_the_same_arrays(
     for row, (epoch, logs) in zip(rows, expected["epochs"], strict=True):
         for key, value in logs.items():
             assert row["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (epoch, key)
+
+
+def test_a_functional_residual_model_trains_as_plain_fit(service: Service, tmp_path: Path) -> None:
+    """The config model.to_json() gives of a residual block, submitted as keras_config."""
+    expected = plain("residual_dense", tmp_path)
+    keras_model = {
+        "model.builtin": ...,
+        "model.params": ...,
+        "model.keras_config": expected["config"],
+    }
+    done = service.wait_for(service.submit(digits_spec(**keras_model))["id"], timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    rows = service.metrics(done["id"])
+    assert [r["epoch"] for r in rows] == [e for e, _ in expected["epochs"]]
+    for row, (epoch, logs) in zip(rows, expected["epochs"], strict=True):
+        assert set(row["metrics"]) == set(logs), epoch
+        for key, value in logs.items():
+            assert abs(row["metrics"][key] - value) <= 1e-6, (epoch, key)

@@ -149,3 +149,33 @@ def test_final_weights_epoch_matches_what_keras_restored(digits: Any) -> None:
     restored = model.evaluate(xv, yv, verbose=0)[0]
     recorded = rows[insight.final_weights_epoch - 1].metrics["val_loss"]
     assert restored == pytest.approx(recorded, rel=1e-5)
+
+
+def test_a_job_with_early_stopping_is_not_told_to_add_it(digits: Any) -> None:
+    """The run that overfits above, now with the EarlyStopping the finding recommends,
+    and a patience long enough that the turn is seen before it stops."""
+    early = {
+        "type": "EarlyStopping",
+        "monitor": "val_loss",
+        "patience": 15,
+        "restore_best_weights": True,
+    }
+    callback = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=15, restore_best_weights=True
+    )
+    _, rows, _ = fit(
+        digits, units=[512, 512], train=60, batch_size=4, epochs=40, callbacks=[callback]
+    )
+    spec = {**NO_CALLBACKS, "callbacks": [early]}
+    stop = "early_stopping" if len(rows) < 40 else "completed"
+    insight = analyse(spec, rows, "succeeded", stop)
+    assert [f.kind for f in insight.findings] == ["overfitting"], insight.findings
+    remedy = insight.findings[0].remedy
+    assert "EarlyStopping(monitor='val_loss', restore_best_weights=True)" not in remedy
+    assert remedy.startswith(
+        "the job's EarlyStopping (callbacks[0]) keeps the best epoch's weights; "
+        "a patience below 15 would stop sooner"
+    )
+    # Without the callback, the same history gets the recommendation.
+    bare = analyse(NO_CALLBACKS, rows, "succeeded", "completed").findings[0].remedy
+    assert "EarlyStopping(monitor='val_loss', restore_best_weights=True)" in bare

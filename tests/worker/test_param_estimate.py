@@ -21,7 +21,7 @@ from checks.architectures import CNNParams, MLPParams  # noqa: E402
 from checks.catalog import output_head  # noqa: E402
 from checks.keras_config import check_keras_config  # noqa: E402
 from checks.layer_sizes import RULES  # noqa: E402
-from checks.model_size import model_size, stack_size  # noqa: E402
+from checks.model_size import model_io, model_size, stack_size  # noqa: E402
 from checks.validation import _builtin_layers, check_spec  # noqa: E402
 from core.errors import SpecError  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -127,6 +127,11 @@ def _shared() -> Any:
     return keras.Model(x, L.Add()([shared(x), shared(shared(x))]))
 
 
+def _dot(axes: Any, a: Shape, b: Shape, normalize: bool = False) -> Any:
+    x, y = keras.Input(a), keras.Input(b)
+    return keras.Model([x, y], L.Dot(axes, normalize=normalize)([x, y]))
+
+
 FUNCTIONAL: list[tuple[Shape, Callable[[], Any]]] = [
     ((6,), lambda: _functional(L.Add, (6,), (4, 4))),
     ((6,), lambda: _functional(L.Multiply, (6,), (4, 4))),
@@ -138,6 +143,65 @@ FUNCTIONAL: list[tuple[Shape, Callable[[], Any]]] = [
     ((3, 4), lambda: _functional(L.Concatenate, (3, 4), (2, 5))),
     ((3, 4), lambda: _functional(lambda: L.Concatenate(axis=1), (3, 4), (4, 4))),
     ((4,), _shared),
+]
+
+
+def _two_in_two_out() -> Any:
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    both = L.Concatenate()([L.Dense(5)(a), b])
+    return keras.Model([a, b], [L.Dense(2, name="y1")(both), L.Dense(1, name="y2")(both)])
+
+
+def _dicts() -> Any:
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    total = L.Add()([a, b])
+    outputs = {"z": L.Dense(3, name="z")(total), "m": L.Dense(2, name="m")(L.Multiply()([a, b]))}
+    return keras.Model({"b": b, "a": a}, outputs)
+
+
+def _residual_conv() -> Any:
+    x = keras.Input((8, 8, 1))
+    c0 = L.Conv2D(4, 3, padding="same", activation="relu")(x)
+    c1 = L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(c0))
+    pooled = L.MaxPooling2D(2)(L.Activation("relu")(L.Add()([c0, c1])))
+    return keras.Model(x, L.Dense(10)(L.Flatten()(pooled)))
+
+
+def _nested() -> Any:
+    inner_seq = keras.Sequential([L.Dense(6), L.BatchNormalization(), L.Dense(5)], name="inner_seq")
+    ix = keras.Input((5,), name="ix")
+    inner_fn = keras.Model(ix, L.Dense(3)(ix), name="inner_fn")
+    z = keras.Input((4,), name="z")
+    h = inner_seq(z)
+    return keras.Model(z, L.Subtract()([inner_fn(h), inner_fn(h)]))
+
+
+def _nested_two_outputs() -> Any:
+    ix = keras.Input((4,), name="ix")
+    inner = keras.Model(ix, [L.Dense(3, name="p")(ix), L.Dense(2, name="q")(ix)], name="inner")
+    z = keras.Input((4,), name="z")
+    p, q = inner(z)
+    return keras.Model(z, L.Concatenate(name="both")([p, q]))
+
+
+def _sequential_in_sequential() -> Any:
+    inner = keras.Sequential([L.Dense(7), L.Dense(3)], name="inner")
+    return keras.Sequential([keras.Input((5,), name="pixels"), L.Dense(4), inner, L.Dense(2)])
+
+
+# Models of several inputs or outputs, merges, shared layers, models inside models.
+GRAPHS: list[Callable[[], Any]] = [
+    _two_in_two_out,
+    _dicts,
+    _residual_conv,
+    _nested,
+    _nested_two_outputs,
+    _sequential_in_sequential,
+    _shared,
+    lambda: _dot(1, (4,), (4,)),
+    lambda: _dot([2, 2], (3, 4), (5, 4)),
+    lambda: _dot(1, (3, 4), (3, 2), normalize=True),
+    lambda: _dot(-1, (2, 3), (3,)),
 ]
 
 
@@ -180,6 +244,33 @@ def test_functional_graphs_match_keras(case: tuple[Shape, Callable[[], Any]]) ->
     assert size.output == tuple(model.output.shape[1:])
 
 
+def _forms(model: Any) -> list[dict[str, Any]]:
+    """The forms Keras gives of a model's config, each as it travels (JSON)."""
+    return [
+        json.loads(model.to_json()),
+        json.loads(json.dumps(keras.saving.serialize_keras_object(model))),
+        json.loads(json.dumps(model.get_config())),
+    ]
+
+
+@pytest.mark.parametrize("make", GRAPHS, ids=[f"graph-{i}" for i in range(len(GRAPHS))])
+def test_every_form_of_a_graph_is_sized_as_keras_builds_it(make: Callable[[], Any]) -> None:
+    model = make()
+    for config in _forms(model):
+        assert check_keras_config(config, ("model",)) == [], "the allowlist refuses it"
+        # the model the worker builds from the config: its inputs are named by their
+        # InputLayers (an unnamed keras.Input's tensor is named otherwise until then)
+        built = build_model(None, {}, config, (), (1, "linear"))
+        inputs = {t.name: tuple(t.shape[1:]) for t in built.inputs}
+        names = getattr(built, "output_names", None) or [built.layers[-1].name]
+        outputs = {n: tuple(t.shape[1:]) for n, t in zip(names, built.outputs, strict=True)}
+        assert list(inputs.values()) == [tuple(t.shape[1:]) for t in model.inputs]
+        assert model_io(config) == (list(inputs), list(outputs))
+        size = model_size(config, inputs, ("model",))
+        assert size.params == model.count_params() == built.count_params()
+        assert (size.inputs, size.outputs) == (inputs, outputs)
+
+
 def test_every_allowlisted_layer_is_checked_against_keras() -> None:
     seen = {"InputLayer"}
     for _, make in SEQUENTIAL:
@@ -189,6 +280,8 @@ def test_every_allowlisted_layer_is_checked_against_keras() -> None:
         if inner is not None:
             seen.add(inner.__class__.__name__)
     for _, make in FUNCTIONAL:
+        seen |= {layer.__class__.__name__ for layer in make().layers}
+    for make in GRAPHS:
         seen |= {layer.__class__.__name__ for layer in make().layers}
     assert catalog.LAYERS <= seen, sorted(catalog.LAYERS - seen)
     # and fitq sizes exactly the layers it allows (the InputLayer is the data's shape)

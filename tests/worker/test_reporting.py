@@ -23,6 +23,8 @@ class ListSink:
         self.checkpoints: list[tuple[int, str, bool, int]] = []
         self.cancel_after = cancel_after_progress
         self.backups: list[Any] = []
+        # Each epoch's callback state, as the database keeps it for a resume.
+        self.states: dict[int, dict[str, Any]] = {}
 
     def progress(self, epoch: int, step: int | None, steps: int | None) -> bool:
         self.progress_calls.append((epoch, step, steps))
@@ -38,7 +40,11 @@ class ListSink:
         callback_state: dict[str, Any] | None = None,
     ) -> bool:
         self.epochs.append((epoch, metrics, lr))
+        self.states[epoch] = callback_state or {}
         return False
+
+    def flush(self) -> None:
+        pass
 
     def record_class_weight(self, weights: dict[int, float]) -> None:
         self.class_weight = weights

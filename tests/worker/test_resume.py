@@ -11,8 +11,8 @@ import pytest
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
+from models.file_names import BACKUP_DIR  # noqa: E402
 from worker.training.resume import (  # noqa: E402
-    BACKUP_DIR,
     StateRestorer,
     callback_state,
     load_backup,

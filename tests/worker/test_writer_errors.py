@@ -1,5 +1,5 @@
-"""The background writer on a real database of each kind: an outage is waited out, any
-other error fails the job at once."""
+"""The background writer on a real database of each kind, and on a real S3-compatible
+server: an outage of either is waited out, any other error fails the job at once."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from core.db import make_engine, make_session_factory
+from migrations.migrate import upgrade
 from models.tables import EpochMetric, Job
-from tests.conftest import Backend
+from storage.artifacts import JobFiles, S3ArtifactStore
+from tests.conftest import Backend, S3Server, make_backend
 from tests.dispatcher.test_dispatch import add_job
+from tests.e2e.test_faults import OutageProxy
 from worker.jobstore import JobStore
 from worker.writer import JobWriter
 
@@ -134,3 +137,81 @@ def test_a_final_write_waits_for_a_failing_one_ahead_of_it_and_still_runs(
     with factory() as s:
         job = s.get(Job, store.job_id)
         assert job is not None and job.status == "cancelled"
+
+
+def test_an_epoch_row_supersedes_progress_inside_that_epoch_still_unwritten(
+    migrated_backend: Backend,
+) -> None:
+    factory, store = claimed(migrated_backend)
+    writer = JobWriter(store, heartbeat_seconds=30, retry_seconds=0.05)
+    release = threading.Event()
+    try:
+        writer.progress(3, 1, 10)
+        writer.flush()
+        # The writer is busy (a slow backup) while the epoch's last progress and then
+        # the epoch's row arrive.
+        writer.save_backup(lambda: release.wait(5))
+        writer.progress(3, 5, 10)
+        writer.record_epoch(3, {"loss": 0.5}, None, 0.1, None)
+        release.set()
+        writer.flush()
+        assert writer.call(lambda: store.finish("succeeded", "completed"))
+        writer.flush()
+    finally:
+        writer.close()
+    assert not writer.lost  # no progress write came after the job ended
+    with factory() as s:
+        job = s.get(Job, store.job_id)
+        assert job is not None
+        # The epoch shows complete, not at the step of the progress it superseded.
+        assert (job.progress_epoch, job.progress_step, job.progress_steps) == (3, 10, 10)
+
+
+def test_an_artifact_store_that_does_not_answer_is_waited_out(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A real S3-compatible server behind a proxy that refuses every connection for a
+    while: the checkpoint's upload, and its row queued behind it, are retried until the
+    store answers again; nothing fails, nothing is lost."""
+    import boto3
+    from botocore.config import Config
+
+    backend = make_backend("sqlite", tmp_path, "unused")
+    upgrade(backend.database_url)
+    factory, store = claimed(backend)
+    proxy = OutageProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    env = s3_server.env()
+    client = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{proxy.port}",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+    )
+    bucket = s3_server.new_bucket()
+    files = JobFiles(S3ArtifactStore(tmp_path / "cache", bucket, "fitq", client), store.job_id)
+    checkpoint = files.folder / "checkpoints" / "epoch01.keras"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    writer = JobWriter(store, heartbeat_seconds=0.2, retry_seconds=0.1, files=files)
+    try:
+        proxy.outage()
+        writer.record_checkpoint(1, "checkpoints/epoch01.keras", "loss", 1.0, True, 7)
+        writer.record_epoch(1, {"loss": 1.0}, None, 0.1, None)
+        time.sleep(1.5)  # several puts refused meanwhile
+        assert writer.error is None
+        with factory() as s:
+            assert s.execute(select(EpochMetric)).first() is None  # its checkpoint first
+        proxy.restore()
+        writer.flush()
+        assert writer.error is None and writer.outage_seconds > 1.0
+    finally:
+        writer.close()
+    stored = s3_server.client().get_object(
+        Bucket=bucket, Key=f"fitq/jobs/{store.job_id}/checkpoints/epoch01.keras"
+    )
+    assert stored["Body"].read() == b"weights"
+    with factory() as s:
+        assert s.execute(select(EpochMetric.epoch)).scalars().all() == [1]

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from checks.architectures import CNNParams, MLPParams
+from checks.keras_config import keras_object
 
 Head = tuple[int, str]  # output units and default activation (checks.catalog.output_head)
 
@@ -57,8 +58,14 @@ def build_model(
     if builtin == "cnn":
         return build_cnn(CNNParams.model_validate(params), input_shape, head)
     assert keras_config is not None
-    config = {k: v for k, v in keras_config.items() if k != "compile_config"}
-    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    return from_config(keras_config)
+
+
+def from_config(keras_config: dict[str, Any]) -> keras.Model:
+    """A model from a config that passed fitq's allowlist, with Keras' ``safe_mode``,
+    without any compile config (jobs compile with their spec's ``compile``), as
+    ``keras.saving.load_model(..., compile=False)`` builds it."""
+    model = keras.saving.deserialize_keras_object(keras_object(keras_config), safe_mode=True)
     if not isinstance(model, keras.Model):
         raise TypeError(f"keras_config built a {type(model).__name__}, expected a keras.Model")
     return model

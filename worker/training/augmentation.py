@@ -1,11 +1,11 @@
 """Data augmentation: Keras preprocessing layers on training batches only.
 
 The layers run in the input pipeline: a ``tf.data`` map with parallel calls for
-in-memory data and image folders, the loading workers of a ``RowsDataset`` for data
-on disk. Every batch draws its random numbers from a seed of its own, made from the
-job's seed, the layer's place and the batch's own number, never from state that
-batches augmented in parallel share; so a job is reproducible however many batches
-are in flight. Validation and test data are never augmented; after a RandomCrop they
+in-memory data, image folders and data streamed from disk (``RowStream``). Every
+batch draws its random numbers from a seed of its own, made from the job's seed,
+the layer's place and the batch's own number, never from state that batches
+augmented in parallel share; so a job is reproducible however many batches are in
+flight. Validation and test data are never augmented; after a RandomCrop they
 are center-cropped to the same size, as Keras' own RandomCrop does outside training.
 """
 

@@ -2,7 +2,8 @@
 
 Each file name a spec chooses lives in a folder of its own (ModelCheckpoint's in
 ``checkpoints/``, CSVLogger's in ``csv/``; TensorBoard writes to ``tensorboard/``), so
-that no name can land on fitq's own files beside them: ``train.log``, ``backup/``.
+that no name can land on fitq's own files beside them: ``train.log``, ``backup/``,
+``model.keras``, ``export/``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from pathlib import Path
 
 import keras
 
+from models.file_names import CHECKPOINT_DIR
 from models.spec import (
     CSVLoggerSpec,
     EarlyStoppingSpec,
+    LearningRateSchedulerSpec,
     ModelCheckpointSpec,
     ReduceLROnPlateauSpec,
     TensorBoardSpec,
     TerminateOnNaNSpec,
 )
+from worker.training.schedules import EpochSchedule, build_schedule
 
-CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 CSV_DIR = "csv"
 SpecCallback = (
@@ -28,6 +31,7 @@ SpecCallback = (
     | ModelCheckpointSpec
     | TensorBoardSpec
     | ReduceLROnPlateauSpec
+    | LearningRateSchedulerSpec
     | CSVLoggerSpec
     | TerminateOnNaNSpec
 )
@@ -54,6 +58,9 @@ def build_callback(spec: SpecCallback, job_dir: Path) -> keras.callbacks.Callbac
         return keras.callbacks.TensorBoard(log_dir=str(job_dir / TENSORBOARD_DIR), **args)
     if isinstance(spec, ReduceLROnPlateauSpec):
         return keras.callbacks.ReduceLROnPlateau(**args)
+    if isinstance(spec, LearningRateSchedulerSpec):
+        schedule = EpochSchedule(build_schedule(spec.schedule))
+        return keras.callbacks.LearningRateScheduler(schedule, verbose=spec.verbose)
     if isinstance(spec, CSVLoggerSpec):
         (job_dir / CSV_DIR).mkdir(parents=True, exist_ok=True)
         args["filename"] = str(inside(job_dir / CSV_DIR, spec.filename))

@@ -7,13 +7,14 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from checks.datasets import BUILTIN_DATASETS, BUILTIN_PREFIX, split_indices
 from models.spec import DataRef, DataSpec
-from worker.training.inputs import Arrays, Data, DiskArrays, ImageFolder
-from worker.training.streaming import NpyRows
+from worker.training.inputs import ArrayOrNamed, Arrays, Data, DiskArrays, ImageFolder, first_array
+from worker.training.streaming import NpyRows, stream_bytes
 
 
 @dataclass
@@ -56,57 +57,122 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def load_uploaded(ref: DataRef, root: Path, memory_budget: int) -> Data:
+def _inputs(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, 1) if x.ndim == 1 else x
+
+
+def _one(arrays: ArrayOrNamed) -> ArrayOrNamed:
+    """Arrays by name for a model with one input (output) are that input's array."""
+    return first_array(arrays) if isinstance(arrays, dict) and len(arrays) == 1 else arrays
+
+
+def _arrays(
+    x: ArrayOrNamed,
+    y: ArrayOrNamed,
+    weights: ArrayOrNamed | None,
+    stop: int | None,
+    outputs: tuple[str, ...],
+) -> Arrays:
+    """Arrays as fit() takes them: inputs 2-D at least, labels as ``_labels`` says, the
+    first ``stop`` rows (``take``); a named input, output or weight of one is plain.
+    ``outputs`` are the model's output names, in its order."""
+    x = {k: _inputs(a) for k, a in x.items()} if isinstance(x, dict) else _inputs(x)
+    y = {k: _labels(a) for k, a in y.items()} if isinstance(y, dict) else _labels(y)
+    arrays = Arrays(_one(x), _one(y), None if weights is None else _one(weights), outputs)
+    return arrays.rows(None, stop)
+
+
+def load_uploaded(
+    ref: DataRef, root: Path, memory_budget: int, outputs: tuple[str, ...] = ()
+) -> Data:
     from checks.validation import uploaded_split
-    from storage.uploads import SPLIT_ARRAYS
+    from storage.uploads import split_arrays, stored_stems
 
     folder = root / str(ref.dataset)
     if (folder / "images").is_dir():
         meta = json.loads((folder / "meta.json").read_text())
         height, width, _ = meta["x_shape"]
         return ImageFolder(
-            folder / "images", height, width, meta["class_names"], meta["class_counts"]
+            folder / "images",
+            height,
+            width,
+            meta["class_names"],
+            meta["class_counts"],
+            memory_budget,
         )
-    xn, yn = SPLIT_ARRAYS[uploaded_split(ref.split)]
-    stop = ref.take
-    y = _labels(np.load(folder / f"{yn}.npy", allow_pickle=False)[:stop])
-    rows = NpyRows(folder / f"{xn}.npy")
-    stop = min(stop or len(rows), len(rows))
-    if rows.row_bytes * stop + y.nbytes > memory_budget:
-        return DiskArrays(rows, y, stop)
-    x = np.load(folder / f"{xn}.npy", allow_pickle=False)[:stop]
-    if x.ndim == 1:
-        x = x.reshape(-1, 1)
-    return Arrays(x, y)
+    found = split_arrays(stored_stems(folder), uploaded_split(ref.split))
+    if found is None:
+        # The checks refuse a split the dataset does not have: its files went missing.
+        raise FileNotFoundError(f"no arrays of split {ref.split!r} in {folder}")
+
+    def array(stem: str) -> np.ndarray:
+        loaded: np.ndarray = np.load(folder / f"{stem}.npy", allow_pickle=False)
+        return loaded
+
+    def load(names: str | dict[str, str]) -> ArrayOrNamed:
+        return array(names) if isinstance(names, str) else {n: array(s) for n, s in names.items()}
+
+    xn, yn, stop = found.x, found.y, ref.take
+    if isinstance(xn, str) and isinstance(yn, str) and found.sample_weight is None:
+        y = _labels(np.load(folder / f"{yn}.npy", allow_pickle=False)[:stop])
+        rows = NpyRows(folder / f"{xn}.npy")
+        stop = min(stop or len(rows), len(rows))
+        if rows.row_bytes * stop + y.nbytes > memory_budget:
+            return DiskArrays(rows, y, stop, stream_bytes(memory_budget))
+    # Named arrays and sample weights are read into memory, as a plain script reads them.
+    weights = None if found.sample_weight is None else load(found.sample_weight)
+    return _arrays(load(xn), load(yn), weights, stop, outputs)
 
 
-def load_ref(ref: DataRef, root: Path | None = None, memory_budget: int = 2**62) -> Data:
+def _inline(values: list[Any] | dict[str, list[Any]], dtype: type) -> ArrayOrNamed:
+    if isinstance(values, dict):
+        return {name: np.asarray(v, dtype=dtype) for name, v in values.items()}
+    return np.asarray(values, dtype=dtype)
+
+
+def _inline_labels(y: np.ndarray) -> np.ndarray:
+    """Whole non-negative numbers as int64 class ids, else float32."""
+    integral = y.ndim == 1 and bool(np.all(y == np.round(y))) and y.min() >= 0
+    return y.astype(np.int64) if integral else y.astype(np.float32)
+
+
+def load_ref(
+    ref: DataRef,
+    root: Path | None = None,
+    memory_budget: int = 2**62,
+    outputs: tuple[str, ...] = (),
+) -> Data:
+    """One data set; ``outputs`` are the model's output names, in its order."""
     if ref.dataset is not None and not ref.dataset.startswith(BUILTIN_PREFIX):
         assert root is not None, "uploaded datasets need the datasets folder"
-        return load_uploaded(ref, root, memory_budget)
+        return load_uploaded(ref, root, memory_budget, outputs)
     if ref.dataset is not None:
         name = ref.dataset.removeprefix(BUILTIN_PREFIX)
         whole = load_builtin(name)
         idx = split_indices(len(whole.x), ref.split)
-        arrays = Arrays(whole.x[idx], whole.y[idx])
-    else:
-        x = np.asarray(ref.x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x.reshape(-1, 1)
-        y_raw = np.asarray(ref.y, dtype=np.float64)
-        integral = y_raw.ndim == 1 and bool(np.all(y_raw == np.round(y_raw))) and y_raw.min() >= 0
-        arrays = Arrays(x, y_raw.astype(np.int64) if integral else y_raw.astype(np.float32))
-    if ref.take is not None:
-        arrays = Arrays(arrays.x[: ref.take], arrays.y[: ref.take])
-    return arrays
+        return Arrays(first_array(whole.x)[idx], first_array(whole.y)[idx]).rows(None, ref.take)
+    assert ref.x is not None and ref.y is not None
+    y = _inline(ref.y, np.float64)
+    y = {k: _inline_labels(a) for k, a in y.items()} if isinstance(y, dict) else _inline_labels(y)
+    weights = None if ref.sample_weight is None else _inline(ref.sample_weight, np.float32)
+    return _arrays(_inline(ref.x, np.float32), y, weights, ref.take, outputs)
 
 
-def load_job_data(spec: DataSpec, root: Path | None = None, memory_budget: int = 2**62) -> JobData:
-    train = load_ref(spec.train, root, memory_budget)
-    validation = load_ref(spec.validation, root, memory_budget) if spec.validation else None
-    test = load_ref(spec.test, root, memory_budget) if spec.test else None
+def load_job_data(
+    spec: DataSpec,
+    root: Path | None = None,
+    memory_budget: int = 2**62,
+    outputs: tuple[str, ...] = (),
+) -> JobData:
+    """The job's data; ``outputs`` are the model's output names, in its order (labels
+    and sample weights by output name go to Keras in that order)."""
+    train = load_ref(spec.train, root, memory_budget, outputs)
+    validation = (
+        load_ref(spec.validation, root, memory_budget, outputs) if spec.validation else None
+    )
+    test = load_ref(spec.test, root, memory_budget, outputs) if spec.test else None
     n_classes: int | None = None
-    if train.y.dtype.kind == "i":
+    if isinstance(train.y, np.ndarray) and train.y.dtype.kind == "i":
         builtin = spec.train.dataset
         if builtin is not None and builtin.startswith(BUILTIN_PREFIX):
             n_classes = BUILTIN_DATASETS[builtin.removeprefix(BUILTIN_PREFIX)].n_classes
@@ -114,7 +180,10 @@ def load_job_data(spec: DataSpec, root: Path | None = None, memory_budget: int =
             n_classes = 1 + max(
                 int(a.y.max())
                 for a in (train, validation, test)
-                if a is not None and a.y.dtype.kind == "i" and len(a.y)
+                if a is not None
+                and isinstance(a.y, np.ndarray)
+                and a.y.dtype.kind == "i"
+                and len(a.y)
             )
     return JobData(train, validation, test, n_classes)
 

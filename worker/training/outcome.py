@@ -1,4 +1,5 @@
-"""How a training run ended, as the job records it: status, stop reason, error, test metrics."""
+"""How a training run ended, as the job records it: status, stop reason, error, test
+metrics, the trained model's file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from models.spec import JobSpec, TerminateOnNaNSpec
 from models.states import JobStatus, StopReason
+from worker.training.final_model import ModelFile
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Outcome:
     error: tuple[str, str, str] | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     class_weight: dict[int, float] | None = None
+    model_file: ModelFile | None = None  # model.keras, once saved
 
 
 def fit_outcome(

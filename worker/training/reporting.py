@@ -44,7 +44,9 @@ PREEMPT = threading.Event()
 class Sink(Protocol):
     """Where the callback reports: ``worker.writer.JobWriter``, or a list in a test.
 
-    ``progress`` and ``record_epoch`` return whether a cancel was requested. Writes
+    ``progress`` and ``record_epoch`` return whether a cancel was requested.
+    ``record_epoch``'s ``lr`` is the rate the epoch trained with: the optimizer's rate
+    when the epoch began (with a schedule, the rate of its first step). Writes
     happen in the order they are made: an epoch's checkpoints and backup before its
     row, so a recorded epoch always has them. ``flush`` waits for them all.
     """
@@ -151,6 +153,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.epoch = 0
         self.steps: int | None = None
         self._epoch_start = 0.0
+        self._epoch_lr: float | None = None
         self._last_report = -math.inf
         self._report_lock = threading.Lock()
         self._seen: dict[str, tuple[int, int, int] | None] = {}
@@ -164,6 +167,10 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
     @override
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch + 1
+        # The rate this epoch trains with, read before its first step: after the
+        # callbacks that set it (LearningRateScheduler, which goes before this one)
+        # and before those that change it at the epoch's end (ReduceLROnPlateau).
+        self._epoch_lr = self._learning_rate()
         self._report_progress(0)
         self._epoch_start = time.perf_counter()
 
@@ -205,7 +212,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self.sink.save_backup(functools.partial(write_backup, self.job_dir, snap))
         # The epoch's row goes last: a recorded epoch has its checkpoints and backup.
         cancelled = self.sink.record_epoch(
-            self.epoch, metrics, self._learning_rate(), duration, self.best, state
+            self.epoch, metrics, self._epoch_lr, duration, self.best, state
         )
         try:
             self._check(cancelled)
@@ -222,6 +229,7 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
             raise MaxRuntimeExceeded()
 
     def _learning_rate(self) -> float | None:
+        """The optimizer's rate now: with a schedule, the rate of the step it takes next."""
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None:
             return None

@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 from typing_extensions import override
 
+from models.file_names import BACKUP_DIR
+
 log = logging.getLogger("fitq.worker")
-BACKUP_DIR = "backup"
 KEEP = 3
 _NAME = re.compile(r"^epoch-(\d{6})\.(bin|npz)$")  # .npz: by earlier fitq
 _MAGIC = b"FITQBAK1"

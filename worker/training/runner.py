@@ -21,7 +21,9 @@ import tensorflow as tf
 from typing_extensions import override
 
 from checks.catalog import output_head
+from checks.compile_args import loss_name, output_names
 from checks.monitor import metric_directions
+from models.file_names import LOG_FILE
 from models.spec import (
     EarlyStoppingSpec,
     FitSpec,
@@ -37,7 +39,14 @@ from worker.jobstore import LostOwnership
 from worker.training.architectures import build_model
 from worker.training.callbacks import build_callback
 from worker.training.data import JobData, balanced_class_weight, load_job_data
+from worker.training.final_model import save_final_model
 from worker.training.inputs import Data, job_seed, training_rows, validation_batch_size
+from worker.training.model_files import (
+    ModelFiles,
+    freeze,
+    load_stored_model,
+    save_architecture,
+)
 from worker.training.outcome import Outcome, cancelled, fit_outcome, past_deadline
 from worker.training.reporting import (
     JobCancelled,
@@ -46,8 +55,7 @@ from worker.training.reporting import (
     Sink,
 )
 from worker.training.resume import Snapshot, StateRestorer, load_backup, restore
-
-LOG_FILE = "train.log"
+from worker.training.schedules import build_optimizer
 
 
 def _object(value: str | ObjectSpec, module: Any) -> Any:
@@ -103,6 +111,7 @@ def train(
     datasets_root: Path | None = None,
     memory_budget: int = 2**62,
     fitting: Callable[[], None] | None = None,
+    model_files: ModelFiles | None = None,
 ) -> Outcome:
     """Runs the job described by ``spec``, writing artifacts under ``job_dir``.
 
@@ -111,26 +120,28 @@ def train(
     ``fitting`` is called once ``fit()`` has run its first batch: from then on the
     reporting callback sees a cancel (the caller watches for one until then). The
     outcome is logged only once ``sink`` has written everything reported.
+    ``model_files`` are where the model of ``model.uploaded`` or ``model.from_job`` is.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     deadline = _deadline(spec)
     seed_everything(job_seed(spec))
-    data = load_job_data(spec.data, datasets_root, memory_budget)
+    data = load_job_data(spec.data, datasets_root, memory_budget, _output_order(spec))
     strategy = strategy_for(spec.resources.gpus)
-    model = _compiled_model(spec, data, strategy)
+    model = _compiled_model(spec, data, strategy, job_dir, model_files)
     class_weight = _class_weight(spec.fit, data)
     if class_weight is not None:
         sink.record_class_weight(class_weight)
     callbacks = [build_callback(cb, job_dir) for cb in spec.callbacks]
     reporter = _reporter(spec, data, callbacks, sink, job_dir, progress_interval, deadline)
     start = _start(model, job_dir, callbacks, reporter, spec.fit.initial_epoch, resume)
-    inputs = data.train.fit_inputs(spec, data.validation)
+    inputs = data.train.fit_inputs(spec, data.validation, start.initial_epoch)
+    # Data that streams from disk says how many batches an epoch is (its own stream).
+    arguments = _fit_arguments(spec.fit, class_weight, start.initial_epoch) | inputs
     with _job_log(job_dir):
-        _announce(spec, len(data.train.y), strategy, start.note)
+        _announce(spec, data.train.n_samples, strategy, start.note)
         try:
             history = model.fit(
-                **inputs,
-                **_fit_arguments(spec.fit, class_weight, start.initial_epoch),
+                **arguments,
                 callbacks=[*callbacks, *start.callbacks, reporter, *_first_batch(fitting)],
             )
             if reporter.stopped_by is not None:
@@ -142,11 +153,21 @@ def train(
             return _stopped(sink, line, past_deadline(spec, class_weight))
         outcome = fit_outcome(spec, callbacks, history.history)
         outcome.class_weight = class_weight
-        if outcome.status is JobStatus.SUCCEEDED and data.test is not None:
-            outcome.test_metrics = _test_metrics(model, data.test, spec)
+        if outcome.status is JobStatus.SUCCEEDED:
+            _keep_model(outcome, model, data, spec, job_dir)
         _written(sink)
         print(f"fitq: {outcome.status} ({outcome.stop_reason})", flush=True)
     return outcome
+
+
+def _output_order(spec: JobSpec) -> tuple[str, ...]:
+    """The order labels and sample weights by output name go to Keras in, as a list;
+    () to pass them as a dict, for a model whose outputs are a dict (Keras 3 takes
+    sample weights only in the structure of the model's outputs)."""
+    config = spec.model.keras_config or {}
+    if isinstance((config.get("config") or {}).get("output_layers"), dict):
+        return ()
+    return tuple(output_names(spec.model.keras_config))
 
 
 def _deadline(spec: JobSpec) -> float | None:
@@ -156,31 +177,55 @@ def _deadline(spec: JobSpec) -> float | None:
 
 
 def _compiled_model(
-    spec: JobSpec, data: JobData, strategy: tf.distribute.Strategy | None
+    spec: JobSpec,
+    data: JobData,
+    strategy: tf.distribute.Strategy | None,
+    job_dir: Path,
+    model_files: ModelFiles | None,
 ) -> keras.Model:
-    """The spec's model, built for the data's samples and targets, and compiled.
+    """The spec's model, built for the data's samples and targets (or loaded from
+    ``model_files``), recorded in ``job_dir`` for warm starts, and compiled with the
+    spec's losses, loss weights, metrics and weighted metrics as Keras reads them.
 
     With several devices its variables are mirrored on each, and fit() splits every
     global batch of ``fit.batch_size`` across them.
     """
     y = data.train.y
-    target_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
-    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss.class_name
-    head = output_head(loss, data.n_classes, target_dim)
+    target_dim = 1 if not isinstance(y, np.ndarray) or y.ndim == 1 else int(np.prod(y.shape[1:]))
+    head = output_head(loss_name(spec), data.n_classes, target_dim)
+    c = spec.compile
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_model(
-            spec.model.builtin,
-            spec.model.params,
-            spec.model.keras_config,
-            _input_shape(data.train.sample_shape, spec),
-            head,
-        )
+        if spec.model.layer_source:
+            if model_files is None:
+                raise ValueError("the job's model is stored, but its files were not given")
+            model = load_stored_model(model_files)
+        else:
+            model = build_model(
+                spec.model.builtin,
+                spec.model.params,
+                spec.model.keras_config,
+                _input_shape(data.train.sample_shape, spec),
+                head,
+            )
+        save_architecture(model, job_dir)
+        freeze(model, spec.model.freeze or [])
         model.compile(
-            optimizer=_object(spec.compile.optimizer, keras.optimizers),
-            loss=_object(spec.compile.loss, keras.losses),
-            metrics=[_object(m, keras.metrics) for m in spec.compile.metrics],
+            optimizer=build_optimizer(c.optimizer),
+            loss=_structure(c.loss, keras.losses),
+            loss_weights=c.loss_weights,
+            metrics=_structure(c.metrics, keras.metrics),
+            weighted_metrics=_structure(c.weighted_metrics, keras.metrics),
         )
     return model
+
+
+def _structure(value: Any, module: Any) -> Any:
+    """Losses or metrics as the spec nests them (a dict by output, lists), each resolved."""
+    if isinstance(value, dict):
+        return {name: _structure(item, module) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_structure(item, module) for item in value]
+    return None if value is None else _object(value, module)
 
 
 def _input_shape(shape: tuple[int, ...], spec: JobSpec) -> tuple[int, ...]:
@@ -196,6 +241,7 @@ def _class_weight(fit: FitSpec, data: JobData) -> dict[int, float] | None:
     if fit.class_weight == "balanced":
         assert data.n_classes is not None
         y = data.train.y
+        assert isinstance(y, np.ndarray), "class_weight takes a model with one output"
         return balanced_class_weight(y[: training_rows(fit, len(y))], data.n_classes)
     if isinstance(fit.class_weight, dict):
         return {int(k): float(v) for k, v in fit.class_weight.items()}
@@ -219,7 +265,7 @@ def _reporter(
         job_dir,
         checkpoints,
         monitored(spec, has_validation),
-        metric_directions(spec.compile),
+        metric_directions(spec.compile, output_names(spec.model.keras_config)),
         backup_callbacks=callbacks,
         interval=progress_interval,
         deadline=deadline,
@@ -352,6 +398,16 @@ def _written(sink: Sink) -> None:
         first_line = (str(exc).splitlines() or [""])[0]
         print(f"fitq: failed: {type(exc).__name__}: {first_line}", flush=True)
         raise
+
+
+def _keep_model(
+    outcome: Outcome, model: keras.Model, data: JobData, spec: JobSpec, job_dir: Path
+) -> None:
+    """Saves the model fit() finished with, then evaluates those same weights on the
+    test set (if any)."""
+    outcome.model_file = save_final_model(model, job_dir, spec.output.export)
+    if data.test is not None:
+        outcome.test_metrics = _test_metrics(model, data.test, spec)
 
 
 def _test_metrics(model: keras.Model, test: Data, spec: JobSpec) -> dict[str, float | None]:

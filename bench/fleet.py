@@ -1,0 +1,332 @@
+"""A fleet of simulated workers on one PostgreSQL database: how the worker's writes scale.
+
+Run it from the repository root with the project's virtualenv, PostgreSQL up:
+
+    .venv/bin/python bench/fleet.py --workers 10,25,50,100,200
+
+Each simulated worker runs fitq's own worker code paths against the database: it
+claims a queued job (``JobStore.claim``), reports through a ``JobWriter`` (in-epoch
+progress every ``--progress-s``, lease renewals, each epoch's row with its callback
+state, a checkpoint row per epoch) and ends the job (``JobStore.finish``), then takes
+the next one. Only the training is replaced: each epoch is a sleep of ``--epoch-s``.
+Workers are threads, ``--per-process`` of them in each of several processes, each
+worker with its own engine, as each pool process has its own.
+
+For each fleet size it prints claims per second, p50/p99 latency of each kind of
+write (measured around the database call, on the writer's thread), the database's
+CPU (all ``postgres`` processes, from /proc) and the connections it held at the peak.
+Every size gets a fresh schema. ``--json FILE`` keeps the raw figures.
+
+PostgreSQL's ``max_connections`` bounds the fleet: a worker keeps one connection open
+while it trains (``worker.execution.WORKER_POOL_SIZE``) and may open a few more for a
+moment while it claims a job. A size the server cannot hold (one connection per worker
+plus a margin) is skipped unless ``--no-check-connections``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PG_URL = os.environ.get(
+    "FITQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SCHEMA = "fitq_bench_fleet"
+CONNECTIONS_PER_WORKER = 1
+METRICS = {"loss": 0.3412, "accuracy": 0.8821, "val_loss": 0.3977, "val_accuracy": 0.8615}
+# What an EarlyStopping and a ModelCheckpoint leave in each epoch's row for a resume.
+CALLBACK_STATE = {
+    "EarlyStopping": {"wait": 1, "best": 0.3977, "best_epoch": 4, "stopped_epoch": 0},
+    "ModelCheckpoint": {"best": 0.3977},
+    "reporter": {"best": {"epoch": 4, "monitor": "val_loss", "value": 0.3977}, "watched": [0.3977]},
+}
+
+
+def fresh_schema(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+        c.execute(f'CREATE SCHEMA "{SCHEMA}"')
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{SCHEMA}"
+
+
+def server_setting(url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        row = c.execute(f"SHOW {name}").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def backend_connections(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def create_jobs(url: str, n: int) -> list[str]:
+    """``n`` queued jobs, stored as the API stores them."""
+    from api.jobs import create_job
+    from api.tokens import OPEN
+    from core.db import make_engine, make_session_factory
+    from core.settings import Settings
+    from migrations.migrate import upgrade
+    from models.spec import JobSpec
+
+    upgrade(url)
+    settings = Settings(database_url=url, max_jobs_in_flight=n + 1)
+    spec = JobSpec.model_validate(
+        {
+            "name": "fleet",
+            "model": {"builtin": "mlp", "params": {"hidden_units": [8]}},
+            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+            "data": {"train": {"dataset": "builtin:iris", "split": "train"}},
+            "fit": {"epochs": 5},
+        }
+    )
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    ids = []
+    with factory() as session:
+        for _ in range(n):
+            job, _ = create_job(session, spec, settings, None, OPEN)
+            ids.append(job.id)
+    engine.dispose()
+    return ids
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans: dict[str, list[float]] = {}
+        self.errors: list[str] = []
+
+    def timed(self, name: str, fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.spans.setdefault(name, []).append(time.perf_counter() - t)
+
+        return run
+
+
+def simulated_worker(
+    name: str, url: str, jobs: Any, args: argparse.Namespace, timings: Timings
+) -> None:
+    from core.db import make_engine, make_session_factory
+    from models.states import JobStatus, StopReason
+    from worker.execution import WORKER_MAX_OVERFLOW, WORKER_POOL_SIZE
+    from worker.jobstore import JobStore
+    from worker.writer import JobWriter
+
+    # The engine a pool process makes (worker.execution.session_factory), one per worker.
+    engine = make_engine(url, pool_size=WORKER_POOL_SIZE, max_overflow=WORKER_MAX_OVERFLOW)
+    factory = make_session_factory(engine)
+    try:
+        while True:
+            try:
+                job_id = jobs.get_nowait()
+            except Exception:  # noqa: BLE001 - queue.Empty: no work left
+                return
+            store = JobStore(factory, job_id, args.lease_s)
+            for op in ("progress", "heartbeat", "record_epoch", "record_checkpoint"):
+                setattr(store, op, timings.timed(op, getattr(store, op)))
+            if timings.timed("claim", store.claim)(name) is None:
+                continue
+            writer = JobWriter(store, args.lease_s / 3, 1.0)
+            try:
+                run_epochs(writer, args)
+                finish = functools.partial(
+                    timings.timed("finish", store.finish), JobStatus.SUCCEEDED, StopReason.COMPLETED
+                )
+                writer.call(finish)
+            except Exception as exc:  # noqa: BLE001 - counted, reported
+                with timings.lock:
+                    timings.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            finally:
+                writer.close()
+    finally:
+        engine.dispose()
+
+
+def run_epochs(writer: Any, args: argparse.Namespace) -> None:
+    steps = max(1, round(args.epoch_s / args.progress_s))
+    for epoch in range(1, args.epochs + 1):
+        for step in range(steps):
+            time.sleep(args.epoch_s / steps)
+            writer.progress(epoch, step + 1, steps)
+        writer.record_checkpoint(
+            epoch, f"checkpoints/epoch{epoch:02d}.keras", "val_loss", 0.39, True, 83150
+        )
+        writer.record_epoch(epoch, METRICS, 0.001, args.epoch_s, None, CALLBACK_STATE)
+
+
+def process_main(
+    index: int, n_workers: int, url: str, jobs: Any, args: argparse.Namespace, out: Any
+) -> None:
+    timings = Timings()
+    threads = [
+        threading.Thread(
+            target=simulated_worker,
+            args=(f"fleet-{index}-{i}", url, jobs, args, timings),
+            daemon=True,
+        )
+        for i in range(n_workers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put({"spans": timings.spans, "errors": timings.errors})
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] and p.info["name"].startswith("postgres"):
+            try:
+                cpu = p.cpu_times()
+            except psutil.Error:
+                continue
+            # A backend that has ended counts in its parent's children_* times.
+            total += cpu.user + cpu.system + cpu.children_user + cpu.children_system
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(n_workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    url = fresh_schema(PG_URL)
+    job_ids = create_jobs(url, n_workers * args.jobs_per_worker)
+    ctx = mp.get_context("fork")
+    jobs, out = ctx.Queue(), ctx.Queue()
+    for job_id in job_ids:
+        jobs.put(job_id)
+    time.sleep(0.2)  # the queue's feeder thread has handed every id over
+    sizes = [args.per_process] * (n_workers // args.per_process)
+    if n_workers % args.per_process:
+        sizes.append(n_workers % args.per_process)
+    cpu0, t0 = postgres_cpu(), time.perf_counter()
+    procs = [
+        ctx.Process(target=process_main, args=(i, size, url, jobs, args, out))
+        for i, size in enumerate(sizes)
+    ]
+    for p in procs:
+        p.start()
+    peak = 0
+    results: list[dict[str, Any]] = []
+    while len(results) < len(procs):
+        peak = max(peak, backend_connections(PG_URL))
+        try:
+            results.append(out.get(timeout=0.5))
+        except Exception:  # noqa: BLE001 - queue.Empty: still running
+            continue
+    for p in procs:
+        p.join()
+    wall, cpu = time.perf_counter() - t0, postgres_cpu() - cpu0
+    spans: dict[str, list[float]] = {}
+    errors: list[str] = []
+    for r in results:
+        errors += r["errors"]
+        for k, v in r["spans"].items():
+            spans.setdefault(k, []).extend(v)
+    return summarise(n_workers, wall, cpu, peak, spans, errors)
+
+
+def summarise(
+    n: int, wall: float, cpu: float, peak: int, spans: dict[str, list[float]], errors: list[str]
+) -> dict[str, Any]:
+    ops = {
+        k: {
+            "n": len(v),
+            "p50_ms": 1000 * statistics.median(v),
+            "p99_ms": 1000 * percentile(v, 0.99),
+            "per_s": len(v) / wall,
+        }
+        for k, v in sorted(spans.items())
+    }
+    return {
+        "workers": n,
+        "wall_s": wall,
+        "db_cpu_cores": cpu / wall,
+        "peak_connections": peak,
+        "ops": ops,
+        "errors": errors[:5],
+        "n_errors": len(errors),
+    }
+
+
+def print_row(r: dict[str, Any]) -> None:
+    ops = r["ops"]
+    line = (
+        f"{r['workers']:4d} workers: {r['wall_s']:6.1f} s, db CPU {r['db_cpu_cores']:.2f} cores, "
+        f"{r['peak_connections']} connections, {r['n_errors']} errors"
+    )
+    print(line)
+    for k, v in ops.items():
+        print(
+            f"      {k:18s} {v['n']:6d} ({v['per_s']:7.1f}/s)"
+            f"  p50 {v['p50_ms']:7.2f} ms  p99 {v['p99_ms']:7.2f} ms"
+        )
+    for e in r["errors"]:
+        print(f"      error: {e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="10,25,50,100,200")
+    parser.add_argument("--per-process", type=int, default=10)
+    parser.add_argument("--jobs-per-worker", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epoch-s", type=float, default=2.0)
+    parser.add_argument("--progress-s", type=float, default=1.0)
+    parser.add_argument("--lease-s", type=float, default=60.0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-check-connections", dest="check", action="store_false")
+    args = parser.parse_args()
+    limit = int(server_setting(PG_URL, "max_connections"))
+    print(f"fleet: PostgreSQL max_connections={limit}; run {uuid.uuid4().hex[:8]}")
+    rows = []
+    for n in (int(x) for x in args.workers.split(",")):
+        need = n * CONNECTIONS_PER_WORKER + 10
+        if args.check and need > limit:
+            print(f"{n:4d} workers: skipped, may hold {need} connections (max {limit})")
+            continue
+        rows.append(measure(n, args))
+        print_row(rows[-1])
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
