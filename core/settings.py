@@ -47,6 +47,9 @@ class Settings(BaseSettings):
             this long; the database, not the broker, keeps a job from running twice.
         db_retry_seconds: Seconds between retries of a training process's writes
             while the database does not answer.
+        live_sync_seconds: With ``artifacts_url`` set: least seconds between two
+            uploads of a running job's log, TensorBoard and CSV files, so that an API
+            on another host serves them while the job trains; 0: only once it ends.
         max_upload_bytes: Largest dataset file ``POST /v1/datasets`` accepts (413 beyond).
         max_dataset_bytes: Largest total size of a dataset's arrays or images once
             decompressed.
@@ -121,6 +124,7 @@ class Settings(BaseSettings):
     requeue_seconds: float = Field(default=60.0, gt=0)
     broker_visibility_timeout: float = Field(default=12 * 3600, gt=0)
     db_retry_seconds: float = Field(default=1.0, gt=0)
+    live_sync_seconds: float = Field(default=5.0, ge=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_dataset_bytes: int = Field(default=8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)

@@ -23,6 +23,8 @@ EXPORT_DIR = "export"
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_DIR = "backup"
 LOG_FILE = "train.log"  # what Keras prints, as the API's /logs and /events serve it
+TENSORBOARD_DIR = "tensorboard"  # the TensorBoard callback's log_dir
+CSV_DIR = "csv"  # where CSVLogger's files go
 
 
 def placeholders(name: str) -> list[str]:

@@ -31,13 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import FitqError
 from core.settings import Settings
-from models.file_names import BACKUP_DIR, CHECKPOINT_DIR
+from models.file_names import BACKUP_DIR, CHECKPOINT_DIR, CSV_DIR, LOG_FILE, TENSORBOARD_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 CHUNK = 1 << 20
 STAGING_DIR = ".staging"  # copies of checkpoints waiting for their upload
+# A running job's files that grow as it trains, uploaded now and then (``put_live``).
+LIVE_FILES = (LOG_FILE, TENSORBOARD_DIR, CSV_DIR)
 
 
 class ArtifactError(FitqError):
@@ -340,6 +342,7 @@ class JobFiles:
         self.store = store
         self.job_id = job_id
         self.folder = store.local_path(job_key(job_id))
+        self._live: dict[str, tuple[int, int]] = {}  # what put_live stored: (size, mtime)
 
     def relative(self, path: Path) -> str:
         """``path`` (in the job's folder) as the job's files name it: ``checkpoints/a.keras``."""
@@ -365,6 +368,35 @@ class JobFiles:
         it, for the writer to try again while the store does not answer."""
         self.put(staged, relative)
         staged.unlink(missing_ok=True)
+
+    def put_live(self) -> int:
+        """For a remote store: stores those of a running job's log, TensorBoard and CSV
+        files that changed since the last call, each from a copy taken now (they are
+        written to while training goes on); returns how many it stored. The store has
+        them as of that moment until the job ends and ``put_all`` stores the rest."""
+        if not self.store.remote:
+            return 0
+        stored = 0
+        for name in LIVE_FILES:
+            top = self.folder / name
+            paths = sorted(top.rglob("*")) if top.is_dir() else [top]
+            for path in paths:
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                relative, mark = self.relative(path), (stat.st_size, stat.st_mtime_ns)
+                if not path.is_file() or self._live.get(relative) == mark:
+                    continue
+                staged = self.stage(path)
+                assert staged is not None  # a remote store always stages
+                try:
+                    self.put_staged(staged, relative)
+                finally:
+                    staged.unlink(missing_ok=True)  # the next call copies it again
+                self._live[relative] = mark
+                stored += 1
+        return stored
 
     def put_backup(self, path: Path) -> None:
         """Stores a backup just written, and removes from the store the backups its

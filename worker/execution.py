@@ -92,7 +92,13 @@ def execute_job(job_id: str, worker: str, settings: Settings | None = None) -> s
         log.info("job %s is not queued; nothing to do", job_id)
         return "skipped"
     files = JobFiles(artifact_store(settings), job_id)
-    writer = JobWriter(store, settings.lease_seconds / 3, settings.db_retry_seconds, files)
+    writer = JobWriter(
+        store,
+        settings.lease_seconds / 3,
+        settings.db_retry_seconds,
+        files,
+        live_seconds=settings.live_sync_seconds,
+    )
     try:
         result = _attempt(claim, store, writer, settings, files)
     finally:

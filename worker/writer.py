@@ -78,6 +78,9 @@ class JobWriter:
             does not answer.
         files: The job's artifacts: a checkpoint goes to the store before its row is
             written, a backup as soon as it is. None: they stay where they are written.
+        live_seconds: With a remote store, the least seconds between two uploads of the
+            job's log, TensorBoard and CSV files while it trains (``JobFiles.put_live``,
+            at an epoch's end or an in-epoch progress report); 0: only when it ends.
     """
 
     def __init__(
@@ -86,9 +89,12 @@ class JobWriter:
         heartbeat_seconds: float,
         retry_seconds: float = 1.0,
         files: JobFiles | None = None,
+        live_seconds: float = 0.0,
     ):
         self.store = store
         self.files = files
+        self.live_seconds = live_seconds
+        self._next_live = time.monotonic() + live_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_seconds = retry_seconds
         self.cancel_requested = False
@@ -109,6 +115,7 @@ class JobWriter:
         with self._cond:
             self._progress = (epoch, step, steps)
             self._cond.notify()
+        self._put_live_when_due()
         return self.cancel_requested
 
     def record_epoch(
@@ -130,7 +137,17 @@ class JobWriter:
             if self._progress is not None and self._progress[0] <= epoch:
                 self._progress = None
         self._submit(_Write(write))
+        self._put_live_when_due()
         return self.cancel_requested
+
+    def _put_live_when_due(self) -> None:
+        files = self.files
+        if files is None or not files.store.remote or self.live_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now >= self._next_live:
+            self._next_live = now + self.live_seconds
+            self._submit(_Write(files.put_live))
 
     def record_checkpoint(
         self,

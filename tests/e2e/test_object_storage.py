@@ -60,7 +60,12 @@ def stored(
         Backend("postgres", fresh_postgres_schema("fitq_s3"), REDIS_URL),
         tmp_path_factory.mktemp("s3-svc"),
         f"s3-{uuid.uuid4().hex[:8]}",
-        extra_env={**FAST, **s3_server.env(), "FITQ_ARTIFACTS_URL": f"s3://{bucket}/{PREFIX}"},
+        extra_env={
+            **FAST,
+            **s3_server.env(),
+            "FITQ_ARTIFACTS_URL": f"s3://{bucket}/{PREFIX}",
+            "FITQ_LIVE_SYNC_SECONDS": "0.5",
+        },
     )
     svc.start()
     svc.start_dispatcher()
@@ -151,6 +156,33 @@ def test_checkpoints_models_tensorboard_and_logs_live_in_the_bucket(
     predictions = svc.client.get(f"/v1/jobs/{ran['id']}/predictions")
     assert predictions.status_code == 200
     assert np.load(io.BytesIO(predictions.content)).shape == (60, 10)
+
+
+def test_a_running_job_s_log_and_tensorboard_files_reach_the_bucket_while_it_trains(
+    stored: tuple[HostsService, Any, str],
+) -> None:
+    svc, client, bucket = stored
+    spec = digits_spec(
+        **{"fit.epochs": 400, "fit.batch_size": 8, "callbacks": [{"type": "TensorBoard"}]}
+    )
+    job_id = svc.submit(spec)["id"]
+    seen: dict[str, Any] = {}
+
+    def live() -> bool:
+        job = svc.job(job_id)
+        assert job["status"] in ("queued", "running"), job
+        files = objects(client, bucket, f"jobs/{job_id}")
+        seen.update(job=job, files=files, log=svc.client.get(f"/v1/jobs/{job_id}/logs").text)
+        tensorboard = any(k.startswith("tensorboard/train/events.out.tfevents.") for k in files)
+        return "Epoch 3/400" in seen["log"] and tensorboard
+
+    svc.wait_until(live, 120, "the log and TensorBoard files of a running job in the bucket")
+    # Served by the API from the bucket while the job runs: its folder never held the job.
+    assert seen["job"]["status"] == "running" and "model.keras" not in seen["files"]
+    assert not (svc.local("api") / "jobs" / job_id).exists()
+    assert not any(k.startswith(".staging") for k in seen["files"]), seen["files"]
+    assert svc.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    assert svc.wait_for(job_id, timeout=60)["status"] == "cancelled"
 
 
 def test_an_uploaded_dataset_is_trained_from_the_bucket_and_deleted_from_it(

@@ -108,6 +108,32 @@ def test_a_job_files_backups_follow_the_folder(store: ArtifactStore) -> None:
     assert store.exists("jobs/job1/model.partial-1.keras") == (not store.remote)
 
 
+def test_a_running_job_s_growing_files_are_stored_when_they_change(
+    store: ArtifactStore,
+) -> None:
+    files = JobFiles(store, "job1")
+    files.folder.mkdir(parents=True)
+    log = files.folder / "train.log"
+    log.write_bytes(b"Epoch 1/3\n")
+    events = files.folder / "tensorboard" / "train" / "events.out.tfevents.1"
+    events.parent.mkdir(parents=True)
+    events.write_bytes(b"e1")
+    (files.folder / "checkpoints").mkdir()
+    (files.folder / "checkpoints" / "a.keras").write_bytes(b"c")  # stored as it is written
+    if not store.remote:  # the folder is the store: nothing to do
+        assert files.put_live() == 0
+        return
+    assert files.put_live() == 2
+    assert files.put_live() == 0  # nothing changed
+    with open(log, "ab") as f:
+        f.write(b"Epoch 2/3\n")
+    assert files.put_live() == 1
+    assert store.read_bytes("jobs/job1/train.log") == b"Epoch 1/3\nEpoch 2/3\n"
+    assert store.read_bytes("jobs/job1/tensorboard/train/events.out.tfevents.1") == b"e1"
+    assert not store.exists("jobs/job1/checkpoints/a.keras")
+    assert not any((files.folder / ".staging").iterdir())
+
+
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "jobs/../../x", "", "."])
 def test_keys_stay_inside_the_root(key: str) -> None:
     with pytest.raises(ArtifactError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from models.file_names import CHECKPOINT_DIR
+from models.file_names import CHECKPOINT_DIR, CSV_DIR, TENSORBOARD_DIR
 from models.spec import (
     CSVLoggerSpec,
     EarlyStoppingSpec,
@@ -24,8 +24,6 @@ from models.spec import (
 )
 from worker.training.schedules import EpochSchedule, build_schedule
 
-TENSORBOARD_DIR = "tensorboard"
-CSV_DIR = "csv"
 SpecCallback = (
     EarlyStoppingSpec
     | ModelCheckpointSpec
