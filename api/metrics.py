@@ -135,9 +135,9 @@ class JobsCollector(Collector):
         s = self.session
         counts: dict[str, dict[str, int]] = {}
         for queue, status, n in s.execute(
-            select(MetricRollup.queue, MetricRollup.status, MetricRollup.n).where(
-                MetricRollup.metric == "jobs"
-            )
+            select(MetricRollup.queue, MetricRollup.status, func.sum(MetricRollup.n))
+            .where(MetricRollup.metric == "jobs")
+            .group_by(MetricRollup.queue, MetricRollup.status)
         ):
             counts.setdefault(queue, {})[status] = int(n)
         jobs = GaugeMetricFamily(
@@ -179,9 +179,11 @@ class JobsCollector(Collector):
                 MetricRollup.queue,
                 MetricRollup.status,
                 MetricRollup.bucket,
-                MetricRollup.n,
-                MetricRollup.total,
-            ).where(MetricRollup.metric == metric)
+                func.sum(MetricRollup.n),
+                func.sum(MetricRollup.total),
+            )
+            .where(MetricRollup.metric == metric)
+            .group_by(MetricRollup.queue, MetricRollup.status, MetricRollup.bucket)
         ):
             labels = (queue, status) if status else (queue,)
             yield labels, bucket, n, total

@@ -17,24 +17,41 @@ write (measured around the database call, on the writer's thread), the database'
 CPU (all ``postgres`` processes, from /proc) and the connections it held at the peak.
 Every size gets a fresh schema. ``--json FILE`` keeps the raw figures.
 
+While a size runs it samples, twice a second, the backends waiting on a lock and the
+tables they wait for, so a hot row shows by name.
+
 PostgreSQL's ``max_connections`` bounds the fleet: a worker keeps one connection open
 while it trains (``worker.execution.WORKER_POOL_SIZE``) and may open a few more for a
 moment while it claims a job. A size the server cannot hold (one connection per worker
-plus a margin) is skipped unless ``--no-check-connections``.
+plus a margin) is skipped unless ``--no-check-connections``. ``--own-postgres N``
+starts a throwaway cluster with ``max_connections`` N from the installed PostgreSQL
+binaries (``initdb`` in a temporary folder, a free port, run as the ``postgres`` user
+when this runs as root) and removes it at the end:
+
+    .venv/bin/python bench/fleet.py --workers 10,50,100,200 --own-postgres 300
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import glob
 import json
 import multiprocessing as mp
 import os
+import pwd
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +94,80 @@ def server_setting(url: str, name: str) -> str:
     return str(row[0])
 
 
-def backend_connections(url: str) -> int:
+@contextlib.contextmanager
+def own_postgres(max_connections: int) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster; yields its URL (database ``test``)."""
+    found = [*sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")), shutil.which("initdb")]
+    initdb = next((f for f in found if f), None)
+    if initdb is None:
+        raise SystemExit("--own-postgres: no initdb found (install PostgreSQL's server)")
+    bindir = Path(initdb).parent
+    folder = Path(tempfile.mkdtemp(prefix="fitq-fleet-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+    options = f"-c max_connections={max_connections} -p {port} -k {folder} -c fsync=on"
+    log = folder / "server.log"
+    run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "start",
+        ]
+    )
+    try:
+        run(
+            [
+                *as_user,
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "test",
+            ]
+        )
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def server_state(url: str) -> tuple[int, list[str]]:
+    """Backends of this database, and the tables those waiting on a lock wait for."""
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
         row = c.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         ).fetchone()
+        waits = c.execute(
+            "SELECT coalesce(l.relation::regclass::text, l.locktype) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE NOT l.granted AND a.datname = current_database()"
+        ).fetchall()
     assert row is not None
-    return int(row[0])
+    return int(row[0]), [str(w[0]).rsplit(".", 1)[-1] for w in waits]
 
 
 def create_jobs(url: str, n: int) -> list[str]:
@@ -243,10 +325,12 @@ def measure(n_workers: int, args: argparse.Namespace) -> dict[str, Any]:
     ]
     for p in procs:
         p.start()
-    peak = 0
+    peak, samples, waiting = 0, 0, Counter[str]()
     results: list[dict[str, Any]] = []
     while len(results) < len(procs):
-        peak = max(peak, backend_connections(PG_URL))
+        connections, waits = server_state(url)
+        peak, samples = max(peak, connections), samples + 1
+        waiting.update(waits)
         try:
             results.append(out.get(timeout=0.5))
         except Exception:  # noqa: BLE001 - queue.Empty: still running
@@ -260,7 +344,10 @@ def measure(n_workers: int, args: argparse.Namespace) -> dict[str, Any]:
         errors += r["errors"]
         for k, v in r["spans"].items():
             spans.setdefault(k, []).extend(v)
-    return summarise(n_workers, wall, cpu, peak, spans, errors)
+    summary = summarise(n_workers, wall, cpu, peak, spans, errors)
+    # Mean number of backends found waiting on a lock, by what they waited for.
+    summary["lock_waits"] = {k: v / samples for k, v in waiting.most_common()}
+    return summary
 
 
 def summarise(
@@ -293,6 +380,8 @@ def print_row(r: dict[str, Any]) -> None:
         f"{r['peak_connections']} connections, {r['n_errors']} errors"
     )
     print(line)
+    waits = ", ".join(f"{k} {v:.2f}" for k, v in r.get("lock_waits", {}).items()) or "none seen"
+    print(f"      backends waiting on a lock (mean of samples): {waits}")
     for k, v in ops.items():
         print(
             f"      {k:18s} {v['n']:6d} ({v['per_s']:7.1f}/s)"
@@ -313,9 +402,18 @@ def main() -> None:
     parser.add_argument("--lease-s", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-check-connections", dest="check", action="store_false")
+    parser.add_argument("--own-postgres", type=int, metavar="MAX_CONNECTIONS")
     args = parser.parse_args()
+    global PG_URL
+    with contextlib.ExitStack() as stack:
+        if args.own_postgres:
+            PG_URL = stack.enter_context(own_postgres(args.own_postgres))
+        run_sizes(args)
+
+
+def run_sizes(args: argparse.Namespace) -> None:
     limit = int(server_setting(PG_URL, "max_connections"))
-    print(f"fleet: PostgreSQL max_connections={limit}; run {uuid.uuid4().hex[:8]}")
+    print(f"fleet: PostgreSQL max_connections={limit} at {PG_URL}; run {uuid.uuid4().hex[:8]}")
     rows = []
     for n in (int(x) for x in args.workers.split(",")):
         need = n * CONNECTIONS_PER_WORKER + 10

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -167,9 +168,10 @@ class EpochMetric(Base):
 class MetricRollup(Base):
     """Figures ``GET /metrics`` reports, kept by database triggers on every write.
 
-    One row per metric, queue, status and bucket (migration 0011 says which metrics);
-    the triggers on ``jobs`` and ``epoch_metrics`` add to ``n`` and ``total`` in the
-    writing transaction, so that a scrape reads these few rows, never the history.
+    One row per metric, queue, status, bucket and shard (migration 0011 says which
+    metrics, 0013 why shards); the triggers on ``jobs`` and ``epoch_metrics`` add to
+    ``n`` and ``total`` in the writing transaction, so that a scrape reads these few
+    rows, never the history. A figure is the sum over its shards.
     """
 
     __tablename__ = "metric_rollups"
@@ -178,6 +180,7 @@ class MetricRollup(Base):
     queue: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
     n: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float)
 
