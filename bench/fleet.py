@@ -206,6 +206,7 @@ class Timings:
         self.lock = threading.Lock()
         self.spans: dict[str, list[float]] = {}
         self.errors: list[str] = []
+        self.jobs: list[tuple[str, float, float]] = []  # (worker, started, ended)
 
     def timed(self, name: str, fn: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -234,7 +235,9 @@ def simulated_worker(
     try:
         while True:
             try:
-                job_id = jobs.get_nowait()
+                # Not get_nowait(): it gives up at once while another process holds
+                # the queue's lock, and the worker would leave with work left.
+                job_id = jobs.get(timeout=2)
             except Exception:  # noqa: BLE001 - queue.Empty: no work left
                 return
             store = JobStore(factory, job_id, args.lease_s)
@@ -243,6 +246,7 @@ def simulated_worker(
             if timings.timed("claim", store.claim)(name) is None:
                 continue
             writer = JobWriter(store, args.lease_s / 3, 1.0)
+            started = time.time()
             try:
                 run_epochs(writer, args)
                 finish = functools.partial(
@@ -254,6 +258,8 @@ def simulated_worker(
                     timings.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             finally:
                 writer.close()
+                with timings.lock:
+                    timings.jobs.append((name, started, time.time()))
     finally:
         engine.dispose()
 
@@ -286,7 +292,7 @@ def process_main(
         t.start()
     for t in threads:
         t.join()
-    out.put({"spans": timings.spans, "errors": timings.errors})
+    out.put({"spans": timings.spans, "errors": timings.errors, "jobs": timings.jobs})
 
 
 def postgres_cpu() -> float:
@@ -340,14 +346,28 @@ def measure(n_workers: int, args: argparse.Namespace) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, postgres_cpu() - cpu0
     spans: dict[str, list[float]] = {}
     errors: list[str] = []
+    ran: list[tuple[str, float, float]] = []
     for r in results:
         errors += r["errors"]
+        ran += r["jobs"]
         for k, v in r["spans"].items():
             spans.setdefault(k, []).extend(v)
     summary = summarise(n_workers, wall, cpu, peak, spans, errors)
     # Mean number of backends found waiting on a lock, by what they waited for.
     summary["lock_waits"] = {k: v / samples for k, v in waiting.most_common()}
+    summary["workers_that_trained"] = len({name for name, _, _ in ran})
+    summary["peak_training"] = peak_overlap([(start, end) for _, start, end in ran])
     return summary
+
+
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that were open at one moment."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
 
 
 def summarise(
@@ -380,6 +400,10 @@ def print_row(r: dict[str, Any]) -> None:
         f"{r['peak_connections']} connections, {r['n_errors']} errors"
     )
     print(line)
+    print(
+        f"      {r['workers_that_trained']} workers trained a job; "
+        f"at most {r['peak_training']} jobs trained at once"
+    )
     waits = ", ".join(f"{k} {v:.2f}" for k, v in r.get("lock_waits", {}).items()) or "none seen"
     print(f"      backends waiting on a lock (mean of samples): {waits}")
     for k, v in ops.items():
