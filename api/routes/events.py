@@ -34,8 +34,10 @@ from api.job_view import job_out
 from api.schemas import ERRORS, CheckpointOut, EpochOut
 from api.tokens import Principal
 from core.settings import Settings
+from models.file_names import LOG_FILE
 from models.states import FINISHED
 from models.tables import Checkpoint, EpochMetric, Job
+from storage.artifacts import artifact_store, job_key
 
 
 def _json_error(description: str) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
 
 
 def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
-    path = settings.job_dir(job_id) / "train.log"
+    path = settings.job_dir(job_id) / LOG_FILE
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -148,9 +150,55 @@ def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
             f.seek(cur.log_offset)
             data = f.read(LOG_CHUNK_BYTES)
     except FileNotFoundError:
-        return ""
+        data = _stored_log_since(settings, job_id, cur)
     cur.log_offset += len(data)
     return data.decode("utf-8", errors="replace")
+
+
+def _stored_log_since(settings: Settings, job_id: str, cur: _Cursor) -> bytes:
+    """A job that trains on another host: its log as last uploaded to the store."""
+    size = _stored_log_size(settings, job_id)
+    if size < 0:
+        return b""
+    if size < cur.log_offset:  # a new attempt's log, on another host
+        cur.log_offset = 0
+    if size == cur.log_offset:
+        return b""
+    data = b""
+    chunks = artifact_store(settings).iter_bytes(job_key(job_id, LOG_FILE), cur.log_offset)
+    try:
+        for chunk in chunks:
+            data += chunk
+            if len(data) >= LOG_CHUNK_BYTES:
+                break
+    except FileNotFoundError:
+        return b""
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    # Up to the size read above, as a local read stops at the file's end.
+    return data[: min(LOG_CHUNK_BYTES, size - cur.log_offset)]
+
+
+# The sizes of logs in a remote store, read at most once per FITQ_LIVE_SYNC_SECONDS
+# (how often a worker uploads them) for all the streams following a job.
+_STORED_SIZES: dict[str, tuple[float, int]] = {}
+_STORED_SIZES_MAX = 4096
+
+
+def _stored_log_size(settings: Settings, job_id: str) -> int:
+    """The size of the job's log in a remote store; -1 without one or without a log."""
+    now = time.monotonic()
+    known = _STORED_SIZES.get(job_id)
+    if known is not None and now - known[0] < max(1.0, settings.live_sync_seconds):
+        return known[1]
+    stored = artifact_store(settings)
+    size = stored.size(job_key(job_id, LOG_FILE)) if stored.remote else None
+    if len(_STORED_SIZES) >= _STORED_SIZES_MAX:
+        _STORED_SIZES.clear()
+    _STORED_SIZES[job_id] = (now, -1 if size is None else size)
+    return -1 if size is None else size
 
 
 def _read_all(
@@ -227,8 +275,10 @@ def _take(cur: _Cursor, change: _Change) -> list[ServerSentEvent]:
 
 
 def _log_size(settings: Settings, job_id: str) -> int:
+    """The size of the job's log here; -1 where this host has none (a remote store's
+    is read with the log, in a thread)."""
     try:
-        return os.stat(settings.job_dir(job_id) / "train.log").st_size
+        return os.stat(settings.job_dir(job_id) / LOG_FILE).st_size
     except FileNotFoundError:
         return -1
 
@@ -394,7 +444,10 @@ async def _new_log(
     settings: Settings, job_id: str, cur: _Cursor, streams: EventStreams
 ) -> list[ServerSentEvent]:
     """The job's log past ``cur.log_offset`` as an event, if it grew (and is followed)."""
-    if cur.log_offset < 0 or _log_size(settings, job_id) in (-1, cur.log_offset):
+    if cur.log_offset < 0:
+        return []
+    size = _log_size(settings, job_id)
+    if size == cur.log_offset or (size == -1 and settings.artifacts_url is None):
         return []
     text = await anyio.to_thread.run_sync(
         _log_since, settings, job_id, cur, limiter=streams.log_reads

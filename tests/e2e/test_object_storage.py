@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -181,6 +182,20 @@ def test_a_running_job_s_log_and_tensorboard_files_reach_the_bucket_while_it_tra
     assert seen["job"]["status"] == "running" and "model.keras" not in seen["files"]
     assert not (svc.local("api") / "jobs" / job_id).exists()
     assert not any(k.startswith(".staging") for k in seen["files"]), seen["files"]
+    # The event stream carries the log lines too, read from the bucket.
+    logged = ""
+    path = f"/v1/jobs/{job_id}/events?log_offset=0"
+    with svc.client.stream("GET", path, timeout=60) as resp:
+        assert resp.status_code == 200
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "log":
+                logged += json.loads(line[5:])["text"]
+                if "Epoch 3/400" in logged:
+                    break
+    assert logged.startswith(seen["log"][:200]) and "Epoch 3/400" in logged
     assert svc.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     assert svc.wait_for(job_id, timeout=60)["status"] == "cancelled"
 
