@@ -17,8 +17,8 @@ write (measured around the database call, on the writer's thread), the database'
 CPU (all ``postgres`` processes, from /proc) and the connections it held at the peak.
 Every size gets a fresh schema. ``--json FILE`` keeps the raw figures.
 
-While a size runs it samples, twice a second, the backends waiting on a lock and the
-tables they wait for, so a hot row shows by name.
+While a size runs it samples, twice a second, the backends waiting on a lock and what
+they wait for: a table, or ``transactionid`` for a row another transaction holds.
 
 PostgreSQL's ``max_connections`` bounds the fleet: a worker keeps one connection open
 while it trains (``worker.execution.WORKER_POOL_SIZE``) and may open a few more for a
@@ -97,7 +97,15 @@ def server_setting(url: str, name: str) -> str:
 @contextlib.contextmanager
 def own_postgres(max_connections: int) -> Iterator[str]:
     """A throwaway PostgreSQL cluster; yields its URL (database ``test``)."""
-    found = [*sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")), shutil.which("initdb")]
+
+    def version(path: str) -> int:
+        major = Path(path).parent.parent.name
+        return int(major) if major.isdigit() else 0
+
+    found = [
+        *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version, reverse=True),
+        shutil.which("initdb"),
+    ]
     initdb = next((f for f in found if f), None)
     if initdb is None:
         raise SystemExit("--own-postgres: no initdb found (install PostgreSQL's server)")
@@ -113,43 +121,16 @@ def own_postgres(max_connections: int) -> Iterator[str]:
         port = s.getsockname()[1]
     data = folder / "data"
     run = functools.partial(subprocess.run, check=True, capture_output=True)
-    run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
     options = f"-c max_connections={max_connections} -p {port} -k {folder} -c fsync=on"
-    log = folder / "server.log"
-    run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(log),
-            "-o",
-            options,
-            "-w",
-            "start",
-        ]
-    )
     try:
-        run(
-            [
-                *as_user,
-                str(bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "test",
-            ]
-        )
+        run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+        run([*pg_ctl, "-l", str(folder / "server.log"), "-o", options, "-w", "start"])
+        createdb = [*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port)]
+        run([*createdb, "-U", "postgres", "test"])
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
     finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 

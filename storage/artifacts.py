@@ -148,6 +148,15 @@ class ArtifactStore:
             while chunk := f.read(CHUNK):
                 yield chunk
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """At most ``length`` bytes of the file from ``start`` (fewer at its end)."""
+        try:
+            with open(self.local_path(key), "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except IsADirectoryError as exc:
+            raise FileNotFoundError(key) from exc
+
     def list(self, prefix: str) -> list[Entry]:
         """The files under ``prefix``, in key order."""
         folder = self.local_path(prefix)
@@ -217,8 +226,10 @@ class S3ArtifactStore(ArtifactStore):
 
     def _download(self, key: str, size: int) -> Path:
         """``key`` (of ``size`` bytes) in the cache. A cached copy of that size is taken
-        as the file: uploads never change, and a job's files are read from another
-        host only once it has ended (a warm start, a run) or stopped (its backups)."""
+        as the file: a file is uploaded once, or only grows (a running job's log,
+        TensorBoard and CSV files, ``JobFiles.put_live``), and a job's other files are
+        read from another host only once it has ended (a warm start, a run) or stopped
+        (its backups)."""
         target = self.local_path(key)
         if target.is_file() and target.stat().st_size == size:
             return target
@@ -258,6 +269,14 @@ class S3ArtifactStore(ArtifactStore):
         finally:
             body.close()
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        body = self._get(key, start, start + length - 1)
+        try:
+            data: bytes = body.read()
+        finally:
+            body.close()
+        return data
+
     def list(self, prefix: str) -> list[Entry]:
         base = self.object_key(prefix) + "/"
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -282,10 +301,10 @@ class S3ArtifactStore(ArtifactStore):
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
         super().delete_prefix(prefix)
 
-    def _get(self, key: str, start: int = 0) -> Any:
+    def _get(self, key: str, start: int = 0, last: int | None = None) -> Any:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.object_key(key)}
-        if start:
-            args["Range"] = f"bytes={start}-"
+        if start or last is not None:
+            args["Range"] = f"bytes={start}-{'' if last is None else last}"
         try:
             return self.client.get_object(**args)["Body"]
         except self._missing() as exc:

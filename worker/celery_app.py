@@ -42,6 +42,11 @@ _stopping = False
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up(**_: Any) -> None:
+    # Held back until a job's handler is in place (``_listen_for_preemption``): the
+    # parent may ask as soon as the job is handed over, before it starts. Threads
+    # started from here on (TensorFlow's) inherit the block, so the signal goes to the
+    # main thread once it unblocks it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
     if _stopping:
         return
     # Pay tensorflow's import before a job arrives, so training starts at once.
@@ -77,6 +82,7 @@ def _listen_for_preemption(**_: Any) -> None:
     from worker.training.reporting import PREEMPT
 
     signal.signal(signal.SIGUSR2, lambda *_: PREEMPT.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})  # one that waited: now
 
 
 def _children() -> list[int]:

@@ -95,6 +95,7 @@ class JobWriter:
         self.files = files
         self.live_seconds = live_seconds
         self._next_live = time.monotonic() + live_seconds
+        self._live_queued = threading.Event()  # a put_live is in the queue
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_seconds = retry_seconds
         self.cancel_requested = False
@@ -145,9 +146,21 @@ class JobWriter:
         if files is None or not files.store.remote or self.live_seconds <= 0:
             return
         now = time.monotonic()
-        if now >= self._next_live:
+        if now >= self._next_live and not self._live_queued.is_set():
             self._next_live = now + self.live_seconds
-            self._submit(_Write(files.put_live))
+            self._live_queued.set()
+            self._submit(_Write(functools.partial(self._put_live, files)))
+
+    def _put_live(self, files: JobFiles) -> None:
+        # Optional and late anyway: an upload that fails is logged and skipped, never
+        # retried ahead of the rows queued behind it, and never fails the job; the next
+        # one (or the job's end) sends the files again.
+        try:
+            files.put_live()
+        except Exception:  # noqa: BLE001 - see above
+            log.warning("job %s: live files not uploaded", self.store.job_id, exc_info=True)
+        finally:
+            self._live_queued.clear()
 
     def record_checkpoint(
         self,

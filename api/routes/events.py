@@ -11,6 +11,7 @@ session while the stream is open.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ def _json_error(description: str) -> dict[str, Any]:
     }
 
 
+log = logging.getLogger("fitq.api")
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
@@ -104,7 +106,7 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             cur.checkpoint = ck.id
             cur.best[ck.id] = ck.is_best
         if cur.log_offset >= 0:
-            text = _log_since(settings, job_id, cur)
+            text = _log_since(settings, job_id, cur, fresh=job.status in FINISHED)
             if text:
                 cur.items.append(("log", None, {"text": text, "log_offset": cur.log_offset}))
         # Every write to the job (the worker's included, a checkpoint's too) changes its
@@ -140,7 +142,7 @@ def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
         cur.best[ck.id] = ck.is_best
 
 
-def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
+def _log_since(settings: Settings, job_id: str, cur: _Cursor, fresh: bool = False) -> str:
     path = settings.job_dir(job_id) / LOG_FILE
     try:
         with open(path, "rb") as f:
@@ -150,35 +152,36 @@ def _log_since(settings: Settings, job_id: str, cur: _Cursor) -> str:
             f.seek(cur.log_offset)
             data = f.read(LOG_CHUNK_BYTES)
     except FileNotFoundError:
-        data = _stored_log_since(settings, job_id, cur)
+        data = _stored_log_since(settings, job_id, cur, fresh)
     cur.log_offset += len(data)
     return data.decode("utf-8", errors="replace")
 
 
-def _stored_log_since(settings: Settings, job_id: str, cur: _Cursor) -> bytes:
-    """A job that trains on another host: its log as last uploaded to the store."""
-    size = _stored_log_size(settings, job_id)
-    if size < 0:
-        return b""
-    if size < cur.log_offset:  # a new attempt's log, on another host
-        cur.log_offset = 0
-    if size == cur.log_offset:
-        return b""
-    data = b""
-    chunks = artifact_store(settings).iter_bytes(job_key(job_id, LOG_FILE), cur.log_offset)
+def _stored_log_since(settings: Settings, job_id: str, cur: _Cursor, fresh: bool) -> bytes:
+    """A job that trains on another host: its log as last uploaded to the store.
+
+    ``fresh``: ask the store for the size rather than take the one read for another
+    stream in the last interval (once the job has ended, for its last lines). A store
+    that does not answer gives nothing this time; the stream asks again.
+    """
     try:
-        for chunk in chunks:
-            data += chunk
-            if len(data) >= LOG_CHUNK_BYTES:
-                break
-    except FileNotFoundError:
+        size = _stored_log_size(settings, job_id, fresh)
+        if 0 <= size < cur.log_offset and not fresh:
+            # Older than what the client has (another replica, ``/logs``), or a new
+            # attempt's shorter log: only the store itself can tell.
+            size = _stored_log_size(settings, job_id, fresh=True)
+        if size < 0:
+            return b""
+        if size < cur.log_offset:  # a new attempt's log, on another host
+            cur.log_offset = 0
+        length = min(LOG_CHUNK_BYTES, size - cur.log_offset)
+        if length <= 0:
+            return b""
+        key = job_key(job_id, LOG_FILE)
+        return artifact_store(settings).read_range(key, cur.log_offset, length)
+    except Exception:  # noqa: BLE001 - the store is away or the object changed; later
+        log.warning("job %s: could not read its log from the store", job_id, exc_info=True)
         return b""
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    # Up to the size read above, as a local read stops at the file's end.
-    return data[: min(LOG_CHUNK_BYTES, size - cur.log_offset)]
 
 
 # The sizes of logs in a remote store, read at most once per FITQ_LIVE_SYNC_SECONDS
@@ -187,11 +190,11 @@ _STORED_SIZES: dict[str, tuple[float, int]] = {}
 _STORED_SIZES_MAX = 4096
 
 
-def _stored_log_size(settings: Settings, job_id: str) -> int:
+def _stored_log_size(settings: Settings, job_id: str, fresh: bool = False) -> int:
     """The size of the job's log in a remote store; -1 without one or without a log."""
     now = time.monotonic()
     known = _STORED_SIZES.get(job_id)
-    if known is not None and now - known[0] < max(1.0, settings.live_sync_seconds):
+    if not fresh and known is not None and now - known[0] < max(1.0, settings.live_sync_seconds):
         return known[1]
     stored = artifact_store(settings)
     size = stored.size(job_key(job_id, LOG_FILE)) if stored.remote else None
@@ -435,21 +438,21 @@ async def job_events(
             for change in await follower.changes(POLL_SECONDS):
                 events += _take(cur, change)
                 finished = finished or change.finished
-            events += await _new_log(settings, job_id, cur, streams)
+            events += await _new_log(settings, job_id, cur, streams, finished)
     finally:
         feed.leave(follower)
 
 
 async def _new_log(
-    settings: Settings, job_id: str, cur: _Cursor, streams: EventStreams
+    settings: Settings, job_id: str, cur: _Cursor, streams: EventStreams, finished: bool
 ) -> list[ServerSentEvent]:
     """The job's log past ``cur.log_offset`` as an event, if it grew (and is followed)."""
     if cur.log_offset < 0:
         return []
     size = _log_size(settings, job_id)
-    if size == cur.log_offset or (size == -1 and settings.artifacts_url is None):
+    if size == cur.log_offset or (size == -1 and not settings.artifacts_url):
         return []
     text = await anyio.to_thread.run_sync(
-        _log_since, settings, job_id, cur, limiter=streams.log_reads
+        _log_since, settings, job_id, cur, finished, limiter=streams.log_reads
     )
     return [_event("log", {"text": text, "log_offset": cur.log_offset})] if text else []

@@ -262,7 +262,7 @@ def get_logs(
     store.get_job(session, job_id, principal)
     path = settings.job_dir(job_id) / LOG_FILE
     if not path.is_file():
-        # A job that ran on another host: its log reaches the store when it ends.
+        # A job on another host: its log as last uploaded (FITQ_LIVE_SYNC_SECONDS).
         return _stored_log(settings, job_id, tail_bytes)
     with open(path, "rb") as f:
         size = f.seek(0, 2)

@@ -167,18 +167,14 @@ def test_an_epoch_row_supersedes_progress_inside_that_epoch_still_unwritten(
         assert (job.progress_epoch, job.progress_step, job.progress_steps) == (3, 10, 10)
 
 
-def test_an_artifact_store_that_does_not_answer_is_waited_out(
-    s3_server: S3Server, tmp_path: Path
-) -> None:
-    """A real S3-compatible server behind a proxy that refuses every connection for a
-    while: the checkpoint's upload, and its row queued behind it, are retried until the
-    store answers again; nothing fails, nothing is lost."""
+def behind_proxy(
+    s3_server: S3Server, tmp_path: Path, job_id: str
+) -> tuple[OutageProxy, JobFiles, str]:
+    """The job's files in a fresh bucket of the real server, reached through a proxy
+    that a test can cut off."""
     import boto3
     from botocore.config import Config
 
-    backend = make_backend("sqlite", tmp_path, "unused")
-    upgrade(backend.database_url)
-    factory, store = claimed(backend)
     proxy = OutageProxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
     env = s3_server.env()
     client = boto3.session.Session(
@@ -191,7 +187,23 @@ def test_an_artifact_store_that_does_not_answer_is_waited_out(
         config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
     )
     bucket = s3_server.new_bucket()
-    files = JobFiles(S3ArtifactStore(tmp_path / "cache", bucket, "fitq", client), store.job_id)
+    return (
+        proxy,
+        JobFiles(S3ArtifactStore(tmp_path / "cache", bucket, "fitq", client), job_id),
+        bucket,
+    )
+
+
+def test_an_artifact_store_that_does_not_answer_is_waited_out(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A real S3-compatible server behind a proxy that refuses every connection for a
+    while: the checkpoint's upload, and its row queued behind it, are retried until the
+    store answers again; nothing fails, nothing is lost."""
+    backend = make_backend("sqlite", tmp_path, "unused")
+    upgrade(backend.database_url)
+    factory, store = claimed(backend)
+    proxy, files, bucket = behind_proxy(s3_server, tmp_path, store.job_id)
     checkpoint = files.folder / "checkpoints" / "epoch01.keras"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"weights")
@@ -215,3 +227,37 @@ def test_an_artifact_store_that_does_not_answer_is_waited_out(
     assert stored["Body"].read() == b"weights"
     with factory() as s:
         assert s.execute(select(EpochMetric.epoch)).scalars().all() == [1]
+
+
+def test_a_running_job_s_live_files_are_skipped_while_the_store_does_not_answer(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The log and TensorBoard uploads of a running job are optional: one that fails is
+    skipped, not retried ahead of the epoch rows, and fails nothing; a later one sends
+    the files."""
+    backend = make_backend("sqlite", tmp_path, "unused")
+    upgrade(backend.database_url)
+    factory, store = claimed(backend)
+    proxy, files, bucket = behind_proxy(s3_server, tmp_path, store.job_id)
+    files.folder.mkdir(parents=True)
+    (files.folder / "train.log").write_text("Epoch 1/3\n")
+    writer = JobWriter(
+        store, heartbeat_seconds=0.2, retry_seconds=0.1, files=files, live_seconds=0.01
+    )
+    try:
+        proxy.outage()
+        time.sleep(0.02)
+        writer.record_epoch(1, {"loss": 1.0}, None, 0.1, None)  # a live upload falls due
+        writer.flush()
+        assert writer.error is None and writer.outage_seconds == 0
+        with factory() as s:
+            assert s.execute(select(EpochMetric.epoch)).scalars().all() == [1]
+        proxy.restore()
+        time.sleep(0.02)
+        writer.record_epoch(2, {"loss": 0.9}, None, 0.1, None)
+        writer.flush()
+        assert writer.error is None
+    finally:
+        writer.close()
+    stored = s3_server.client().get_object(Bucket=bucket, Key=f"fitq/jobs/{store.job_id}/train.log")
+    assert stored["Body"].read() == b"Epoch 1/3\n"
