@@ -331,7 +331,13 @@ class Service:
         return body
 
     def job(self, job_id: str) -> dict[str, Any]:
-        resp = self.client.get(f"/v1/jobs/{job_id}")
+        try:
+            resp = self.client.get(f"/v1/jobs/{job_id}")
+        except httpx.RemoteProtocolError:
+            # The server closed this kept-alive connection as the request went out
+            # (uvicorn closes one idle for 5 s; a loaded machine can stall a poll that
+            # long): a GET is safe to send again, as fitq's own client does.
+            resp = self.client.get(f"/v1/jobs/{job_id}")
         assert resp.status_code == 200, resp.text
         body: dict[str, Any] = resp.json()
         return body
