@@ -34,7 +34,7 @@ from models.file_names import LOG_FILE
 from models.runs import JobKind
 from models.spec import JobSpec
 from models.states import JobStatus
-from models.tables import Checkpoint, EpochMetric, JobEvent
+from models.tables import Checkpoint, EpochMetric, Job, JobEvent
 from queueing.broker import publish_job
 from storage.artifacts import artifact_store, job_key
 
@@ -82,15 +82,23 @@ def submit_job(
 ) -> JobOut:
     """Validate a job spec completely, store it as `queued` and wake a worker."""
     job, created = store.create_job(session, spec, settings, idempotency_key, principal)
+    answer_queued(job, created, celery, response)
+    return job_out(session, job)
+
+
+def answer_queued(job: Job, created: bool, celery: CeleryDep, response: Response) -> None:
+    """Wakes a worker for a job just stored; one an Idempotency-Key found answers 200.
+
+    A publish that fails is logged: the job is stored, the dispatcher publishes it later.
+    """
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200
-        return job_out(session, job)
+        return
     try:
         publish_job(celery, job.id, job.queue)
     except Exception:  # noqa: BLE001 - the job is stored; it is published again later
         log.exception("could not publish job %s to queue %s", job.id, job.queue)
-    return job_out(session, job)
 
 
 @router.post(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -12,16 +11,13 @@ from api import runs
 from api.deps import CeleryDep, PrincipalDep, SessionDep, SettingsDep
 from api.files import GONE, not_deleted, send_artifact
 from api.job_view import job_out
-from api.routes.jobs import jobs_page
+from api.routes.jobs import answer_queued, jobs_page
 from api.schemas import ERRORS, JobList, JobOut
 from core.errors import NotFound
 from models.runs import PREDICTIONS_FILE, RUN_KINDS, EvaluateRequest, JobKind, PredictRequest
 from models.states import JobStatus
-from models.tables import Job
-from queueing.broker import publish_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
-log = logging.getLogger("fitq.api")
 
 RUN_ERRORS: dict[int | str, dict[str, object]] = {
     200: {
@@ -43,18 +39,6 @@ RUN_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _queued(job: Job, created: bool, celery: CeleryDep, response: Response) -> None:
-    """Wakes a worker for a new run; a run an Idempotency-Key found answers 200."""
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    if not created:
-        response.status_code = 200
-        return
-    try:
-        publish_job(celery, job.id, job.queue)
-    except Exception:  # noqa: BLE001 - the job is stored; it is published again later
-        log.exception("could not publish job %s to queue %s", job.id, job.queue)
-
-
 @router.post("/{job_id}/evaluate", status_code=201, response_model=JobOut, responses=RUN_ERRORS)
 def evaluate_job(
     job_id: str,
@@ -72,7 +56,7 @@ def evaluate_job(
     `test_metrics` hold what evaluate() returned (`return_dict=True`).
     """
     job, created = runs.create_run(session, job_id, request, settings, principal, idempotency_key)
-    _queued(job, created, celery, response)
+    answer_queued(job, created, celery, response)
     return job_out(session, job)
 
 
@@ -93,7 +77,7 @@ def predict_job(
     succeeded, `GET /v1/jobs/{run_id}/predictions` downloads the predictions.
     """
     job, created = runs.create_run(session, job_id, request, settings, principal, idempotency_key)
-    _queued(job, created, celery, response)
+    answer_queued(job, created, celery, response)
     return job_out(session, job)
 
 
