@@ -182,3 +182,16 @@ def test_a_store_that_does_not_answer_is_told_from_a_request_it_refuses() -> Non
     assert not store_unavailable(answer(403, "AccessDenied"))
     assert not store_unavailable(wrapped(answer(404, "NoSuchBucket")))
     assert not store_unavailable(FileNotFoundError("staged copy"))
+
+
+def test_the_live_upload_interval_is_a_number_of_seconds_not_below_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pydantic
+
+    for bad in ("-1", "often", "nan"):
+        monkeypatch.setenv("FITQ_LIVE_SYNC_SECONDS", bad)
+        with pytest.raises(pydantic.ValidationError, match="live_sync_seconds"):
+            Settings()
+    monkeypatch.setenv("FITQ_LIVE_SYNC_SECONDS", "0")  # uploads only when the job ends
+    assert Settings().live_sync_seconds == 0
