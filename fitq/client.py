@@ -15,10 +15,11 @@ may have created instead of creating a second one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +60,19 @@ def format_detail(detail: Any) -> str:
 
 class _Retryable(Exception):
     """An answer worth asking again for: a 5xx, a download that arrived damaged."""
+
+
+class _StreamClosed(_Retryable):
+    """The service closed a job's event stream before its end (a restart, its limit on
+    a stream's length): reconnect."""
+
+
+class _PastDeadline(Exception):
+    """A follower's deadline passed while it read a stream."""
+
+
+class _StreamRefused(Exception):
+    """The service refused a job's event stream (429): ask for epochs instead."""
 
 
 def _check(resp: httpx.Response) -> None:
@@ -363,27 +377,92 @@ class Client:
     ) -> Iterator[dict[str, Any]]:
         """Yields each epoch's row once, in order, until the job ends (then returns).
 
-        Survives the service restarting: it keeps asking from the last epoch it saw.
-        Raises ``TimedOut`` past ``timeout`` seconds.
+        Follows the job's event stream: one connection, on which the service pushes each
+        epoch as it is recorded, so that watching a job costs the service (and the
+        machine it trains on) next to nothing. Survives the service restarting or
+        closing the stream: it reconnects after ``poll`` seconds, from the last epoch
+        it saw. Where the stream is refused (429: the owner holds as many as it may),
+        it asks for new epochs every ``poll`` seconds instead. Raises ``TimedOut`` past
+        ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = 0
+        last = [0]
+        streaming = True
         while True:
             try:
-                for row in self.metrics(job_id, after_epoch=last):
-                    last = max(last, int(row["epoch"]))
-                    yield row
-                job = self.job(job_id)
-                if job["status"] in FINISHED:
-                    for row in self.metrics(job_id, after_epoch=last):
-                        last = max(last, int(row["epoch"]))
-                        yield row
+                if streaming:
+                    yield from self._streamed_epochs(job_id, last, deadline)
                     return
-            except Unreachable:
-                pass  # the service is restarting; ask again
+                if (yield from self._polled_epochs(job_id, last)):
+                    return
+            except _StreamRefused:
+                streaming = False
+                continue
+            except (Unreachable, _Retryable, httpx.TransportError):
+                pass  # the service is restarting, or closed the stream; ask again
+            except _PastDeadline:
+                pass
             if deadline is not None and time.monotonic() > deadline:
                 raise TimedOut(f"job {job_id} still running after {timeout:.0f}s")
             time.sleep(poll)
+
+    def _streamed_epochs(
+        self, job_id: str, last: list[int], deadline: float | None
+    ) -> Iterator[dict[str, Any]]:
+        """The epochs after ``last[0]`` from one connection to the job's event stream,
+        until its ``end`` event; raises ``_StreamClosed`` where the service closes the
+        stream first.
+
+        A small reader of the stream's lines rather than an SSE library: the deadline
+        is checked on every line, the service's keep-alive comments included.
+        """
+        read = 20.0 if deadline is None else max(0.1, min(20.0, deadline - time.monotonic()))
+        with self.http.stream(
+            "GET",
+            f"/v1/jobs/{job_id}/events",
+            params={"after_epoch": last[0]},
+            timeout=httpx.Timeout(self.http.timeout.connect, read=read),
+        ) as resp:
+            if resp.status_code == 429:
+                raise _StreamRefused()
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            event, data = "message", []
+            for line in resp.iter_lines():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _PastDeadline()
+                if line.startswith(":"):
+                    continue
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "event":
+                        event = value
+                    elif field == "data":
+                        data.append(value)
+                    continue
+                if event == "end":
+                    return
+                if event == "epoch" and data:
+                    row: dict[str, Any] = json.loads("\n".join(data))
+                    if int(row["epoch"]) > last[0]:
+                        last[0] = int(row["epoch"])
+                        yield row
+                event, data = "message", []
+        raise _StreamClosed()
+
+    def _polled_epochs(self, job_id: str, last: list[int]) -> Generator[dict[str, Any], None, bool]:
+        """One round of asking for new epochs; returns whether the job has ended."""
+        for row in self.metrics(job_id, after_epoch=last[0]):
+            last[0] = max(last[0], int(row["epoch"]))
+            yield row
+        if self.job(job_id)["status"] not in FINISHED:
+            return False
+        for row in self.metrics(job_id, after_epoch=last[0]):
+            last[0] = max(last[0], int(row["epoch"]))
+            yield row
+        return True
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> dict[str, Any]:
         """The job once it has ended; raises ``TimedOut`` past ``timeout`` seconds."""

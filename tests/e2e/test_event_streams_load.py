@@ -264,3 +264,40 @@ def test_an_owners_stream_beyond_the_cap_is_429_until_one_closes(
         stack, resp, _ = open_stream(alice, path)
         stack.close()
         assert resp.status_code == 429, resp.text  # two open again: the cap holds
+
+
+def test_the_client_follows_a_job_on_one_stream_and_asks_instead_when_refused(
+    tmp_path: Path,
+) -> None:
+    from fitq.client import Client
+
+    svc, tokens = start_with_tokens(
+        "sqlite", tmp_path, {"FITQ_EVENTS_MAX_STREAMS_PER_OWNER": "1"}, worker=True
+    )
+    try:
+        client = Client(svc.base_url, tokens["alice"])
+        spec = digits_spec(**{"fit.epochs": 6})
+        streamed = submit(svc.client, spec, svc.queue)
+        rows = list(client.follow(streamed, timeout=180))
+        assert [r["epoch"] for r in rows] == [m["epoch"] for m in svc.metrics(streamed)]
+        assert [r["epoch"] for r in rows] == list(range(1, 7))
+        log = svc.log_text("api")
+        assert log.count(f'GET /v1/jobs/{streamed}/events?after_epoch=0 HTTP/1.1" 200') == 1
+        assert f"/v1/jobs/{streamed}/metrics?after_epoch" not in log, "the client polled"
+
+        # alice holds her one stream: the client's is refused (429), so it asks instead.
+        parked = submit(svc.client, spec, "parked")
+        with ExitStack() as held:
+            stack, resp, _ = open_stream(
+                client_of(svc, tokens["alice"]), f"/v1/jobs/{parked}/events"
+            )
+            held.enter_context(stack)
+            assert resp.status_code == 200
+            polled = submit(svc.client, spec, svc.queue)
+            rows = list(client.follow(polled, timeout=180))
+        assert [r["epoch"] for r in rows] == list(range(1, 7))
+        log = svc.log_text("api")
+        assert f'GET /v1/jobs/{polled}/events?after_epoch=0 HTTP/1.1" 429' in log
+        assert f'GET /v1/jobs/{polled}/metrics?after_epoch=0 HTTP/1.1" 200' in log
+    finally:
+        svc.stop()
