@@ -1,9 +1,10 @@
 """The digits fit of ``examples/digits.yaml`` as a careful plain Keras script writes it.
 
 ``bench/run.py`` runs it in a fresh process as part 2's baseline (``python bench/digits.py
-OUT.json`` writes its timings to OUT.json), and part 3 times the same model and data in
-its own process. The module imports only the standard library, so that the time from
-process spawn to the end of the fit holds no more than a plain script's would.
+OUT.json [EPOCHS]`` writes its timings to OUT.json; 20 epochs unless told), and part 3
+times the same model and data in its own process. The module imports only the standard
+library, so that the time from process spawn to the end of the fit holds no more than a
+plain script's would.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def EpochClock() -> Any:  # noqa: N802 - builds a Keras callback class lazily
         def __init__(self) -> None:
             super().__init__()
             self.spans: list[float] = []
+            self.ends: list[float] = []  # time.time() at each epoch's end
             self._t = 0.0
 
         @override
@@ -101,11 +103,12 @@ def EpochClock() -> Any:  # noqa: N802 - builds a Keras callback class lazily
         @override
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self.spans.append(time.perf_counter() - self._t)
+            self.ends.append(time.time())
 
     return _Clock()
 
 
-def plain_fit(out: Path) -> None:
+def plain_fit(out: Path, epochs: int = 20) -> None:
     """The digits fit as a careful plain script does it; run in a fresh process."""
     t_start = time.time()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -120,7 +123,7 @@ def plain_fit(out: Path) -> None:
     c1 = time.perf_counter()
     model = digits_model()
     clock = EpochClock()
-    history = fit_digits(model, data, [clock])
+    history = fit_digits(model, data, [clock], epochs)
     c2 = time.perf_counter()
     t_fit_end = time.time()
     out.write_text(
@@ -133,6 +136,7 @@ def plain_fit(out: Path) -> None:
                 "plain_s": c2 - c0,
                 "t_fit_end": t_fit_end,
                 "epoch_s": clock.spans,
+                "epoch_end": clock.ends,
                 "last": {k: float(v[-1]) for k, v in history.history.items()},
             }
         )
@@ -140,4 +144,4 @@ def plain_fit(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    plain_fit(Path(sys.argv[1]))
+    plain_fit(Path(sys.argv[1]), *(int(n) for n in sys.argv[2:3]))

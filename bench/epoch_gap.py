@@ -31,17 +31,25 @@ takes then yields to training.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import io
 import json
+import math
 import os
+import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -53,9 +61,13 @@ from bench.run import (  # noqa: E402
     BenchService,
     EmbeddedDefault,
     digits_job,
+    parse_ts,
     run_plain,
     service_digits,
 )
+from core.settings import Settings  # noqa: E402
+from models.file_names import FINAL_MODEL_FILE  # noqa: E402
+from tests.conftest import FINISHED, free_port  # noqa: E402
 
 
 def steady(epochs: list[float]) -> float:
@@ -107,7 +119,7 @@ class ServiceArms:
 # --------------------------------------------------------------------------- contexts
 
 
-def _plain_fit(out: Path, warm: bool) -> None:
+def _plain_fit(out: Path, warm: bool, epochs: int = 20) -> None:
     from bench.digits import SEED, EpochClock, digits_arrays, digits_model, fit_digits, seed
 
     if warm:
@@ -119,11 +131,13 @@ def _plain_fit(out: Path, warm: bool) -> None:
     seed(SEED)
     data, model, clock = digits_arrays(), digits_model(), EpochClock()
     with contextlib.redirect_stdout(io.StringIO()):
-        fit_digits(model, data, [clock])
-    out.write_text(json.dumps(clock.spans))
+        fit_digits(model, data, [clock], epochs)
+    out.write_text(json.dumps({"epoch_s": clock.spans, "epoch_end": clock.ends}))
 
 
-def _runner_fit(out: Path) -> None:
+def _runner_fit(out: Path, epochs: int) -> None:
+    import datetime as dt
+
     from sqlalchemy import select
 
     from bench.run import CallbackBench
@@ -133,32 +147,38 @@ def _runner_fit(out: Path) -> None:
     work = out.parent / f"runner-{os.getpid()}"
     work.mkdir()
     bench = CallbackBench(work)
+    bench.spec = bench.spec.model_copy(
+        update={"fit": bench.spec.fit.model_copy(update={"epochs": epochs})}
+    )
     writer = bench.writer(bench.claimed_store())
     with contextlib.redirect_stdout(io.StringIO()):
         train(bench.spec, work / "job", writer, bench.settings.progress_interval)
     writer.close()
     with bench.factory() as session:
-        rows = session.scalars(select(EpochMetric.duration_s).order_by(EpochMetric.epoch))
-        out.write_text(json.dumps(list(rows)))
+        rows = session.execute(
+            select(EpochMetric.duration_s, EpochMetric.recorded_at).order_by(EpochMetric.epoch)
+        ).all()
+    ends = [(t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp() for _, t in rows]
+    out.write_text(json.dumps({"epoch_s": [d for d, _ in rows], "epoch_end": ends}))
 
 
-def context_child(arm: str, out: Path) -> None:
+def context_child(arm: str, out: Path, epochs: int = 20) -> None:
     """One fit, in this fresh process, in the context ``arm`` names."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if arm == "fork":
+    if arm in ("fork", "pool"):
         import worker.celery_app  # noqa: F401  what the worker's parent has imported
 
         pid = os.fork()
         if pid == 0:
             try:
-                _plain_fit(out, warm=False)
+                _plain_fit(out, warm=arm == "pool", epochs=epochs)
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
     elif arm == "runner":
-        _runner_fit(out)
+        _runner_fit(out, epochs)
     elif arm in ("plain", "warm"):
-        _plain_fit(out, warm=arm == "warm")
+        _plain_fit(out, warm=arm == "warm", epochs=epochs)
     else:
         raise ValueError(f"unknown context arm {arm!r}")
 
@@ -176,10 +196,365 @@ class ContextArms:
             check=True,
             stderr=subprocess.DEVNULL,
         )
-        return steady(json.loads(out.read_text()))
+        return steady(json.loads(out.read_text())["epoch_s"])
 
     def close(self) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- time slices
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and all its descendants, as they are now."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _send(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def _roles(up: int, client: int | None) -> dict[int, str]:
+    """What each process of the service's group is: ``fitq up`` (the API and the
+    dispatcher's thread), the worker's parent, its pool child, the client."""
+    roles = {up: "api+dispatcher"} | ({client: "client"} if client else {})
+    for proc in _tree(up)[1:]:
+        with contextlib.suppress(psutil.Error):
+            roles[proc.pid] = "pool child" if proc.ppid() != up else "worker parent"
+    return roles
+
+
+def _busy(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def take_turns(
+    service: Callable[[], list[psutil.Process]],
+    plain: Callable[[], list[psutil.Process]],
+    done: Callable[[], bool],
+    quantum: float,
+    stopped: Callable[[], None] = lambda: None,
+) -> list[tuple[float, str]]:
+    """Runs the two groups in turns of ``quantum`` seconds, ``service`` first (``plain``
+    must be stopped already), until ``done``; then continues both. Returns when each
+    turn began and whose it was; ``stopped`` is called each time the service has just
+    been stopped."""
+    turns: list[tuple[float, str]] = [(time.time(), "service")]
+    while not done():
+        time.sleep(quantum)
+        if turns[-1][1] == "service":
+            _send(service(), signal.SIGSTOP)
+            stopped()
+            _send(plain(), signal.SIGCONT)
+            turns.append((time.time(), "plain"))
+        else:
+            _send(plain(), signal.SIGSTOP)
+            _send(service(), signal.SIGCONT)
+            turns.append((time.time(), "service"))
+    turns.append((time.time(), "both"))
+    _send([*service(), *plain()], signal.SIGCONT)
+    return turns
+
+
+def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict[str, Any]:
+    """The plain script against another process in the service's place: a second plain
+    script (``plain``: the method checked on itself, whose ratio should be 1 within its
+    interval), fitq's runner with its reporting callback and a ``JobWriter`` on SQLite,
+    without Celery or the API (``runner``), or the plain fit in a process as the pool
+    child is one: forked from one that imported the worker's Celery app, after the
+    warm-up fit (``pool``)."""
+    outs = [work / "a.json", work / "b.json"]
+    plain = [sys.executable, str(ROOT / "bench" / "digits.py")]
+    other = [sys.executable, "-m", "bench.epoch_gap", "--child", against]
+    commands = [plain if against == "plain" else other, plain]
+    procs = [
+        subprocess.Popen(
+            [*command, str(out), str(epochs)],
+            cwd=ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for command, out in zip(commands, outs, strict=True)
+    ]
+    a, b = (proc.pid for proc in procs)
+    _send(_tree(b), signal.SIGSTOP)
+    turns = take_turns(  # a process and its children: fork and pool fit in a child
+        lambda: _tree(a),
+        lambda: _tree(b),
+        lambda: any(p.poll() is not None for p in procs),
+        quantum,
+    )
+    for proc in procs:
+        if proc.wait(timeout=3600) != 0:
+            raise RuntimeError(f"{proc.args!r} failed")
+    data = [json.loads(out.read_text()) for out in outs]
+    return {
+        "service_cpu_s": {},
+        "turns": turns,
+        **{
+            side: list(zip(d["epoch_s"], d["epoch_end"], strict=True))
+            for side, d in zip(("service", "plain"), data, strict=True)
+        },
+    }
+
+
+class SlicedRun:
+    """The plain script and a job through ``fitq up``, trained at the same time in turns.
+
+    ``fitq up`` (API, worker, pool child, dispatcher) and the client that submitted the
+    job form one group; the plain script the other. Every ``quantum`` seconds one group
+    is stopped (SIGSTOP) and the other continued (SIGCONT), so that the two fits take
+    turns on the machine, seconds apart, and a drift in the machine's speed falls on
+    both alike. An epoch that a stop fell into lasts at least a quantum and is left out;
+    every other epoch ran with its group alone on the machine.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        epochs: int,
+        quantum: float,
+        follow: bool,
+        hold: bool = False,
+    ) -> None:
+        self.work, self.epochs, self.quantum, self.follow = work, epochs, quantum, follow
+        self.hold = hold
+        self.data = data = work / "service"
+        data.mkdir(parents=True)
+        port = free_port()
+        self.env = {
+            **os.environ,
+            "FITQ_DATA_DIR": str(data),
+            "FITQ_API_URL": f"http://127.0.0.1:{port}",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.fitq = str(Path(sys.executable).with_name("fitq"))
+        self.log = open(work / "service.log", "wb")  # noqa: SIM115 - closed in close()
+        self.up = subprocess.Popen(
+            [self.fitq, "up", "--port", str(port), "--queues", QUEUE],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.http = httpx.Client(base_url=self.env["FITQ_API_URL"], timeout=30)
+        self.client: subprocess.Popen[bytes] | None = None
+
+    def _wait(self, check: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if check():
+                    return
+            time.sleep(0.25)
+        raise RuntimeError(f"timed out waiting for {what}; see {self.work / 'service.log'}")
+
+    def _status(self, job_id: str) -> str:
+        return str(self.http.get(f"/v1/jobs/{job_id}").json()["status"])
+
+    def _quiet(self, seconds: float = 2.0) -> None:
+        """Waits until the service has used under 2 % of a core for ``seconds``."""
+        last = _busy(_tree(self.up.pid))
+
+        def check() -> bool:
+            nonlocal last
+            time.sleep(seconds)
+            now = _busy(_tree(self.up.pid))
+            quiet, last = now - last < 0.02 * seconds, now
+            return quiet
+
+        self._wait(check, 120, "the service to go idle")
+
+    def warm(self) -> None:
+        """Waits for the API, runs a small job, and waits for the fresh pool child."""
+        self._wait(lambda: self.http.get("/readyz").status_code == 200, 120, "/readyz")
+        warm = self.http.post("/v1/jobs", json=SMALL_JOB).json()["id"]
+        self._wait(lambda: self._status(warm) in FINISHED, 180, "the warm-up job")
+        self._quiet()
+
+    def _submit(self) -> str:
+        """Submits the long digits job, followed by ``fitq submit --follow`` or not;
+        returns its id once it is queued."""
+        spec = digits_job()
+        spec["fit"]["epochs"] = self.epochs
+        spec_file = self.work / "digits-job.json"
+        spec_file.write_text(json.dumps(spec))
+        if self.follow:  # as a person at the terminal, or a CI job, watches it
+            self.client = subprocess.Popen(
+                [self.fitq, "submit", str(spec_file), "--follow", "--timeout", "7200"],
+                env=self.env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            self.http.post("/v1/jobs", json=spec).raise_for_status()
+        box: dict[str, Any] = {}
+
+        def queued() -> bool:
+            box["job"] = self.http.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
+            return bool(box["job"]["name"] == spec["name"])
+
+        self._wait(queued, 60, "the job")
+        return str(box["job"]["id"])
+
+    def _hold(self, job_id: str) -> list[psutil.Process]:
+        """With ``hold``: once the job runs, stops the API and the worker's parent."""
+        if not self.hold:
+            return []
+        self._wait(lambda: self._status(job_id) == "running", 120, "the job to start")
+        roles = _roles(self.up.pid, None)
+        held = [psutil.Process(pid) for pid, role in roles.items() if role != "pool child"]
+        _send(held, signal.SIGSTOP)
+        return held
+
+    def run(self) -> dict[str, Any]:
+        job_id = self._submit()
+        held = self._hold(job_id)
+        kept = {proc.pid for proc in held}
+        out = self.work / "plain.json"
+        plain = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "digits.py"), str(out), str(self.epochs)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        plain_group = [psutil.Process(plain.pid)]
+        _send(plain_group, signal.SIGSTOP)
+        # The job has trained once its model is saved: looked for while the service is
+        # stopped, by this process alone.
+        trained = Settings(data_dir=self.data).job_dir(job_id) / FINAL_MODEL_FILE
+        cpu0 = self._cpu()
+        cpu = dict(cpu0)
+
+        def stopped() -> None:
+            cpu.update(self._cpu())  # exact: nothing of the service runs
+
+        turns = take_turns(
+            lambda: [proc for proc in self._service() if proc.pid not in kept],
+            lambda: plain_group,
+            lambda: plain.poll() is not None or trained.exists(),
+            self.quantum,
+            stopped,
+        )
+        _send(held, signal.SIGCONT)
+        plain.wait(timeout=3600)
+        self._wait(lambda: self._status(job_id) in FINISHED, 600, "the job to end")
+        if self.client is not None:
+            self.client.wait(timeout=60)
+        job = self.http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] != "succeeded" or plain.returncode != 0:
+            raise RuntimeError(f"job {job['status']}, plain exit {plain.returncode}")
+        rows = self.http.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
+        plain_data = json.loads(out.read_text())
+        used: dict[str, float] = {}
+        for key, seconds in cpu.items():
+            role = key[1]
+            used[role] = used.get(role, 0.0) + seconds - cpu0.get(key, 0.0)
+        return {
+            "service_cpu_s": used,
+            "turns": turns,
+            "service": [(r["duration_s"], parse_ts(r["recorded_at"]).timestamp()) for r in rows],
+            "plain": list(zip(plain_data["epoch_s"], plain_data["epoch_end"], strict=True)),
+        }
+
+    def _service(self) -> list[psutil.Process]:
+        return [*_tree(self.up.pid), *(_tree(self.client.pid) if self.client else [])]
+
+    def _cpu(self) -> dict[tuple[int, str], float]:
+        out = {}
+        client = self.client.pid if self.client else None
+        for pid, role in _roles(self.up.pid, client).items():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                out[(pid, role)] = times.user + times.system
+        return out
+
+    def close(self) -> None:
+        _send(_tree(self.up.pid), signal.SIGCONT)
+        if self.client is not None and self.client.poll() is None:
+            self.client.kill()
+        if self.up.poll() is None:
+            self.up.send_signal(signal.SIGINT)
+            try:
+                self.up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                _send(_tree(self.up.pid), signal.SIGKILL)
+        self.http.close()
+        self.log.close()
+
+
+def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
+    """Each side's epochs that ran whole in one turn (the first epoch left out), paired by
+    cycle (a service turn and the plain turn after it); the ratio of the two means, the
+    median of the cycles' ratios, and a bootstrap 95 % interval over cycles."""
+    starts = [t for t, who in run["turns"] if who == "service"]
+    limit = quantum / 2
+    per_cycle: dict[str, dict[int, list[float]]] = {"service": {}, "plain": {}}
+    kept: dict[str, list[float]] = {"service": [], "plain": []}
+    for side in ("service", "plain"):
+        for span, end in run[side][1:]:
+            if span >= limit:
+                continue
+            kept[side].append(span)
+            cycle = bisect.bisect_right(starts, end) - 1
+            per_cycle[side].setdefault(cycle, []).append(span)
+    cycles = sorted(set(per_cycle["service"]) & set(per_cycle["plain"]))
+    logs = [
+        math.log(
+            statistics.fmean(per_cycle["service"][c]) / statistics.fmean(per_cycle["plain"][c])
+        )
+        for c in cycles
+    ]
+    rng = random.Random(0)
+    boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+    service_turns = sum(
+        b[0] - a[0]
+        for a, b in zip(run["turns"], run["turns"][1:], strict=False)
+        if a[1] == "service"
+    )
+    summary = {
+        "quantum_s": quantum,
+        "service_turns_s": service_turns,
+        "service_cpu_s": run["service_cpu_s"],
+        "epochs_kept": {side: len(v) for side, v in kept.items()},
+        "epochs_total": {side: len(run[side]) for side in ("service", "plain")},
+        "mean_ms": {side: statistics.fmean(v) * 1000 for side, v in kept.items()},
+        "median_ms": {side: statistics.median(v) * 1000 for side, v in kept.items()},
+        "ratio_of_means": statistics.fmean(kept["service"]) / statistics.fmean(kept["plain"]),
+        "cycles": len(cycles),
+        "cycle_ratio_median": math.exp(statistics.median(logs)),
+        "cycle_ratio_geomean": math.exp(statistics.fmean(logs)),
+        "cycle_ratio_95": [math.exp(boots[50]), math.exp(boots[1949])],
+    }
+    print(
+        f"kept epochs: service {len(kept['service'])}/{len(run['service'])}, plain "
+        f"{len(kept['plain'])}/{len(run['plain'])}; mean service "
+        f"{summary['mean_ms']['service']:.1f} ms, plain {summary['mean_ms']['plain']:.1f} ms: "
+        f"ratio {summary['ratio_of_means']:.4f}; over {len(cycles)} cycles: geometric mean "
+        f"{summary['cycle_ratio_geomean']:.4f} (95 % {summary['cycle_ratio_95'][0]:.4f} to "
+        f"{summary['cycle_ratio_95'][1]:.4f}), median {summary['cycle_ratio_median']:.4f}",
+        flush=True,
+    )
+    print(
+        f"in {service_turns:.0f} s of the service's turns: "
+        + ", ".join(f"{role} {used:.2f} CPU-s" for role, used in run["service_cpu_s"].items()),
+        flush=True,
+    )
+    return summary
 
 
 # --------------------------------------------------------------------------- report
@@ -220,11 +595,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", default=None, help="comma-separated; the first is the base")
     parser.add_argument("--contexts", action="store_true", help="the process arms")
     parser.add_argument("--nice", type=int, default=None, help="the API's and client's")
+    parser.add_argument("--sliced", action="store_true", help="the two fits in turns")
+    parser.add_argument("--epochs", type=int, default=400, help="with --sliced")
+    parser.add_argument("--quantum", type=float, default=2.0, help="with --sliced: seconds a turn")
+    parser.add_argument("--unwatched", action="store_true", help="with --sliced: nobody follows")
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="with --sliced: the API and the worker's parent stopped while the job trains",
+    )
+    parser.add_argument(
+        "--against",
+        choices=("service", "plain", "runner", "pool"),
+        default="service",
+        help="with --sliced: what takes turns with the plain script",
+    )
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        context_child(args.child[0], Path(args.child[1]))
+        context_child(args.child[0], Path(args.child[1]), *map(int, args.child[2:3]))
+        return
+    if args.sliced and args.against != "service":
+        with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
+            raw = processes_run(Path(tmp), args.epochs, args.quantum, args.against)
+        summary = sliced_report(raw, args.quantum) | {"raw": raw}
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
+        return
+    if args.sliced:
+        with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
+            sliced = SlicedRun(Path(tmp), args.epochs, args.quantum, not args.unwatched, args.hold)
+            try:
+                sliced.warm()
+                raw = sliced.run()
+                summary = sliced_report(raw, args.quantum) | {"raw": raw}
+            finally:
+                sliced.close()
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
         return
     default = "plain,warm,fork,runner" if args.contexts else "plain,job,followed"
     arms = (args.arms or default).split(",")

@@ -13,7 +13,6 @@ fitq token create --name NAME [--admin]    a bearer token (also: token list, tok
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -21,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,9 +34,6 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 WORKER_STOP_SECONDS = 30
-# fitq up's API and dispatcher share the machine with training: at this niceness the
-# kernel gives training's threads the CPU first (docs/benchmarks.md, steady epochs).
-API_NICE = 10
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -116,18 +111,6 @@ def _serve_api(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def _lower_priority(niceness: int) -> None:
-    """Adds ``niceness`` to this process's every thread (Linux sets it per thread)."""
-    if niceness <= 0:
-        return
-    tasks = Path("/proc/self/task")
-    ids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    for tid in ids:
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            now = os.getpriority(os.PRIO_PROCESS, tid)
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + niceness))
-
-
 def _dispatcher_thread(settings: Settings) -> threading.Event:
     from core.db import make_engine, make_session_factory
     from dispatcher.dispatch import run_forever
@@ -149,29 +132,17 @@ def _dispatcher_thread(settings: Settings) -> threading.Event:
 @click.option(
     "--queues", default="default", metavar="QUEUES", help="queues the worker takes (default)"
 )
-@click.option(
-    "--api-nice",
-    type=click.IntRange(0, 19),
-    default=API_NICE,
-    show_default=True,
-    metavar="N",
-    help="niceness of the API and the dispatcher, so that on this machine they yield the "
-    "CPU to training; 0 keeps them at the worker's",
-)
-def up(host: str, port: int, queues: str, api_nice: int) -> int:
+def up(host: str, port: int, queues: str) -> int:
     """migrate, then run the API and one worker"""
     from core.settings import get_settings
 
     settings = get_settings()
     _migrate(settings)
+    stop_dispatcher = _dispatcher_thread(settings)
     worker = spawn(
         ["worker", "--queues", queues],
         {**os.environ, "FITQ_DATA_DIR": str(settings.resolved_data_dir)},
     )
-    # After the worker started, before any thread of the API's or the dispatcher's
-    # (a thread takes its niceness from the thread that starts it).
-    _lower_priority(api_nice)
-    stop_dispatcher = _dispatcher_thread(settings)
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt

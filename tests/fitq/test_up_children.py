@@ -10,7 +10,6 @@ which starts one worker per GPU, is held to the same.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -167,23 +166,6 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 def test_sigkill_of_fitq_up_stops_every_process_it_started(up: Up) -> None:
     up.kill(at_least=2)  # the worker and its pool process
-
-
-def niceness(pid: int) -> set[int]:
-    """The niceness of each thread of ``pid`` (Linux keeps one per thread)."""
-    values = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
-    return values
-
-
-def test_fitq_up_runs_its_api_and_dispatcher_below_the_training(up: Up) -> None:
-    worker, *pool = descendants(up.proc.pid)
-    assert "worker" in command_line(worker) and pool, [command_line(p) for p in pool]
-    assert niceness(up.proc.pid) == {10}, "every thread of the API and the dispatcher"
-    for pid in (worker, *pool):
-        assert niceness(pid) == {0}, command_line(pid)
 
 
 def test_sigkill_of_fitq_up_while_a_job_trains_stops_the_training_process(up: Up) -> None:
