@@ -24,8 +24,16 @@ reporting callback and a ``JobWriter`` on SQLite (``runner``).
 children keep theirs): on a machine with few cores, the CPU that serving a watched job
 takes then yields to training.
 
+Time slices (``--sliced``): the plain script and one long job through a real ``fitq up``
+train at the same time, in turns (``SlicedRun``, ``take_turns``): epochs seconds apart
+are compared, which cancels the drift that makes single runs spread by 10 to 25 % here.
+``--against plain|runner|pool`` puts a process in the service's place (``processes_run``);
+``--hold`` keeps the API and the worker's parent stopped while the job trains.
+
     python -m bench.epoch_gap [--rounds 6] [--arms plain,job,followed] [--nice 10]
     python -m bench.epoch_gap --contexts [--rounds 6] [--arms plain,warm,fork,runner]
+    python -m bench.epoch_gap --sliced [--epochs 400] [--quantum 2] [--unwatched] [--hold]
+    python -m bench.epoch_gap --sliced --against plain|runner|pool [--epochs 400]
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 WORKER_STOP_SECONDS = 30
+# On SIGTERM or Ctrl-C the API answers the requests under way for this long, then closes
+# what is still open: the event streams, which never end by themselves while a job runs
+# (their clients reconnect, from where they were, to the next API).
+SHUTDOWN_GRACE_SECONDS = 5
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -107,7 +111,13 @@ def _serve_api(settings: Settings, host: str, port: int) -> int:
             "(FITQ_AUTH=on to require tokens)",
             flush=True,
         )
-    uvicorn.run(create_app(settings, host=host), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings, host=host),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
     return 0
 
 
