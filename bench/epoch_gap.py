@@ -68,6 +68,7 @@ from bench.run import (  # noqa: E402
     SMALL_JOB,
     BenchService,
     EmbeddedDefault,
+    cpu_seconds,
     digits_job,
     parse_ts,
     run_plain,
@@ -239,12 +240,7 @@ def _roles(up: int, client: int | None) -> dict[int, str]:
 
 
 def _busy(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
+    return sum(cpu_seconds(proc.pid) or 0.0 for proc in procs)
 
 
 def take_turns(
@@ -486,9 +482,9 @@ class SlicedRun:
         out = {}
         client = self.client.pid if self.client else None
         for pid, role in _roles(self.up.pid, client).items():
-            with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                out[(pid, role)] = times.user + times.system
+            used = cpu_seconds(pid)
+            if used is not None:
+                out[(pid, role)] = used
         return out
 
     def close(self) -> None:
