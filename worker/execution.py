@@ -23,6 +23,7 @@ from storage.models import CONFIG, WEIGHTS, model_key
 from storage.retention import after_end
 from storage.uploads import dataset_key, datasets_dir
 from worker.cancel_watch import CancelWatch
+from worker.fresh_stack import on_fresh_stack
 from worker.jobstore import Claim, JobStore, LostOwnership
 from worker.writer import JobWriter
 
@@ -164,7 +165,8 @@ def _train(
         files.fetch_folder(BACKUP_DIR)  # an earlier attempt's, maybe from another host
     ended = functools.partial(retire, store, settings)
     with CancelWatch(store, settings.progress_interval, job_dir / LOG_FILE, ended) as watch:
-        outcome = train(
+        outcome = on_fresh_stack(  # fit() as few frames deep as in a script: faster ops
+            train,
             spec,
             job_dir,
             writer,
@@ -245,7 +247,8 @@ def _use_model(
     fetch_datasets(settings, [run.data])
     ended = functools.partial(retire, store, settings)
     with CancelWatch(store, settings.progress_interval, job_dir / LOG_FILE, ended):
-        outcome = use_model(
+        outcome = on_fresh_stack(
+            use_model,
             run,
             parent,
             model or settings.job_dir(claim.parent_job_id) / FINAL_MODEL_FILE,

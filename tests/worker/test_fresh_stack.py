@@ -1,0 +1,95 @@
+"""``on_fresh_stack``: the job's training runs on a new thread, a few frames deep, and
+its caller sees what it returned or raised, and still handles signals meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import pytest
+
+from worker.fresh_stack import on_fresh_stack
+
+
+def _depth() -> int:
+    frame: FrameType | None = sys._getframe(1)
+    depth = 0
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return depth
+
+
+def _nested(levels: int) -> tuple[int, int]:
+    """Calls ``on_fresh_stack`` ``levels`` frames deeper than here; returns the depth
+    the caller was at and the depth the function ran at."""
+    if levels:
+        return _nested(levels - 1)
+    return _depth(), on_fresh_stack(_depth)
+
+
+def test_the_function_runs_on_another_thread_at_a_scripts_depth() -> None:
+    outer, inner = _nested(40)
+    assert outer > 45  # pytest's own frames, and the 40 above
+    assert inner <= 4  # the thread's start, its run(), the function
+    name = on_fresh_stack(lambda: threading.current_thread().name)
+    assert name == "fitq-train" and name != threading.current_thread().name
+
+
+def test_the_thread_blocks_the_signals_python_handles() -> None:
+    # Else Linux may hand such a signal to it, and the waiting caller never runs the
+    # handler; signals without a Python handler keep their process-wide action.
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set from the main thread only")
+    before = signal.signal(signal.SIGUSR2, lambda *_: None)
+    try:
+        blocked = on_fresh_stack(signal.pthread_sigmask, signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    assert signal.SIGUSR2 in blocked
+    assert signal.SIGSEGV not in blocked
+
+
+def test_it_returns_the_value_and_passes_arguments() -> None:
+    assert on_fresh_stack(lambda a, b=0: (a, b), 1, b=2) == (1, 2)
+
+
+def test_it_raises_what_the_function_raised_with_its_traceback() -> None:
+    class Stop(Exception):
+        pass
+
+    error = Stop("epoch 3")
+
+    def fails() -> None:
+        raise error
+
+    with pytest.raises(Stop) as caught:
+        on_fresh_stack(fails)
+    assert caught.value is error
+    assert "fails" in [entry.name for entry in caught.traceback]
+
+
+def test_the_caller_handles_a_signal_while_it_waits() -> None:
+    # The worker's SIGUSR2 handler (put the job back) is set in the pool process's main
+    # thread; the training loop, on the fresh thread, must see what it sets.
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set from the main thread only")
+    asked = threading.Event()
+    before = signal.signal(signal.SIGUSR2, lambda *_: asked.set())
+
+    def trains() -> str:
+        deadline = time.monotonic() + 30
+        while not asked.is_set():
+            if time.monotonic() > deadline:
+                return "never asked"
+            time.sleep(0.01)
+        return "put back"
+
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+        assert on_fresh_stack(trains) == "put back"
+    finally:
+        signal.signal(signal.SIGUSR2, before)

@@ -1,0 +1,56 @@
+"""Runs a job's training on a fresh thread, at the call depth of a plain script.
+
+TensorFlow takes a Python stack trace, up to a bounded number of frames, for the ops
+it runs (profiles show ``tensorflow::StackTrace::Capture`` and CPython's frame and
+line-number walk), so every op costs more the deeper the Python stack it is called
+from, until that bound: measured, an eager op takes 16.9 µs called from the top of a
+script and 18.5 µs 30 frames deeper, no more at 60. A pool process of the worker runs
+its task about 20 frames deep (it is forked from billiard's supervisor thread and
+keeps that thread's stack, under Celery's tracer and fitq's own calls): the digits fit
+trained there 4 to 5 % slower per steady epoch than the same fit in a plain script.
+A new thread's stack starts empty; ``fit()`` is then called as few frames deep as a
+script calls it (docs/benchmarks.md, "Time slices").
+
+The calling thread waits, and still handles signals meanwhile: Python runs a signal
+handler in the process's main thread, interrupting its wait in ``join()``, so a SIGUSR2
+that asks a job to put itself back reaches the training loop as before. The new thread
+(and the threads TensorFlow starts from it) blocks every signal that has a Python
+handler, so that Linux delivers such a signal to a thread that can run the handler.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+
+
+class _Run(threading.Thread):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        super().__init__(name="fitq-train", daemon=True)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.handled = {s for s in signal.valid_signals() if callable(signal.getsignal(s))}
+
+    def run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.handled)
+        try:
+            self.result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            self.error = exc
+
+
+def on_fresh_stack(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on a new thread; returns what it returned and raises what
+    it raised (with its own traceback), in the calling thread."""
+    run = _Run(fn, args, kwargs)
+    run.start()
+    run.join()
+    if run.error is not None:
+        error, run.error = run.error, None
+        raise error
+    return cast(T, run.result)
