@@ -27,13 +27,23 @@ takes then yields to training.
 Time slices (``--sliced``): the plain script and one long job through a real ``fitq up``
 train at the same time, in turns (``SlicedRun``, ``take_turns``): epochs seconds apart
 are compared, which cancels the drift that makes single runs spread by 10 to 25 % here.
-``--against plain|runner|pool`` puts a process in the service's place (``processes_run``);
-``--hold`` keeps the API and the worker's parent stopped while the job trains.
+``--against`` puts a process in the service's place (``processes_run``): a second plain
+script, fitq's runner, the plain fit forked from a process that imported the worker's
+app (from its main thread, ``pool``, or another thread, ``pool-thread``), fitq's runner
+so forked (``pool-runner``), or the plain fit as a Celery task in a live worker's pool
+process, called where the task runs (``celery``) or on a fresh thread (``celery-fresh``,
+as fitq's worker trains: ``worker.fresh_stack``). ``--hold`` keeps the API and the
+worker's parent stopped while the job trains.
+
+Stack depth (``--depth``): the digits fit in one process with ``fit()`` called that many
+extra Python frames deep in turn, 5 rounds per ``--rounds`` (``depth_run``).
 
     python -m bench.epoch_gap [--rounds 6] [--arms plain,job,followed] [--nice 10]
     python -m bench.epoch_gap --contexts [--rounds 6] [--arms plain,warm,fork,runner]
     python -m bench.epoch_gap --sliced [--epochs 400] [--quantum 2] [--unwatched] [--hold]
     python -m bench.epoch_gap --sliced --against plain|runner|pool [--epochs 400]
+    python -m bench.epoch_gap --sliced --against pool-thread|pool-runner|celery|celery-fresh
+    python -m bench.epoch_gap --depth 0,30,90 [--rounds 6]
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,15 +139,20 @@ class ServiceArms:
 # --------------------------------------------------------------------------- contexts
 
 
+def _warm() -> None:
+    """What the pool child does before its first job (``worker.celery_app._warm_up``)."""
+    from worker.devices import configure
+    from worker.training.runner import warm_up
+
+    configure(1)
+    warm_up()
+
+
 def _plain_fit(out: Path, warm: bool, epochs: int = 20) -> None:
     from bench.digits import SEED, EpochClock, digits_arrays, digits_model, fit_digits, seed
 
     if warm:
-        from worker.devices import configure
-        from worker.training.runner import warm_up
-
-        configure(1)
-        warm_up()
+        _warm()
     seed(SEED)
     data, model, clock = digits_arrays(), digits_model(), EpochClock()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -174,18 +190,36 @@ def _runner_fit(out: Path, epochs: int) -> None:
 def context_child(arm: str, out: Path, epochs: int = 20) -> None:
     """One fit, in this fresh process, in the context ``arm`` names."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if arm in ("fork", "pool"):
+    if arm in ("fork", "pool", "pool-runner", "pool-thread"):
         import worker.celery_app  # noqa: F401  what the worker's parent has imported
 
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _plain_fit(out, warm=arm == "pool", epochs=epochs)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+        def forked() -> None:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    if arm == "pool-runner":
+                        _warm()
+                        _runner_fit(out, epochs)
+                    else:
+                        _plain_fit(out, warm=arm != "fork", epochs=epochs)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+
+        if arm == "pool-thread":  # forked from a thread other than the main one
+            thread = threading.Thread(target=forked)
+            thread.start()
+            thread.join()
+        else:
+            forked()
     elif arm == "runner":
         _runner_fit(out, epochs)
+    elif arm in ("celery", "celery-fresh"):
+        with tempfile.TemporaryDirectory(prefix="fitq-celery-") as tmp:
+            os.environ["FITQ_DATA_DIR"] = tmp  # before the worker's app reads its settings
+            from bench import celery_fit
+
+            celery_fit.run(out, epochs, fresh=arm == "celery-fresh")
     elif arm in ("plain", "warm"):
         _plain_fit(out, warm=arm == "warm", epochs=epochs)
     else:
@@ -561,6 +595,49 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
     return summary
 
 
+# --------------------------------------------------------------------------- stack depth
+
+
+def _deeper(levels: int, fn: Callable[[], Any]) -> Any:
+    return fn() if levels == 0 else _deeper(levels - 1, fn)
+
+
+def depth_run(depths: list[int], n: int, epochs: int = 4) -> dict[str, Any]:
+    """The digits fit in this one process, ``fit()`` called ``depths`` extra Python frames
+    deep in turn (the first is the base), ``n`` rounds of ``epochs`` epochs each in an
+    order that alternates; each round's figure is the median of its epochs 2 on. Reports
+    each depth's geometric-mean ratio to the base over rounds, with a bootstrap 95 %
+    interval. One process and fits seconds apart: drift falls on every depth alike."""
+    from bench.digits import SEED, EpochClock, digits_arrays, digits_model, fit_digits, seed
+
+    seed(SEED)
+    data, model = digits_arrays(), digits_model()
+    medians: dict[int, list[float]] = {d: [] for d in depths}
+    for i in range(n):
+        for d in depths if i % 2 == 0 else depths[::-1]:
+            clock = EpochClock()
+            with contextlib.redirect_stdout(io.StringIO()):
+                _deeper(d, lambda c=clock: fit_digits(model, data, [c], epochs))
+            medians[d].append(statistics.median(clock.spans[1:]))
+    base = medians[depths[0]]
+    summary: dict[str, Any] = {"rounds": n, "median_ms": {}, "ratio": {}}
+    for d in depths:
+        summary["median_ms"][d] = statistics.median(medians[d]) * 1000
+        if d == depths[0]:
+            continue
+        logs = [math.log(a / b) for a, b in zip(medians[d], base, strict=True)]
+        rng = random.Random(0)
+        boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+        ratio = [math.exp(statistics.fmean(logs)), math.exp(boots[50]), math.exp(boots[1949])]
+        summary["ratio"][d] = ratio
+        print(
+            f"{d} frames deeper than {depths[0]}: {ratio[0]:.4f} (95 % {ratio[1]:.4f} to "
+            f"{ratio[2]:.4f}) over {n} rounds",
+            flush=True,
+        )
+    return summary
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -593,7 +670,7 @@ def report(results: dict[str, list[float]]) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--arms", default=None, help="comma-separated; the first is the base")
@@ -610,43 +687,54 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--against",
-        choices=("service", "plain", "runner", "pool"),
+        choices=(
+            *("service", "plain", "runner", "pool", "pool-runner", "pool-thread"),
+            *("celery", "celery-fresh"),
+        ),
         default="service",
         help="with --sliced: what takes turns with the plain script",
     )
+    parser.add_argument(
+        "--depth", default=None, help="comma-separated extra frames under fit(), in one process"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _sliced(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
+        if args.against != "service":
+            raw = processes_run(Path(tmp), args.epochs, args.quantum, args.against)
+            return sliced_report(raw, args.quantum) | {"raw": raw}
+        sliced = SlicedRun(Path(tmp), args.epochs, args.quantum, not args.unwatched, args.hold)
+        try:
+            sliced.warm()
+            raw = sliced.run()
+            return sliced_report(raw, args.quantum) | {"raw": raw}
+        finally:
+            sliced.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.child:
         context_child(args.child[0], Path(args.child[1]), *map(int, args.child[2:3]))
         return
-    if args.sliced and args.against != "service":
+    if args.depth:
+        summary = depth_run([int(d) for d in args.depth.split(",")], args.rounds * 5)
+    elif args.sliced:
+        summary = _sliced(args)
+    else:
+        default = "plain,warm,fork,runner" if args.contexts else "plain,job,followed"
+        arms = (args.arms or default).split(",")
         with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
-            raw = processes_run(Path(tmp), args.epochs, args.quantum, args.against)
-        summary = sliced_report(raw, args.quantum) | {"raw": raw}
-        if args.json:
-            args.json.write_text(json.dumps(summary, indent=2))
-        return
-    if args.sliced:
-        with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
-            sliced = SlicedRun(Path(tmp), args.epochs, args.quantum, not args.unwatched, args.hold)
+            work = Path(tmp)
+            runner: Any = ContextArms(work) if args.contexts else ServiceArms(work, args.nice)
             try:
-                sliced.warm()
-                raw = sliced.run()
-                summary = sliced_report(raw, args.quantum) | {"raw": raw}
+                summary = report(rounds(runner, arms, args.rounds))
             finally:
-                sliced.close()
-        if args.json:
-            args.json.write_text(json.dumps(summary, indent=2))
-        return
-    default = "plain,warm,fork,runner" if args.contexts else "plain,job,followed"
-    arms = (args.arms or default).split(",")
-    with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
-        runner: Any = ContextArms(Path(tmp)) if args.contexts else ServiceArms(Path(tmp), args.nice)
-        try:
-            summary = report(rounds(runner, arms, args.rounds))
-        finally:
-            runner.close()
+                runner.close()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
