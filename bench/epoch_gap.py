@@ -35,8 +35,8 @@ process, called where the task runs (``celery``) or on a fresh thread (``celery-
 as fitq's worker trains: ``worker.fresh_stack``). ``--hold`` keeps the API and the
 worker's parent stopped while the job trains.
 
-Stack depth (``--depth``): the digits fit in one process with ``fit()`` called that many
-extra Python frames deep in turn, 5 rounds per ``--rounds`` (``depth_run``).
+Stack depth (``--depth``): what an eager op costs called that many extra Python frames
+deep, in one process, in turns, 5 rounds per ``--rounds`` (``depth_run``).
 
     python -m bench.epoch_gap [--rounds 6] [--arms plain,job,followed] [--nice 10]
     python -m bench.epoch_gap --contexts [--rounds 6] [--arms plain,warm,fork,runner]
@@ -551,14 +551,15 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
             cycle = bisect.bisect_right(starts, end) - 1
             per_cycle[side].setdefault(cycle, []).append(span)
     cycles = sorted(set(per_cycle["service"]) & set(per_cycle["plain"]))
-    logs = [
-        math.log(
-            statistics.fmean(per_cycle["service"][c]) / statistics.fmean(per_cycle["plain"][c])
-        )
-        for c in cycles
-    ]
-    rng = random.Random(0)
-    boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+
+    def paired(of: Callable[[list[float]], float]) -> tuple[list[float], list[float]]:
+        """Each cycle's log ratio of ``of`` its epochs, and a sorted bootstrap of their mean."""
+        logs = [math.log(of(per_cycle["service"][c]) / of(per_cycle["plain"][c])) for c in cycles]
+        rng = random.Random(0)
+        return logs, sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+
+    logs, boots = paired(statistics.fmean)
+    median_logs, median_boots = paired(statistics.median)
     service_turns = sum(
         b[0] - a[0]
         for a, b in zip(run["turns"], run["turns"][1:], strict=False)
@@ -577,6 +578,9 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
         "cycle_ratio_median": math.exp(statistics.median(logs)),
         "cycle_ratio_geomean": math.exp(statistics.fmean(logs)),
         "cycle_ratio_95": [math.exp(boots[50]), math.exp(boots[1949])],
+        # Each cycle's median epochs compared instead: less moved by the slowest epochs.
+        "cycle_median_ratio_geomean": math.exp(statistics.fmean(median_logs)),
+        "cycle_median_ratio_95": [math.exp(median_boots[50]), math.exp(median_boots[1949])],
     }
     print(
         f"kept epochs: service {len(kept['service'])}/{len(run['service'])}, plain "
@@ -584,7 +588,9 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
         f"{summary['mean_ms']['service']:.1f} ms, plain {summary['mean_ms']['plain']:.1f} ms: "
         f"ratio {summary['ratio_of_means']:.4f}; over {len(cycles)} cycles: geometric mean "
         f"{summary['cycle_ratio_geomean']:.4f} (95 % {summary['cycle_ratio_95'][0]:.4f} to "
-        f"{summary['cycle_ratio_95'][1]:.4f}), median {summary['cycle_ratio_median']:.4f}",
+        f"{summary['cycle_ratio_95'][1]:.4f}), median {summary['cycle_ratio_median']:.4f}; "
+        f"of the cycles' median epochs: {summary['cycle_median_ratio_geomean']:.4f} (95 % "
+        f"{summary['cycle_median_ratio_95'][0]:.4f} to {summary['cycle_median_ratio_95'][1]:.4f})",
         flush=True,
     )
     print(
@@ -602,37 +608,38 @@ def _deeper(levels: int, fn: Callable[[], Any]) -> Any:
     return fn() if levels == 0 else _deeper(levels - 1, fn)
 
 
-def depth_run(depths: list[int], n: int, epochs: int = 4) -> dict[str, Any]:
-    """The digits fit in this one process, ``fit()`` called ``depths`` extra Python frames
-    deep in turn (the first is the base), ``n`` rounds of ``epochs`` epochs each in an
-    order that alternates; each round's figure is the median of its epochs 2 on. Reports
-    each depth's geometric-mean ratio to the base over rounds, with a bootstrap 95 %
-    interval. One process and fits seconds apart: drift falls on every depth alike."""
-    from bench.digits import SEED, EpochClock, digits_arrays, digits_model, fit_digits, seed
+def depth_run(depths: list[int], n: int, ops: int = 2000) -> dict[str, Any]:
+    """What an eager TensorFlow op costs called ``depths`` extra Python frames deep: in this
+    one process, ``n`` rounds in which each depth in turn times ``ops`` additions of two
+    small tensors; reports each depth's median time per op over rounds and its ratio to
+    the first depth's, with a bootstrap 95 % interval of the rounds' paired ratios."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
 
-    seed(SEED)
-    data, model = digits_arrays(), digits_model()
-    medians: dict[int, list[float]] = {d: [] for d in depths}
+    a = b = tf.ones((4,))
+
+    def timed() -> float:
+        started = time.perf_counter()
+        for _ in range(ops):
+            tf.add(a, b)
+        return (time.perf_counter() - started) / ops
+
+    _deeper(0, timed)  # the first call's one-off costs
+    per_op: dict[int, list[float]] = {d: [] for d in depths}
     for i in range(n):
         for d in depths if i % 2 == 0 else depths[::-1]:
-            clock = EpochClock()
-            with contextlib.redirect_stdout(io.StringIO()):
-                _deeper(d, lambda c=clock: fit_digits(model, data, [c], epochs))
-            medians[d].append(statistics.median(clock.spans[1:]))
-    base = medians[depths[0]]
-    summary: dict[str, Any] = {"rounds": n, "median_ms": {}, "ratio": {}}
+            per_op[d].append(_deeper(d, timed))
+    summary: dict[str, Any] = {"rounds": n, "ops": ops, "median_us": {}, "ratio": {}}
     for d in depths:
-        summary["median_ms"][d] = statistics.median(medians[d]) * 1000
-        if d == depths[0]:
-            continue
-        logs = [math.log(a / b) for a, b in zip(medians[d], base, strict=True)]
+        summary["median_us"][d] = statistics.median(per_op[d]) * 1e6
+        logs = [math.log(x / y) for x, y in zip(per_op[d], per_op[depths[0]], strict=True)]
         rng = random.Random(0)
         boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
         ratio = [math.exp(statistics.fmean(logs)), math.exp(boots[50]), math.exp(boots[1949])]
         summary["ratio"][d] = ratio
         print(
-            f"{d} frames deeper than {depths[0]}: {ratio[0]:.4f} (95 % {ratio[1]:.4f} to "
-            f"{ratio[2]:.4f}) over {n} rounds",
+            f"{d:4d} frames deeper: {summary['median_us'][d]:.2f} us an op; to {depths[0]}: "
+            f"{ratio[0]:.4f} (95 % {ratio[1]:.4f} to {ratio[2]:.4f}) over {n} rounds",
             flush=True,
         )
     return summary
@@ -695,7 +702,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with --sliced: what takes turns with the plain script",
     )
     parser.add_argument(
-        "--depth", default=None, help="comma-separated extra frames under fit(), in one process"
+        "--depth", default=None, help="comma-separated extra frames under an eager op"
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

@@ -2,14 +2,13 @@
 
 TensorFlow takes a Python stack trace, up to a bounded number of frames, for the ops
 it runs (profiles show ``tensorflow::StackTrace::Capture`` and CPython's frame and
-line-number walk), so every op costs more the deeper the Python stack it is called
-from, until that bound: measured, an eager op takes 16.9 µs called from the top of a
-script and 18.5 µs 30 frames deeper, no more at 60. A pool process of the worker runs
-its task about 20 frames deep (it is forked from billiard's supervisor thread and
-keeps that thread's stack, under Celery's tracer and fitq's own calls): the digits fit
-trained there 4 to 5 % slower per steady epoch than the same fit in a plain script.
-A new thread's stack starts empty; ``fit()`` is then called as few frames deep as a
-script calls it (docs/benchmarks.md, "Time slices").
+line-number walk), so what an op costs depends on the Python stack it is called from
+(``python -m bench.epoch_gap --depth``). A pool process of the worker runs its task
+some 20 frames deep: it is forked from billiard's supervisor thread and keeps that
+thread's stack, under Celery's tracer and fitq's own calls. A plain fit called there
+trained 4.5 % slower per steady epoch than the same fit in a plain script, and 0.8 %
+(within the measurement's interval) called on a fresh thread, whose stack starts
+empty (docs/benchmarks.md, "Steady epochs").
 
 The calling thread waits, and still handles signals meanwhile: Python runs a signal
 handler in the process's main thread, interrupting its wait in ``join()``, so a SIGUSR2
