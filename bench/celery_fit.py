@@ -33,10 +33,12 @@ def plain_fit(out: str, epochs: int, fresh: bool) -> None:
     from bench.epoch_gap import _plain_fit
     from worker.fresh_stack import on_fresh_stack
 
+    written = Path(f"{out}.part")  # renamed once whole: the sender waits for ``out``
     if fresh:
-        on_fresh_stack(_plain_fit, Path(out), warm=False, epochs=epochs)
+        on_fresh_stack(_plain_fit, written, warm=False, epochs=epochs)
     else:
-        _plain_fit(Path(out), warm=False, epochs=epochs)
+        _plain_fit(written, warm=False, epochs=epochs)
+    os.replace(written, out)
 
 
 def _wait_for(path: Path, worker: subprocess.Popen[bytes], timeout: float) -> None:
@@ -67,7 +69,10 @@ def run(out: Path, epochs: int, fresh: bool = False) -> None:
         _wait_for(first, worker, 300)
         app.send_task("bench.plain_fit", args=[str(out), epochs, fresh], queue=QUEUE)
         _wait_for(out, worker, 7200)
-        time.sleep(0.5)  # the fit's process writes the file whole soon after it appears
     finally:
         worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -309,9 +309,11 @@ def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict
     """The plain script against another process in the service's place: a second plain
     script (``plain``: the method checked on itself, whose ratio should be 1 within its
     interval), fitq's runner with its reporting callback and a ``JobWriter`` on SQLite,
-    without Celery or the API (``runner``), or the plain fit in a process as the pool
-    child is one: forked from one that imported the worker's Celery app, after the
-    warm-up fit (``pool``)."""
+    without Celery or the API (``runner``), or the other arms of ``context_child``: the
+    plain fit forked from a process that imported the worker's Celery app, after the
+    warm-up fit (``pool``; from another thread, ``pool-thread``), the runner so forked
+    (``pool-runner``), the plain fit as a task of a live worker (``celery``; on a fresh
+    thread, ``celery-fresh``)."""
     outs = [work / "a.json", work / "b.json"]
     plain = [sys.executable, str(ROOT / "bench" / "digits.py")]
     other = [sys.executable, "-m", "bench.epoch_gap", "--child", against]

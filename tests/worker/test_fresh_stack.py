@@ -93,3 +93,26 @@ def test_the_caller_handles_a_signal_while_it_waits() -> None:
         assert on_fresh_stack(trains) == "put back"
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_signal_another_thread_took_is_handled_while_the_caller_waits() -> None:
+    # Linux may hand a process's signal to any thread that does not block it (the
+    # writer's, say); the waiting caller still runs its Python handler within a poll.
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set from the main thread only")
+    asked, done = threading.Event(), threading.Event()
+    before = signal.signal(signal.SIGUSR2, lambda *_: asked.set())
+    bystander = threading.Thread(target=done.wait)  # does not block SIGUSR2
+    bystander.start()
+
+    def trains() -> str:
+        assert bystander.ident is not None
+        signal.pthread_kill(bystander.ident, signal.SIGUSR2)
+        return "put back" if asked.wait(10) else "never asked"
+
+    try:
+        assert on_fresh_stack(trains) == "put back"
+    finally:
+        done.set()
+        bystander.join()
+        signal.signal(signal.SIGUSR2, before)
