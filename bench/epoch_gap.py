@@ -537,6 +537,18 @@ class SlicedRun:
         self.log.close()
 
 
+def _paired(
+    per_cycle: dict[str, dict[int, list[float]]],
+    cycles: list[int],
+    of: Callable[[list[float]], float],
+) -> tuple[list[float], list[float]]:
+    """Each cycle's log ratio (service over plain) of ``of`` its epochs, and a sorted
+    bootstrap of their mean."""
+    logs = [math.log(of(per_cycle["service"][c]) / of(per_cycle["plain"][c])) for c in cycles]
+    rng = random.Random(0)
+    return logs, sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+
+
 def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
     """Each side's epochs that ran whole in one turn (the first epoch left out), paired by
     cycle (a service turn and the plain turn after it); the ratio of the two means, the
@@ -553,15 +565,8 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
             cycle = bisect.bisect_right(starts, end) - 1
             per_cycle[side].setdefault(cycle, []).append(span)
     cycles = sorted(set(per_cycle["service"]) & set(per_cycle["plain"]))
-
-    def paired(of: Callable[[list[float]], float]) -> tuple[list[float], list[float]]:
-        """Each cycle's log ratio of ``of`` its epochs, and a sorted bootstrap of their mean."""
-        logs = [math.log(of(per_cycle["service"][c]) / of(per_cycle["plain"][c])) for c in cycles]
-        rng = random.Random(0)
-        return logs, sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
-
-    logs, boots = paired(statistics.fmean)
-    median_logs, median_boots = paired(statistics.median)
+    logs, boots = _paired(per_cycle, cycles, statistics.fmean)
+    median_logs, median_boots = _paired(per_cycle, cycles, statistics.median)
     service_turns = sum(
         b[0] - a[0]
         for a, b in zip(run["turns"], run["turns"][1:], strict=False)
