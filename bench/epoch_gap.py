@@ -537,16 +537,20 @@ class SlicedRun:
         self.log.close()
 
 
+def ratio_interval(logs: list[float]) -> tuple[float, float, float]:
+    """The geometric-mean ratio of paired log ratios and its bootstrap 95 % interval."""
+    rng = random.Random(0)
+    boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+    return math.exp(statistics.fmean(logs)), math.exp(boots[50]), math.exp(boots[1949])
+
+
 def _paired(
     per_cycle: dict[str, dict[int, list[float]]],
     cycles: list[int],
     of: Callable[[list[float]], float],
-) -> tuple[list[float], list[float]]:
-    """Each cycle's log ratio (service over plain) of ``of`` its epochs, and a sorted
-    bootstrap of their mean."""
-    logs = [math.log(of(per_cycle["service"][c]) / of(per_cycle["plain"][c])) for c in cycles]
-    rng = random.Random(0)
-    return logs, sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
+) -> list[float]:
+    """Each cycle's log ratio (service over plain) of ``of`` its epochs."""
+    return [math.log(of(per_cycle["service"][c]) / of(per_cycle["plain"][c])) for c in cycles]
 
 
 def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
@@ -565,8 +569,9 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
             cycle = bisect.bisect_right(starts, end) - 1
             per_cycle[side].setdefault(cycle, []).append(span)
     cycles = sorted(set(per_cycle["service"]) & set(per_cycle["plain"]))
-    logs, boots = _paired(per_cycle, cycles, statistics.fmean)
-    median_logs, median_boots = _paired(per_cycle, cycles, statistics.median)
+    logs = _paired(per_cycle, cycles, statistics.fmean)
+    by_means = ratio_interval(logs)
+    by_medians = ratio_interval(_paired(per_cycle, cycles, statistics.median))
     service_turns = sum(
         b[0] - a[0]
         for a, b in zip(run["turns"], run["turns"][1:], strict=False)
@@ -583,11 +588,11 @@ def sliced_report(run: dict[str, Any], quantum: float) -> dict[str, Any]:
         "ratio_of_means": statistics.fmean(kept["service"]) / statistics.fmean(kept["plain"]),
         "cycles": len(cycles),
         "cycle_ratio_median": math.exp(statistics.median(logs)),
-        "cycle_ratio_geomean": math.exp(statistics.fmean(logs)),
-        "cycle_ratio_95": [math.exp(boots[50]), math.exp(boots[1949])],
+        "cycle_ratio_geomean": by_means[0],
+        "cycle_ratio_95": list(by_means[1:]),
         # Each cycle's median epochs compared instead: less moved by the slowest epochs.
-        "cycle_median_ratio_geomean": math.exp(statistics.fmean(median_logs)),
-        "cycle_median_ratio_95": [math.exp(median_boots[50]), math.exp(median_boots[1949])],
+        "cycle_median_ratio_geomean": by_medians[0],
+        "cycle_median_ratio_95": list(by_medians[1:]),
     }
     print(
         f"kept epochs: service {len(kept['service'])}/{len(run['service'])}, plain "
@@ -640,9 +645,7 @@ def depth_run(depths: list[int], n: int, ops: int = 2000) -> dict[str, Any]:
     for d in depths:
         summary["median_us"][d] = statistics.median(per_op[d]) * 1e6
         logs = [math.log(x / y) for x, y in zip(per_op[d], per_op[depths[0]], strict=True)]
-        rng = random.Random(0)
-        boots = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(2000))
-        ratio = [math.exp(statistics.fmean(logs)), math.exp(boots[50]), math.exp(boots[1949])]
+        ratio = list(ratio_interval(logs))
         summary["ratio"][d] = ratio
         print(
             f"{d:4d} frames deeper: {summary['median_us'][d]:.2f} us an op; to {depths[0]}: "

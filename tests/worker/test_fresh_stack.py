@@ -8,11 +8,24 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 import pytest
 
 from worker.fresh_stack import on_fresh_stack
+
+
+@pytest.fixture
+def asked() -> Iterator[threading.Event]:
+    """A SIGUSR2 handler, as the worker sets one in the pool process's main thread, that
+    sets the event it yields; the earlier handler is put back after the test."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set from the main thread only")
+    event = threading.Event()
+    before = signal.signal(signal.SIGUSR2, lambda *_: event.set())
+    yield event
+    signal.signal(signal.SIGUSR2, before)
 
 
 def _depth() -> int:
@@ -39,16 +52,11 @@ def test_the_function_runs_on_another_thread_at_a_scripts_depth() -> None:
     assert name == "fitq-train" and name != threading.current_thread().name
 
 
-def test_the_thread_blocks_the_signals_python_handles() -> None:
-    # Else Linux may hand such a signal to it, and the waiting caller never runs the
-    # handler; signals without a Python handler keep their process-wide action.
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set from the main thread only")
-    before = signal.signal(signal.SIGUSR2, lambda *_: None)
-    try:
-        blocked = on_fresh_stack(signal.pthread_sigmask, signal.SIG_BLOCK, [])
-    finally:
-        signal.signal(signal.SIGUSR2, before)
+def test_the_thread_blocks_the_signals_python_handles(asked: threading.Event) -> None:
+    # Else Linux may hand such a signal to it, and the waiting caller runs the handler
+    # only at its next poll; signals without a Python handler keep their process-wide
+    # action.
+    blocked = on_fresh_stack(signal.pthread_sigmask, signal.SIG_BLOCK, [])
     assert signal.SIGUSR2 in blocked
     assert signal.SIGSEGV not in blocked
 
@@ -72,14 +80,9 @@ def test_it_raises_what_the_function_raised_with_its_traceback() -> None:
     assert "fails" in [entry.name for entry in caught.traceback]
 
 
-def test_the_caller_handles_a_signal_while_it_waits() -> None:
+def test_the_caller_handles_a_signal_while_it_waits(asked: threading.Event) -> None:
     # The worker's SIGUSR2 handler (put the job back) is set in the pool process's main
     # thread; the training loop, on the fresh thread, must see what it sets.
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set from the main thread only")
-    asked = threading.Event()
-    before = signal.signal(signal.SIGUSR2, lambda *_: asked.set())
-
     def trains() -> str:
         deadline = time.monotonic() + 30
         while not asked.is_set():
@@ -88,20 +91,16 @@ def test_the_caller_handles_a_signal_while_it_waits() -> None:
             time.sleep(0.01)
         return "put back"
 
-    try:
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2)).start()
-        assert on_fresh_stack(trains) == "put back"
-    finally:
-        signal.signal(signal.SIGUSR2, before)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+    assert on_fresh_stack(trains) == "put back"
 
 
-def test_a_signal_another_thread_took_is_handled_while_the_caller_waits() -> None:
+def test_a_signal_another_thread_took_is_handled_while_the_caller_waits(
+    asked: threading.Event,
+) -> None:
     # Linux may hand a process's signal to any thread that does not block it (the
     # writer's, say); the waiting caller still runs its Python handler within a poll.
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set from the main thread only")
-    asked, done = threading.Event(), threading.Event()
-    before = signal.signal(signal.SIGUSR2, lambda *_: asked.set())
+    done = threading.Event()
     bystander = threading.Thread(target=done.wait)  # does not block SIGUSR2
     bystander.start()
 
@@ -115,4 +114,3 @@ def test_a_signal_another_thread_took_is_handled_while_the_caller_waits() -> Non
     finally:
         done.set()
         bystander.join()
-        signal.signal(signal.SIGUSR2, before)
