@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from worker.thread_names import name_this_thread
+
 T = TypeVar("T")
 SIGNAL_POLL_SECONDS = 0.5
 
@@ -44,6 +46,7 @@ class _Run(threading.Thread):
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, self.handled)
+        name_this_thread(self.name)
         try:
             self.result = self.fn(*self.args, **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller

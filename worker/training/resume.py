@@ -53,7 +53,7 @@ def _optimizer_variables(model: keras.Model) -> list[Any]:
     return list(optimizer.variables)
 
 
-def _value(variable: Any) -> Any:
+def current_value(variable: Any) -> Any:
     """The variable's current value, as a tensor that later assignments do not change.
 
     One read op, without Keras' and numpy's conversions (about a tenth of their cost on
@@ -70,8 +70,8 @@ def _value(variable: Any) -> Any:
 
 def snapshot(model: keras.Model, epoch: int, callbacks: list[keras.callbacks.Callback]) -> Snapshot:
     """Takes what a resumed attempt needs after ``epoch`` (1-based) has ended."""
-    arrays = {f"m{i}": _value(v) for i, v in enumerate(model.variables)}
-    arrays.update({f"o{i}": _value(v) for i, v in enumerate(_optimizer_variables(model))})
+    arrays = {f"m{i}": current_value(v) for i, v in enumerate(model.variables)}
+    arrays.update({f"o{i}": current_value(v) for i, v in enumerate(_optimizer_variables(model))})
     for c, cb in enumerate(callbacks):
         weights = getattr(cb, "best_weights", None)
         if isinstance(cb, keras.callbacks.EarlyStopping) and weights is not None:
