@@ -277,6 +277,59 @@ def _busy(procs: list[psutil.Process]) -> float:
     return sum(cpu_seconds(proc.pid) or 0.0 for proc in procs)
 
 
+def thread_cpu(side: str, procs: list[tuple[str, psutil.Process]]) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``procs`` (each with what it is), keyed
+    ``side/process/thread/tid``: a thread by the name the kernel knows it by (``main``
+    for a process's first thread; fitq's own are ``fitq-train`` and ``fitq-writer``,
+    TensorFlow's ``tf_Compute`` and the like)."""
+    out: dict[str, float] = {}
+    for role, proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            for t in proc.threads():
+                name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
+                name = "main" if t.id == proc.pid else name
+                out[f"{side}/{role}/{name}/{t.id}"] = t.user_time + t.system_time
+    return out
+
+
+def _labelled(procs: list[psutil.Process]) -> list[tuple[str, psutil.Process]]:
+    """A process and its descendants, as ``main`` and ``child``."""
+    return [("child" if n else "main", proc) for n, proc in enumerate(procs)]
+
+
+def thread_report(run: dict[str, Any], share: tuple[float, float] = (0.2, 0.9)) -> dict[str, Any]:
+    """CPU milliseconds an epoch of each side, by thread, between two of the moments both
+    sides were stopped (``run["threads"]``: at ``share`` of the way through them), over
+    the epochs each side ended in between; threads of one name in a process are added up."""
+    series = run.get("threads") or []
+    if len(series) < 10:
+        return {}
+    (t0, first), (t1, last) = (series[int(len(series) * f)] for f in share)
+    out: dict[str, Any] = {"window_s": t1 - t0}
+    for side in ("service", "plain"):
+        n = sum(1 for _, end in run[side] if t0 <= end <= t1)
+        used: dict[str, float] = {}
+        for key, seconds in last.items():
+            if key.startswith(side + "/"):
+                group = key.rsplit("/", 1)[0].split("/", 1)[1]
+                used[group] = used.get(group, 0.0) + seconds - first.get(key, 0.0)
+        out[side] = {
+            "epochs": n,
+            "cpu_ms_per_epoch": sum(used.values()) * 1000 / max(n, 1),
+            "by_thread_ms": {
+                k: round(v * 1000 / max(n, 1), 3)
+                for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+                if v * 1000 / max(n, 1) >= 0.01
+            },
+        }
+        print(
+            f"{side}: {n} epochs, {out[side]['cpu_ms_per_epoch']:.2f} CPU-ms an epoch: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in out[side]["by_thread_ms"].items()),
+            flush=True,
+        )
+    return out
+
+
 def take_turns(
     service: Callable[[], list[psutil.Process]],
     plain: Callable[[], list[psutil.Process]],
@@ -330,11 +383,19 @@ def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict
     ]
     a, b = (proc.pid for proc in procs)
     _send(_tree(b), signal.SIGSTOP)
+    threads: list[tuple[float, dict[str, float]]] = []
     turns = take_turns(  # a process and its children: fork and pool fit in a child
         lambda: _tree(a),
         lambda: _tree(b),
         lambda: any(p.poll() is not None for p in procs),
         quantum,
+        lambda: threads.append(
+            (
+                time.time(),
+                thread_cpu("service", _labelled(_tree(a)))
+                | thread_cpu("plain", _labelled(_tree(b))),
+            )
+        ),
     )
     for proc in procs:
         if proc.wait(timeout=3600) != 0:
@@ -343,6 +404,7 @@ def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict
     return {
         "service_cpu_s": {},
         "turns": turns,
+        "threads": threads,
         **{
             side: list(zip(d["epoch_s"], d["epoch_end"], strict=True))
             for side, d in zip(("service", "plain"), data, strict=True)
@@ -479,9 +541,20 @@ class SlicedRun:
         trained = Settings(data_dir=self.data).job_dir(job_id) / FINAL_MODEL_FILE
         cpu0 = self._cpu()
         cpu = dict(cpu0)
+        threads: list[tuple[float, dict[str, float]]] = []
 
         def stopped() -> None:
             cpu.update(self._cpu())  # exact: nothing of the service runs
+            client = self.client.pid if self.client else None
+            procs = [
+                (role, psutil.Process(pid)) for pid, role in _roles(self.up.pid, client).items()
+            ]
+            threads.append(
+                (
+                    time.time(),
+                    thread_cpu("service", procs) | thread_cpu("plain", _labelled(plain_group)),
+                )
+            )
 
         turns = take_turns(
             lambda: [proc for proc in self._service() if proc.pid not in kept],
@@ -507,6 +580,7 @@ class SlicedRun:
         return {
             "service_cpu_s": used,
             "turns": turns,
+            "threads": threads,
             "service": [(r["duration_s"], parse_ts(r["recorded_at"]).timestamp()) for r in rows],
             "plain": list(zip(plain_data["epoch_s"], plain_data["epoch_end"], strict=True)),
         }
@@ -723,12 +797,12 @@ def _sliced(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fitq-gap-") as tmp:
         if args.against != "service":
             raw = processes_run(Path(tmp), args.epochs, args.quantum, args.against)
-            return sliced_report(raw, args.quantum) | {"raw": raw}
+            return sliced_report(raw, args.quantum) | {"threads": thread_report(raw), "raw": raw}
         sliced = SlicedRun(Path(tmp), args.epochs, args.quantum, not args.unwatched, args.hold)
         try:
             sliced.warm()
             raw = sliced.run()
-            return sliced_report(raw, args.quantum) | {"raw": raw}
+            return sliced_report(raw, args.quantum) | {"threads": thread_report(raw), "raw": raw}
         finally:
             sliced.close()
 
