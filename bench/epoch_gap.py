@@ -32,8 +32,10 @@ script, fitq's runner, the plain fit forked from a process that imported the wor
 app (from its main thread, ``pool``, or another thread, ``pool-thread``), fitq's runner
 so forked (``pool-runner``), or the plain fit as a Celery task in a live worker's pool
 process, called where the task runs (``celery``) or on a fresh thread (``celery-fresh``,
-as fitq's worker trains: ``worker.fresh_stack``). ``--hold`` keeps the API and the
-worker's parent stopped while the job trains.
+as fitq's worker trains: ``worker.fresh_stack``), or the plain fit on a fresh thread of
+a plain process (``thread``). ``--hold`` keeps the API and the worker's parent stopped
+while the job trains. Each sliced run also prints each side's CPU an epoch by thread
+(``thread_cpu`` at every stop, ``thread_report``).
 
 Stack depth (``--depth``): what an eager op costs called that many extra Python frames
 deep, in one process, in turns, 5 rounds per ``--rounds`` (``depth_run``).
@@ -42,7 +44,7 @@ deep, in one process, in turns, 5 rounds per ``--rounds`` (``depth_run``).
     python -m bench.epoch_gap --contexts [--rounds 6] [--arms plain,warm,fork,runner]
     python -m bench.epoch_gap --sliced [--epochs 400] [--quantum 2] [--unwatched] [--hold]
     python -m bench.epoch_gap --sliced --against plain|runner|pool [--epochs 400]
-    python -m bench.epoch_gap --sliced --against pool-thread|pool-runner|celery|celery-fresh
+    python -m bench.epoch_gap --sliced --against pool-thread|pool-runner|celery|celery-fresh|thread
     python -m bench.epoch_gap --depth 0,30,90 [--rounds 6]
 """
 
@@ -222,6 +224,10 @@ def context_child(arm: str, out: Path, epochs: int = 20) -> None:
             celery_fit.run(out, epochs, fresh=arm == "celery-fresh")
     elif arm in ("plain", "warm"):
         _plain_fit(out, warm=arm == "warm", epochs=epochs)
+    elif arm == "thread":  # the plain fit on a thread of its own, as fitq's worker trains
+        from worker.fresh_stack import on_fresh_stack
+
+        on_fresh_stack(_plain_fit, out, warm=False, epochs=epochs)
     else:
         raise ValueError(f"unknown context arm {arm!r}")
 
@@ -780,7 +786,7 @@ def _parser() -> argparse.ArgumentParser:
         "--against",
         choices=(
             *("service", "plain", "runner", "pool", "pool-runner", "pool-thread"),
-            *("celery", "celery-fresh"),
+            *("celery", "celery-fresh", "thread"),
         ),
         default="service",
         help="with --sliced: what takes turns with the plain script",
