@@ -551,16 +551,7 @@ class SlicedRun:
 
         def stopped() -> None:
             cpu.update(self._cpu())  # exact: nothing of the service runs
-            client = self.client.pid if self.client else None
-            procs = [
-                (role, psutil.Process(pid)) for pid, role in _roles(self.up.pid, client).items()
-            ]
-            threads.append(
-                (
-                    time.time(),
-                    thread_cpu("service", procs) | thread_cpu("plain", _labelled(plain_group)),
-                )
-            )
+            threads.append((time.time(), self._thread_cpu(plain_group)))
 
         turns = take_turns(
             lambda: [proc for proc in self._service() if proc.pid not in kept],
@@ -590,6 +581,15 @@ class SlicedRun:
             "service": [(r["duration_s"], parse_ts(r["recorded_at"]).timestamp()) for r in rows],
             "plain": list(zip(plain_data["epoch_s"], plain_data["epoch_end"], strict=True)),
         }
+
+    def _thread_cpu(self, plain: list[psutil.Process]) -> dict[str, float]:
+        """``thread_cpu`` of every process of the service and of ``plain``."""
+        client = self.client.pid if self.client else None
+        procs = []
+        for pid, role in _roles(self.up.pid, client).items():
+            with contextlib.suppress(psutil.Error):  # gone since _roles saw it
+                procs.append((role, psutil.Process(pid)))
+        return thread_cpu("service", procs) | thread_cpu("plain", _labelled(plain))
 
     def _service(self) -> list[psutil.Process]:
         return [*_tree(self.up.pid), *(_tree(self.client.pid) if self.client else [])]
