@@ -319,14 +319,11 @@ def thread_report(run: dict[str, Any], share: tuple[float, float] = (0.2, 0.9)) 
             if key.startswith(side + "/"):
                 group = key.rsplit("/", 1)[0].split("/", 1)[1]
                 used[group] = used.get(group, 0.0) + seconds - first.get(key, 0.0)
+        ms = {k: v * 1000 / max(n, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
         out[side] = {
             "epochs": n,
-            "cpu_ms_per_epoch": sum(used.values()) * 1000 / max(n, 1),
-            "by_thread_ms": {
-                k: round(v * 1000 / max(n, 1), 3)
-                for k, v in sorted(used.items(), key=lambda kv: -kv[1])
-                if v * 1000 / max(n, 1) >= 0.01
-            },
+            "cpu_ms_per_epoch": sum(ms.values()),
+            "by_thread_ms": {k: round(v, 3) for k, v in ms.items() if v >= 0.01},
         }
         print(
             f"{side}: {n} epochs, {out[side]['cpu_ms_per_epoch']:.2f} CPU-ms an epoch: "
