@@ -10,6 +10,7 @@ session while the stream is open.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +26,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy import func, inspect, select
+from pydantic import BaseModel
+from sqlalchemy import bindparam, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import jobs as store
@@ -73,13 +75,39 @@ class _Cursor:
     job_etag: str = ""
     job_row: tuple[Any, ...] | None = None  # the job row's values when last sent
     best: dict[int, bool] = field(default_factory=dict)  # is_best of checkpoints sent
-    items: list[tuple[str, str | None, Any]] = field(default_factory=list)
+    # What was read, each as (event, payload, the event encoded once for every stream).
+    items: list[tuple[str, Any, ServerSentEvent]] = field(default_factory=list)
+
+    def add(self, event: str, data: Any, event_id: str | None = None) -> None:
+        self.items.append((event, data, _event(event, data, event_id)))
 
 
 def _event(event: str, data: Any, event_id: str | None = None) -> ServerSentEvent:
-    """The event, its payload encoded (compact JSON) once, however many streams send it."""
-    payload = json.dumps(jsonable_encoder(data), separators=(",", ":"))
+    """The event, its payload encoded as compact JSON: a response model by pydantic's own
+    serializer (what a job, an epoch and a checkpoint are), anything else through
+    ``jsonable_encoder``."""
+    if isinstance(data, BaseModel):
+        payload = data.model_dump_json()
+    else:
+        payload = json.dumps(jsonable_encoder(data), separators=(",", ":"))
     return ServerSentEvent(event=event, id=event_id, raw_data=payload)
+
+
+# Built once: a poll runs them with the job's id and the cursor's place as parameters.
+_NEW_EPOCHS = (
+    select(EpochMetric)
+    .where(EpochMetric.job_id == bindparam("job_id"), EpochMetric.epoch > bindparam("after"))
+    .order_by(EpochMetric.epoch)
+    .limit(EPOCHS_PER_POLL)
+)
+_NEW_CHECKPOINTS = (
+    select(Checkpoint)
+    .where(Checkpoint.job_id == bindparam("job_id"), Checkpoint.id > bindparam("after"))
+    .order_by(Checkpoint.id)
+)
+_CHECKPOINTS_SENT = select(Checkpoint.id, Checkpoint.is_best).where(
+    Checkpoint.job_id == bindparam("job_id"), Checkpoint.id <= bindparam("upto")
+)
 
 
 def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: _Cursor) -> bool:
@@ -88,27 +116,18 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
         job = session.get(Job, job_id)
         if job is None:
             return True
-        rows = session.scalars(
-            select(EpochMetric)
-            .where(EpochMetric.job_id == job_id, EpochMetric.epoch > cur.epoch)
-            .order_by(EpochMetric.epoch)
-            .limit(EPOCHS_PER_POLL)
-        ).all()
+        rows = session.scalars(_NEW_EPOCHS, {"job_id": job_id, "after": cur.epoch}).all()
         for row in rows:
-            cur.items.append(("epoch", str(row.epoch), EpochOut.model_validate(row)))
+            cur.add("epoch", EpochOut.model_validate(row), str(row.epoch))
             cur.epoch = row.epoch
-        for ck in session.scalars(
-            select(Checkpoint)
-            .where(Checkpoint.job_id == job_id, Checkpoint.id > cur.checkpoint)
-            .order_by(Checkpoint.id)
-        ):
-            cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
+        for ck in session.scalars(_NEW_CHECKPOINTS, {"job_id": job_id, "after": cur.checkpoint}):
+            cur.add("checkpoint", CheckpointOut.model_validate(ck))
             cur.checkpoint = ck.id
             cur.best[ck.id] = ck.is_best
         if cur.log_offset >= 0:
             text = _log_since(settings, job_id, cur, fresh=job.status in FINISHED)
             if text:
-                cur.items.append(("log", None, {"text": text, "log_offset": cur.log_offset}))
+                cur.add("log", {"text": text, "log_offset": cur.log_offset})
         # Every write to the job (the worker's included, a checkpoint's too) changes its
         # row, updated_at at least; an unchanged row needs no job_out(), no encoding, no
         # hash and no look at the checkpoints' is_best.
@@ -117,28 +136,29 @@ def _poll(factory: sessionmaker[Session], settings: Settings, job_id: str, cur: 
             cur.job_row = values
             _best_changes(session, job_id, cur)
             out = job_out(session, job)
-            etag = store.etag_of(jsonable_encoder(out))
+            encoded = _event("job", out)
+            etag = hashlib.sha256((encoded.raw_data or "").encode()).hexdigest()
             if etag != cur.job_etag:
                 cur.job_etag = etag
-                cur.items.append(("job", None, out))
+                cur.items.append(("job", out, encoded))
         return job.status in FINISHED and len(rows) < EPOCHS_PER_POLL
 
 
 def _best_changes(session: Session, job_id: str, cur: _Cursor) -> None:
     """Sends again the checkpoints sent earlier whose is_best has changed since."""
+    if not cur.best:
+        return  # none sent: none to send again
     changed = [
         ck_id
         for ck_id, is_best in session.execute(
-            select(Checkpoint.id, Checkpoint.is_best).where(
-                Checkpoint.job_id == job_id, Checkpoint.id <= cur.checkpoint
-            )
+            _CHECKPOINTS_SENT, {"job_id": job_id, "upto": cur.checkpoint}
         )
         if ck_id in cur.best and cur.best[ck_id] != is_best
     ]
     if not changed:
         return
     for ck in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(changed))):
-        cur.items.append(("checkpoint", None, CheckpointOut.model_validate(ck)))
+        cur.add("checkpoint", CheckpointOut.model_validate(ck))
         cur.best[ck.id] = ck.is_best
 
 
@@ -248,11 +268,7 @@ class _JobReader:
     def read(self) -> _Change:
         finished = _read_all(self.factory, self.settings, self.job_id, self.cur)
         items, self.cur.items = self.cur.items, []
-        return _Change(
-            [(event, data, _event(event, data, event_id)) for event, event_id, data in items],
-            self.cur.job_etag,
-            finished,
-        )
+        return _Change(items, self.cur.job_etag, finished)
 
 
 def _take(cur: _Cursor, change: _Change) -> list[ServerSentEvent]:
@@ -422,8 +438,8 @@ async def job_events(
     )
     stream.following.append(follower)
     try:
-        items, cur.items = cur.items, []
-        events = [_event(event, data, event_id) for event, event_id, data in items]
+        events = [encoded for _, _, encoded in cur.items]
+        cur.items = []
         while True:
             for event in events:
                 yield event

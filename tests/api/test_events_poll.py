@@ -3,12 +3,15 @@ none while nothing changes."""
 
 from __future__ import annotations
 
+import json
+
+from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 
 from api.routes.events import _Cursor, _poll
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
-from models.tables import Checkpoint, Job, utcnow
+from models.tables import Checkpoint, EpochMetric, Job, utcnow
 from tests.conftest import Backend
 from tests.dispatcher.test_dispatch import add_job
 
@@ -54,7 +57,7 @@ def test_a_checkpoint_that_stops_being_the_best_is_sent_again(migrated_backend: 
     def poll() -> list[tuple[str, bool | None]]:
         _poll(factory, settings, job_id, cur)
         items, cur.items = cur.items, []
-        return [(kind, data.is_best if kind == "checkpoint" else None) for kind, _, data in items]
+        return [(kind, data.is_best if kind == "checkpoint" else None) for kind, data, _ in items]
 
     def write(**values: object) -> None:  # a checkpoint write, as the worker's: the row and a touch
         with factory() as s, s.begin():
@@ -72,4 +75,37 @@ def test_a_checkpoint_that_stops_being_the_best_is_sent_again(migrated_backend: 
     write(epoch=2, path="b.keras", value=0.4, is_best=True)
     assert sorted(poll()) == [("checkpoint", False), ("checkpoint", True)]
     assert poll() == []
+    factory.kw["bind"].dispose()
+
+
+def test_each_event_is_encoded_as_fastapis_encoder_gives_it(migrated_backend: Backend) -> None:
+    """Events are encoded once, when read, by pydantic's serializer: the JSON is what
+    FastAPI's ``jsonable_encoder`` gives for the same job, epoch and checkpoint."""
+    factory = make_session_factory(make_engine(migrated_backend.database_url))
+    job_id = add_job(factory, "running")
+    with factory() as s, s.begin():
+        metrics = {"loss": 0.1 + 1 / 3, "val_loss": 1e-05, "accuracy": None, "tiny": 5e-324}
+        s.add(EpochMetric(job_id=job_id, epoch=1, metrics=metrics, lr=1e-3, duration_s=0.25))
+        s.add(
+            Checkpoint(
+                job_id=job_id,
+                epoch=1,
+                path="é.keras",
+                monitor="val_loss",
+                value=1e-05,
+                is_best=True,
+                size_bytes=7,
+            )
+        )
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.progress_epoch, job.latest_metrics = 2, metrics
+    cur = _Cursor(epoch=0, log_offset=-1)
+    _poll(factory, Settings(), job_id, cur)
+    assert sorted(kind for kind, _, _ in cur.items) == ["checkpoint", "epoch", "job"]
+    for kind, data, encoded in cur.items:
+        assert encoded.event == kind
+        assert json.loads(encoded.raw_data or "") == jsonable_encoder(data)
+    epoch = next(data for kind, data, _ in cur.items if kind == "epoch")
+    assert epoch.metrics["val_loss"] == 1e-05 and epoch.metrics["tiny"] == 5e-324
     factory.kw["bind"].dispose()
