@@ -54,6 +54,7 @@ import argparse
 import bisect
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -330,7 +331,62 @@ def thread_report(run: dict[str, Any], share: tuple[float, float] = (0.2, 0.9)) 
             + ", ".join(f"{k} {v:.2f}" for k, v in out[side]["by_thread_ms"].items()),
             flush=True,
         )
-    return out
+    return out | machine_report(run, (t0, t1), out)
+
+
+def machine_report(
+    run: dict[str, Any], window: tuple[float, float], threads: dict[str, Any]
+) -> dict[str, Any]:
+    """The machine's busy CPU-ms an epoch in each side's turns within ``window``, and how
+    much of it was outside that side's own threads (kernel threads, interrupts, other
+    processes), with the CPU time the hypervisor took: what per-thread accounting misses,
+    as the I/O a side causes. Each change between two readings goes to the side whose
+    turn ended at the later one."""
+    readings = run.get("machine") or []
+    spent = {"service": [0.0, 0.0], "plain": [0.0, 0.0]}
+    for (_, _, busy0, steal0), (at, ended, busy, steal) in itertools.pairwise(readings):
+        if window[0] < at <= window[1] and ended in spent:
+            spent[ended][0] += busy - busy0
+            spent[ended][1] += steal - steal0
+    out: dict[str, Any] = {}
+    for side, (busy, steal) in spent.items():
+        n = max(threads[side]["epochs"], 1)
+        out[side] = {
+            "busy_ms_per_epoch": busy * 1000 / n,
+            "outside_ms_per_epoch": busy * 1000 / n - threads[side]["cpu_ms_per_epoch"],
+            "steal_ms_per_epoch": steal * 1000 / n,
+        }
+    if readings:
+        print(
+            "machine, CPU-ms an epoch (outside the side's threads; stolen): "
+            + ", ".join(
+                f"{side} {m['busy_ms_per_epoch']:.2f} ({m['outside_ms_per_epoch']:.2f}; "
+                f"{m['steal_ms_per_epoch']:.2f})"
+                for side, m in out.items()
+            ),
+            flush=True,
+        )
+    return {"machine": out} if readings else {}
+
+
+class StopReadings:
+    """What is read each time both sides are stopped: every thread's CPU time
+    (``threads``, a ``thread_cpu`` reading of both sides) and the machine's: its busy CPU
+    time since boot (user, nice, system, irq and softirq, every CPU, kernel threads and
+    interrupts included) and the time the hypervisor took (steal), with the side whose
+    turn just ended."""
+
+    def __init__(self, threads: Callable[[], dict[str, float]]) -> None:
+        self._read_threads = threads
+        self.threads: list[tuple[float, dict[str, float]]] = []
+        self.machine: list[tuple[float, str, float, float]] = []
+
+    def __call__(self, ended: str) -> None:
+        now, cpu = time.time(), psutil.cpu_times()
+        busy = cpu.user + cpu.nice + cpu.system + getattr(cpu, "irq", 0.0)
+        busy += getattr(cpu, "softirq", 0.0)
+        self.machine.append((now, ended, busy, getattr(cpu, "steal", 0.0)))
+        self.threads.append((now, self._read_threads()))
 
 
 def take_turns(
@@ -338,22 +394,23 @@ def take_turns(
     plain: Callable[[], list[psutil.Process]],
     done: Callable[[], bool],
     quantum: float,
-    stopped: Callable[[], None] = lambda: None,
+    stopped: Callable[[str], None],
 ) -> list[tuple[float, str]]:
     """Runs the two groups in turns of ``quantum`` seconds, ``service`` first (``plain``
     must be stopped already), until ``done``; then continues both. Returns when each
-    turn began and whose it was; ``stopped`` is called each time the service has just
-    been stopped."""
+    turn began and whose it was; ``stopped`` is called with the side whose turn ended,
+    each time both sides are stopped."""
     turns: list[tuple[float, str]] = [(time.time(), "service")]
     while not done():
         time.sleep(quantum)
         if turns[-1][1] == "service":
             _send(service(), signal.SIGSTOP)
-            stopped()
+            stopped("service")
             _send(plain(), signal.SIGCONT)
             turns.append((time.time(), "plain"))
         else:
             _send(plain(), signal.SIGSTOP)
+            stopped("plain")
             _send(service(), signal.SIGCONT)
             turns.append((time.time(), "service"))
     turns.append((time.time(), "both"))
@@ -386,19 +443,17 @@ def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict
     ]
     a, b = (proc.pid for proc in procs)
     _send(_tree(b), signal.SIGSTOP)
-    threads: list[tuple[float, dict[str, float]]] = []
+    readings = StopReadings(
+        lambda: (
+            thread_cpu("service", _labelled(_tree(a))) | thread_cpu("plain", _labelled(_tree(b)))
+        )
+    )
     turns = take_turns(  # a process and its children: fork and pool fit in a child
         lambda: _tree(a),
         lambda: _tree(b),
         lambda: any(p.poll() is not None for p in procs),
         quantum,
-        lambda: threads.append(
-            (
-                time.time(),
-                thread_cpu("service", _labelled(_tree(a)))
-                | thread_cpu("plain", _labelled(_tree(b))),
-            )
-        ),
+        readings,
     )
     for proc in procs:
         if proc.wait(timeout=3600) != 0:
@@ -407,7 +462,8 @@ def processes_run(work: Path, epochs: int, quantum: float, against: str) -> dict
     return {
         "service_cpu_s": {},
         "turns": turns,
-        "threads": threads,
+        "threads": readings.threads,
+        "machine": readings.machine,
         **{
             side: list(zip(d["epoch_s"], d["epoch_end"], strict=True))
             for side, d in zip(("service", "plain"), data, strict=True)
@@ -544,11 +600,11 @@ class SlicedRun:
         trained = Settings(data_dir=self.data).job_dir(job_id) / FINAL_MODEL_FILE
         cpu0 = self._cpu()
         cpu = dict(cpu0)
-        threads: list[tuple[float, dict[str, float]]] = []
+        readings = StopReadings(lambda: self._thread_cpu(plain_group))
 
-        def stopped() -> None:
+        def stopped(ended: str) -> None:
             cpu.update(self._cpu())  # exact: nothing of the service runs
-            threads.append((time.time(), self._thread_cpu(plain_group)))
+            readings(ended)
 
         turns = take_turns(
             lambda: [proc for proc in self._service() if proc.pid not in kept],
@@ -574,7 +630,8 @@ class SlicedRun:
         return {
             "service_cpu_s": used,
             "turns": turns,
-            "threads": threads,
+            "threads": readings.threads,
+            "machine": readings.machine,
             "service": [(r["duration_s"], parse_ts(r["recorded_at"]).timestamp()) for r in rows],
             "plain": list(zip(plain_data["epoch_s"], plain_data["epoch_end"], strict=True)),
         }
