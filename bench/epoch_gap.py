@@ -35,7 +35,9 @@ process, called where the task runs (``celery``) or on a fresh thread (``celery-
 as fitq's worker trains: ``worker.fresh_stack``), or the plain fit on a fresh thread of
 a plain process (``thread``). ``--hold`` keeps the API and the worker's parent stopped
 while the job trains. Each sliced run also prints each side's CPU an epoch by thread
-(``thread_cpu`` at every stop, ``thread_report``).
+(``thread_cpu`` at every stop, ``thread_report``) and the machine's busy CPU an epoch
+in each side's turns, with what was outside its own threads (``StopReadings``,
+``machine_report``).
 
 Stack depth (``--depth``): what an eager op costs called that many extra Python frames
 deep, in one process, in turns, 5 rounds per ``--rounds`` (``depth_run``).
