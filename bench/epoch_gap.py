@@ -345,6 +345,8 @@ def machine_report(
     as the I/O a side causes. Each change between two readings goes to the side whose
     turn ended at the later one."""
     readings = run.get("machine") or []
+    if not readings:
+        return {}
     spent = {"service": [0.0, 0.0], "plain": [0.0, 0.0]}
     for (_, _, busy0, steal0), (at, ended, busy, steal) in itertools.pairwise(readings):
         if window[0] < at <= window[1] and ended in spent:
@@ -353,22 +355,22 @@ def machine_report(
     out: dict[str, Any] = {}
     for side, (busy, steal) in spent.items():
         n = max(threads[side]["epochs"], 1)
+        busy_ms = busy * 1000 / n
         out[side] = {
-            "busy_ms_per_epoch": busy * 1000 / n,
-            "outside_ms_per_epoch": busy * 1000 / n - threads[side]["cpu_ms_per_epoch"],
+            "busy_ms_per_epoch": busy_ms,
+            "outside_ms_per_epoch": busy_ms - threads[side]["cpu_ms_per_epoch"],
             "steal_ms_per_epoch": steal * 1000 / n,
         }
-    if readings:
-        print(
-            "machine, CPU-ms an epoch (outside the side's threads; stolen): "
-            + ", ".join(
-                f"{side} {m['busy_ms_per_epoch']:.2f} ({m['outside_ms_per_epoch']:.2f}; "
-                f"{m['steal_ms_per_epoch']:.2f})"
-                for side, m in out.items()
-            ),
-            flush=True,
-        )
-    return {"machine": out} if readings else {}
+    print(
+        "machine, CPU-ms an epoch (outside the side's threads; stolen): "
+        + ", ".join(
+            f"{side} {m['busy_ms_per_epoch']:.2f} ({m['outside_ms_per_epoch']:.2f}; "
+            f"{m['steal_ms_per_epoch']:.2f})"
+            for side, m in out.items()
+        ),
+        flush=True,
+    )
+    return {"machine": out}
 
 
 class StopReadings:
